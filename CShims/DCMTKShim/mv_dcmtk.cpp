@@ -1,0 +1,196 @@
+// mv_dcmtk.cpp — see include/mv_dcmtk.h for why this exists. Every entry point catches everything.
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dctk.h"
+#include "dcmtk/dcmdata/dcistrmb.h"
+#include "dcmtk/oflog/oflog.h"
+
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <new>
+#include <string>
+
+#include "mv_dcmtk.h"
+
+struct mv_dcm_header {
+    std::map<uint32_t, std::string> values;
+    std::string transferSyntax;
+    bool hasFileMeta = false;
+    bool charsetConverted = true;
+};
+
+namespace {
+
+// Values longer than this are walked over, never read into memory.
+const Uint32 kMaxReadLength = 4096;
+// Top-level values longer than this are not kept in the header (they are never identifiers).
+const unsigned long kMaxKeptValue = 1024;
+
+void setError(char *err, size_t len, const std::string &message) {
+    if (err == nullptr || len == 0) return;
+    std::strncpy(err, message.c_str(), len - 1);
+    err[len - 1] = '\0';
+}
+
+std::once_flag gInitOnce;
+bool gDictionaryLoaded = false;
+
+void initializeOnce() {
+    std::call_once(gInitOnce, [] {
+        // DCMTK logs malformed-input details (including element values) to stderr. Silence it;
+        // callers get the OFCondition text instead.
+        OFLog::configure(OFLogger::OFF_LOG_LEVEL);
+        gDictionaryLoaded = dcmDataDict.isDictionaryLoaded();
+    });
+}
+
+// Copies every short top-level element (not sequences, not pixel data) into the header.
+void collectValues(DcmDataset *dataset, mv_dcm_header *header) {
+    header->values.clear();
+    const unsigned long count = dataset->card();
+    for (unsigned long i = 0; i < count; i++) {
+        DcmElement *element = dataset->getElement(i);
+        if (element == nullptr) continue;
+        const DcmTag &tag = element->getTag();
+        const DcmEVR evr = tag.getEVR();
+        if (evr == EVR_SQ || evr == EVR_pixelSQ || evr == EVR_OB || evr == EVR_OW || evr == EVR_OF ||
+            evr == EVR_OD || evr == EVR_OL || evr == EVR_OV || evr == EVR_UN || evr == EVR_ox ||
+            evr == EVR_px)
+            continue;
+        if (element->getLength() > kMaxKeptValue) continue;
+        OFString value;
+        if (element->getOFStringArray(value).good()) {
+            const uint32_t key = (uint32_t(tag.getGroup()) << 16) | tag.getElement();
+            header->values[key] = std::string(value.c_str(), value.length());
+        }
+    }
+}
+
+int finishParse(DcmFileFormat &fileFormat, OFCondition status, mv_dcm_header **out, char *err, size_t errLen) {
+    if (status.bad()) {
+        setError(err, errLen, std::string("not a readable DICOM file: ") + status.text());
+        return MV_DCM_ERR_PARSE;
+    }
+    DcmDataset *dataset = fileFormat.getDataset();
+    if (dataset == nullptr || dataset->card() == 0) {
+        setError(err, errLen, "not a DICOM file: no data elements");
+        return MV_DCM_ERR_PARSE;
+    }
+    mv_dcm_header *header = new (std::nothrow) mv_dcm_header();
+    if (header == nullptr) {
+        setError(err, errLen, "out of memory");
+        return MV_DCM_ERR_INTERNAL;
+    }
+    DcmMetaInfo *meta = fileFormat.getMetaInfo();
+    header->hasFileMeta = meta != nullptr && meta->card() > 0;
+    OFString xfer;
+    if (header->hasFileMeta && meta->findAndGetOFString(DCM_TransferSyntaxUID, xfer).good() && !xfer.empty()) {
+        header->transferSyntax = xfer.c_str();
+    } else {
+        header->transferSyntax = DcmXfer(dataset->getOriginalXfer()).getXferID();
+    }
+    // Raw values first, so that a character set this machine cannot convert still leaves the
+    // (sealed) raw values and a flag, rather than a failed import.
+    collectValues(dataset, header);
+    OFString charset;
+    if (dataset->findAndGetOFStringArray(DCM_SpecificCharacterSet, charset).good() && !charset.empty()) {
+        if (dataset->convertToUTF8().good()) {
+            collectValues(dataset, header);
+        } else {
+            header->charsetConverted = false;
+        }
+    }
+    *out = header;
+    return MV_DCM_OK;
+}
+
+}  // namespace
+
+extern "C" int mv_dcm_initialize(char *err, size_t err_len) {
+    try {
+        initializeOnce();
+        if (!gDictionaryLoaded) {
+            setError(err, err_len,
+                     "DCMTK data dictionary is not loaded (install the libdcmtk17 package, which provides "
+                     "/usr/share/libdcmtk17/dicom.dic)");
+            return MV_DCM_ERR_DICTIONARY;
+        }
+        return MV_DCM_OK;
+    } catch (...) {
+        setError(err, err_len, "unexpected C++ exception while initialising DCMTK");
+        return MV_DCM_ERR_INTERNAL;
+    }
+}
+
+extern "C" int mv_dcm_parse_file(const char *path, mv_dcm_header **out, char *err, size_t err_len) {
+    try {
+        if (out == nullptr || path == nullptr) return MV_DCM_ERR_INTERNAL;
+        *out = nullptr;
+        int rc = mv_dcm_initialize(err, err_len);
+        if (rc != MV_DCM_OK) return rc;
+        FILE *probe = std::fopen(path, "rb");
+        if (probe == nullptr) {
+            setError(err, err_len, std::string("cannot open file: ") + std::strerror(errno));
+            return MV_DCM_ERR_IO;
+        }
+        std::fclose(probe);
+        DcmFileFormat fileFormat;
+        OFCondition status = fileFormat.loadFile(OFFilename(path), EXS_Unknown, EGL_noChange, kMaxReadLength,
+                                                 ERM_autoDetect);
+        return finishParse(fileFormat, status, out, err, err_len);
+    } catch (const std::bad_alloc &) {
+        setError(err, err_len, "out of memory while parsing");
+        return MV_DCM_ERR_INTERNAL;
+    } catch (...) {
+        setError(err, err_len, "unexpected C++ exception while parsing");
+        return MV_DCM_ERR_INTERNAL;
+    }
+}
+
+extern "C" int mv_dcm_parse_buffer(const void *bytes, size_t length, mv_dcm_header **out, char *err,
+                                   size_t err_len) {
+    try {
+        if (out == nullptr || (bytes == nullptr && length > 0)) return MV_DCM_ERR_INTERNAL;
+        *out = nullptr;
+        int rc = mv_dcm_initialize(err, err_len);
+        if (rc != MV_DCM_OK) return rc;
+        if (length == 0) {
+            setError(err, err_len, "not a DICOM file: empty");
+            return MV_DCM_ERR_PARSE;
+        }
+        DcmInputBufferStream stream;
+        stream.setBuffer(bytes, offile_off_t(length));
+        stream.setEos();
+        DcmFileFormat fileFormat;
+        fileFormat.transferInit();
+        OFCondition status = fileFormat.read(stream, EXS_Unknown, EGL_noChange, kMaxReadLength);
+        fileFormat.transferEnd();
+        return finishParse(fileFormat, status, out, err, err_len);
+    } catch (const std::bad_alloc &) {
+        setError(err, err_len, "out of memory while parsing");
+        return MV_DCM_ERR_INTERNAL;
+    } catch (...) {
+        setError(err, err_len, "unexpected C++ exception while parsing");
+        return MV_DCM_ERR_INTERNAL;
+    }
+}
+
+extern "C" const char *mv_dcm_header_get(const mv_dcm_header *header, uint16_t group, uint16_t element) {
+    if (header == nullptr) return nullptr;
+    auto it = header->values.find((uint32_t(group) << 16) | element);
+    return it == header->values.end() ? nullptr : it->second.c_str();
+}
+
+extern "C" int mv_dcm_header_has_file_meta(const mv_dcm_header *header) {
+    return header != nullptr && header->hasFileMeta ? 1 : 0;
+}
+
+extern "C" int mv_dcm_header_charset_converted(const mv_dcm_header *header) {
+    return header != nullptr && header->charsetConverted ? 1 : 0;
+}
+
+extern "C" const char *mv_dcm_header_transfer_syntax(const mv_dcm_header *header) {
+    return header == nullptr ? "" : header->transferSyntax.c_str();
+}
+
+extern "C" void mv_dcm_header_free(mv_dcm_header *header) { delete header; }

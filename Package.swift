@@ -1,0 +1,48 @@
+// swift-tools-version: 6.1
+// MedVault: an encrypted vault for DICOM images. One target per layer; see docs/design.md.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "MedVault",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "medvault", targets: ["medvault"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+    ],
+    targets: [
+        // C world: libsodium (system library) and DCMTK behind a plain C header.
+        .systemLibrary(
+            name: "CSodium", path: "CShims/CSodium", pkgConfig: "libsodium",
+            providers: [.apt(["libsodium-dev"])]),
+        .target(
+            name: "CDCMTKShim", path: "CShims/DCMTKShim", publicHeadersPath: "include",
+            linkerSettings: [.linkedLibrary("dcmdata"), .linkedLibrary("oflog"), .linkedLibrary("ofstd")]),
+
+        // Swift layers.
+        .target(name: "VaultCrypto", dependencies: ["CSodium"], swiftSettings: strict),
+        .target(name: "VaultDICOM", dependencies: ["CDCMTKShim"], swiftSettings: strict),
+        .target(
+            name: "VaultStore",
+            dependencies: ["VaultCrypto", "VaultDICOM", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "medvault",
+            dependencies: ["VaultStore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict),
+
+        // Tests run on real bytes: real libsodium, real DCMTK, real SQLite, real processes.
+        .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: strict),
+        .testTarget(name: "VaultDICOMTests", dependencies: ["VaultDICOM"], swiftSettings: strict),
+        .testTarget(name: "VaultStoreTests", dependencies: ["VaultStore", "VaultCrypto", "VaultDICOM"], swiftSettings: strict),
+        .testTarget(name: "MedVaultCLITests", dependencies: ["VaultStore", "VaultCrypto"], swiftSettings: strict),
+    ],
+    cxxLanguageStandard: .cxx17
+)

@@ -1,0 +1,182 @@
+// Swift value types over the DCMTK shim. Nothing here knows about encryption or storage.
+internal import CDCMTKShim
+
+/// A DICOM tag (group, element).
+public struct DICOMTag: Hashable, Sendable, CustomStringConvertible {
+    public let group: UInt16
+    public let element: UInt16
+    public init(_ group: UInt16, _ element: UInt16) {
+        self.group = group
+        self.element = element
+    }
+    public var description: String {
+        "(" + String(group, radix: 16, uppercase: true).leftPadded(4) + ","
+            + String(element, radix: 16, uppercase: true).leftPadded(4) + ")"
+    }
+
+    public static let specificCharacterSet = DICOMTag(0x0008, 0x0005)
+    public static let sopClassUID = DICOMTag(0x0008, 0x0016)
+    public static let sopInstanceUID = DICOMTag(0x0008, 0x0018)
+    public static let studyDate = DICOMTag(0x0008, 0x0020)
+    public static let studyTime = DICOMTag(0x0008, 0x0030)
+    public static let accessionNumber = DICOMTag(0x0008, 0x0050)
+    public static let modality = DICOMTag(0x0008, 0x0060)
+    public static let institutionName = DICOMTag(0x0008, 0x0080)
+    public static let referringPhysicianName = DICOMTag(0x0008, 0x0090)
+    public static let studyDescription = DICOMTag(0x0008, 0x1030)
+    public static let seriesDescription = DICOMTag(0x0008, 0x103E)
+    public static let performingPhysicianName = DICOMTag(0x0008, 0x1050)
+    public static let patientName = DICOMTag(0x0010, 0x0010)
+    public static let patientID = DICOMTag(0x0010, 0x0020)
+    public static let issuerOfPatientID = DICOMTag(0x0010, 0x0021)
+    public static let patientBirthDate = DICOMTag(0x0010, 0x0030)
+    public static let patientSex = DICOMTag(0x0010, 0x0040)
+    public static let bodyPartExamined = DICOMTag(0x0018, 0x0015)
+    public static let studyInstanceUID = DICOMTag(0x0020, 0x000D)
+    public static let seriesInstanceUID = DICOMTag(0x0020, 0x000E)
+    public static let studyID = DICOMTag(0x0020, 0x0010)
+    public static let seriesNumber = DICOMTag(0x0020, 0x0011)
+    public static let instanceNumber = DICOMTag(0x0020, 0x0013)
+    public static let numberOfFrames = DICOMTag(0x0028, 0x0008)
+    public static let rows = DICOMTag(0x0028, 0x0010)
+    public static let columns = DICOMTag(0x0028, 0x0011)
+}
+
+extension String {
+    fileprivate func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}
+
+/// Why a file could not be read as DICOM. The messages name the problem, never a patient value.
+public enum DICOMError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// DCMTK's data dictionary is missing: implicit-VR files would decode wrongly, so nothing is parsed.
+    case dictionaryUnavailable(String)
+    /// The file could not be opened or read.
+    case unreadable(String)
+    /// The bytes are not well-formed DICOM (garbage, truncated, bad lengths).
+    case malformed(String)
+    /// Well-formed, but an attribute the vault needs is absent or empty.
+    case missingAttribute(String)
+    /// The shim failed unexpectedly (out of memory, an internal exception).
+    case internalFailure(String)
+
+    public var description: String {
+        switch self {
+        case .dictionaryUnavailable(let m): m
+        case .unreadable(let m): m
+        case .malformed(let m): m
+        case .missingAttribute(let name): "not importable: missing \(name)"
+        case .internalFailure(let m): "DICOM parser failure: \(m)"
+        }
+    }
+}
+
+/// What the vault reads from a file's header: identifiers (sealed by the store), UIDs, and
+/// technical attributes. Values are UTF-8 with DICOM padding trimmed.
+public struct DICOMHeader: Sendable, Equatable {
+    /// Every short top-level value, by tag.
+    public let values: [DICOMTag: String]
+    public let transferSyntaxUID: String
+    public let hasFileMeta: Bool
+    /// False when the file's Specific Character Set could not be converted to UTF-8 on this machine
+    /// (values are then kept as read, byte for byte).
+    public let characterSetConverted: Bool
+
+    public init(values: [DICOMTag: String], transferSyntaxUID: String, hasFileMeta: Bool, characterSetConverted: Bool) {
+        self.values = values
+        self.transferSyntaxUID = transferSyntaxUID
+        self.hasFileMeta = hasFileMeta
+        self.characterSetConverted = characterSetConverted
+    }
+
+    /// The trimmed value of `tag`, or nil when absent or empty.
+    public subscript(_ tag: DICOMTag) -> String? {
+        guard let v = values[tag] else { return nil }
+        let t = v.trimmingDICOMPadding()
+        return t.isEmpty ? nil : t
+    }
+
+    public var sopInstanceUID: String? { self[.sopInstanceUID] }
+    public var seriesInstanceUID: String? { self[.seriesInstanceUID] }
+    public var studyInstanceUID: String? { self[.studyInstanceUID] }
+}
+
+extension String {
+    /// Removes the spaces and NULs DICOM pads values with, at both ends.
+    public func trimmingDICOMPadding() -> String {
+        var scalars = Substring(self).unicodeScalars
+        while let f = scalars.first, f == " " || f == "\0" { scalars.removeFirst() }
+        while let l = scalars.last, l == " " || l == "\0" { scalars.removeLast() }
+        return String(scalars)
+    }
+}
+
+/// Parses DICOM headers through the DCMTK shim. Stateless and thread-safe.
+public enum DICOMParser {
+    /// The tags the vault keeps; everything else stays only in the encrypted blob.
+    static let keptTags: [DICOMTag] = [
+        .specificCharacterSet, .sopClassUID, .sopInstanceUID, .studyDate, .studyTime, .accessionNumber, .modality,
+        .institutionName, .referringPhysicianName, .studyDescription, .seriesDescription, .performingPhysicianName,
+        .patientName, .patientID, .issuerOfPatientID, .patientBirthDate, .patientSex, .bodyPartExamined,
+        .studyInstanceUID, .seriesInstanceUID, .studyID, .seriesNumber, .instanceNumber, .numberOfFrames, .rows,
+        .columns,
+    ]
+
+    /// Checks that DCMTK is usable (its data dictionary is loaded). Call once at start-up to fail loudly.
+    public static func checkAvailable() throws(DICOMError) {
+        var err = [CChar](repeating: 0, count: 512)
+        let rc = mv_dcm_initialize(&err, err.count)
+        if rc != 0 { throw .dictionaryUnavailable(cString(err)) }
+    }
+
+    /// Parses the file at `path`, walking its structure without loading pixel data.
+    public static func parse(path: String) throws(DICOMError) -> DICOMHeader {
+        var err = [CChar](repeating: 0, count: 512)
+        var handle: OpaquePointer?
+        let rc = mv_dcm_parse_file(path, &handle, &err, err.count)
+        return try finish(rc, handle, err)
+    }
+
+    /// Parses a file already in memory.
+    public static func parse(bytes: [UInt8]) throws(DICOMError) -> DICOMHeader {
+        var err = [CChar](repeating: 0, count: 512)
+        var handle: OpaquePointer?
+        let rc = bytes.withUnsafeBytes { mv_dcm_parse_buffer($0.baseAddress, $0.count, &handle, &err, err.count) }
+        return try finish(rc, handle, err)
+    }
+
+    private static func finish(_ rc: Int32, _ handle: OpaquePointer?, _ err: [CChar]) throws(DICOMError) -> DICOMHeader {
+        let message = cString(err)
+        switch Int(rc) {
+        case Int(MV_DCM_OK): break
+        case Int(MV_DCM_ERR_DICTIONARY): throw .dictionaryUnavailable(message)
+        case Int(MV_DCM_ERR_IO): throw .unreadable(message)
+        case Int(MV_DCM_ERR_PARSE): throw .malformed(message)
+        default: throw .internalFailure(message)
+        }
+        guard let handle else { throw .internalFailure("parser returned no header") }
+        defer { mv_dcm_header_free(handle) }
+        var values: [DICOMTag: String] = [:]
+        for tag in keptTags {
+            if let c = mv_dcm_header_get(handle, tag.group, tag.element) {
+                values[tag] = cString(c)
+            }
+        }
+        return DICOMHeader(
+            values: values, transferSyntaxUID: cString(mv_dcm_header_transfer_syntax(handle)),
+            hasFileMeta: mv_dcm_header_has_file_meta(handle) != 0,
+            characterSetConverted: mv_dcm_header_charset_converted(handle) != 0)
+    }
+}
+
+/// Decodes a NUL-terminated C string as UTF-8 (invalid sequences become U+FFFD).
+private func cString(_ p: UnsafePointer<CChar>) -> String {
+    var n = 0
+    while p[n] != 0 { n += 1 }
+    return p.withMemoryRebound(to: UInt8.self, capacity: n) { String(decoding: UnsafeBufferPointer(start: $0, count: n), as: UTF8.self) }
+}
+
+private func cString(_ a: [CChar]) -> String {
+    a.withUnsafeBufferPointer { cString($0.baseAddress!) }
+}

@@ -1,0 +1,241 @@
+// The encrypted blob: one per DICOM file. Byte layout and rules in docs/file-format.md.
+import Foundation
+import VaultCrypto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blob's random 128-bit name. Never derived from a UID or from the file's bytes.
+public struct BlobID: Hashable, Sendable, CustomStringConvertible {
+    public let bytes: [UInt8]
+    public static func random() -> BlobID { BlobID(bytes: secureRandomBytes(16)) }
+    init(bytes: [UInt8]) {
+        precondition(bytes.count == 16)
+        self.bytes = bytes
+    }
+    public init?(hex s: String) {
+        guard s.utf8.count == 32, let b = unhex(s), s == s.lowercased() else { return nil }
+        bytes = b
+    }
+    public var hexString: String { hex(bytes) }
+    public var description: String { hexString }
+    /// `blobs/ab/cd/<id>` relative to the vault: two levels of 256 directories keep listings short.
+    var relativePath: String {
+        let h = hexString
+        let a = h.prefix(2), b = h.dropFirst(2).prefix(2)
+        return "blobs/\(a)/\(b)/\(h)"
+    }
+}
+
+/// Why a blob could not be opened. `verify` prints these next to the blob's id.
+public enum BlobError: Error, Equatable, Sendable, CustomStringConvertible {
+    case missing
+    case notABlob
+    case unsupportedVersion(UInt16)
+    /// The header names another blob: the file was swapped or renamed.
+    case idMismatch
+    /// A tag did not verify: a flipped bit, or the wrong key.
+    case tampered
+    case truncated
+    case trailingData
+    case io(IOFailure)
+
+    public var description: String {
+        switch self {
+        case .missing: "missing"
+        case .notABlob: "not a MedVault blob (bad magic)"
+        case .unsupportedVersion(let v): "unsupported blob format version \(v)"
+        case .idMismatch: "swapped: the blob's authenticated id differs from its name"
+        case .tampered: "altered: authentication failed"
+        case .truncated: "truncated"
+        case .trailingData: "unexpected bytes after the final chunk"
+        case .io(let f): f.description
+        }
+    }
+}
+
+enum BlobFormat {
+    static let magic: [UInt8] = Array("MEDVBLOB".utf8)
+    static let version: UInt16 = 1
+    static let chunkSize = 64 * 1024
+    static let idOffset = 12
+    static let prefixLength = 28  // magic 8, version 2, reserved 2, id 16
+    static var wrappedKeyLength: Int { KeyWrap.wrappedByteCount }  // 72
+    static var authenticatedHeaderLength: Int { prefixLength + wrappedKeyLength }  // 100
+    static var headerLength: Int { authenticatedHeaderLength + SecretStream.headerByteCount }  // 124
+    static var encryptedChunkSize: Int { chunkSize + SecretStream.chunkOverhead }
+
+    static func prefix(id: BlobID) -> [UInt8] {
+        magic + [UInt8(version >> 8), UInt8(version & 0xFF), 0, 0] + id.bytes
+    }
+
+    /// Associated data for the file key: the prefix (magic, version, id).
+    static func fileKeyAssociatedData(id: BlobID) -> [UInt8] {
+        Array("medvault.v1.file-key|".utf8) + prefix(id: id)
+    }
+
+    /// Ciphertext size for a clear file of `size` bytes (the last chunk may be empty).
+    static func blobSize(forPlainSize size: Int64) -> Int64 {
+        let chunks = size / Int64(chunkSize) + 1
+        return Int64(headerLength) + size + chunks * Int64(SecretStream.chunkOverhead)
+    }
+}
+
+/// The result of writing or reading one blob.
+struct BlobDigest: Sendable, Equatable {
+    var plainSize: Int64
+    var blobSize: Int64
+    /// Keyed BLAKE2b of the clear bytes.
+    var contentMAC: [UInt8]
+}
+
+/// Streams a clear file into a blob and a blob back out, in fixed-size buffers: memory does not
+/// grow with file size.
+enum BlobCodec {
+    /// Encrypts everything readable from `source` into a new file at `destination` (created, must not
+    /// exist), fsyncs it, and returns its digest. On any error the partial file is removed.
+    static func encrypt(
+        source: FileIO.Descriptor, to destination: String, id: BlobID, patientKey: SymmetricKey,
+        contentKey: SymmetricKey, sync: Bool = true, progress: (Int) -> Void = { _ in }
+    ) throws -> BlobDigest {
+        let out = try FileIO.Descriptor.open(destination, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+        do {
+            let digest = try encryptBody(source: source, out: out, id: id, patientKey: patientKey, contentKey: contentKey, progress: progress)
+            if sync { try out.sync() }
+            try out.close()
+            return digest
+        } catch {
+            _ = Glibc.unlink(destination)
+            throw error
+        }
+    }
+
+    private static func encryptBody(
+        source: FileIO.Descriptor, out: FileIO.Descriptor, id: BlobID, patientKey: SymmetricKey,
+        contentKey: SymmetricKey, progress: (Int) -> Void
+    ) throws -> BlobDigest {
+        // A fresh file key, used for this blob only, wrapped by the patient's key.
+        guard let fileKey = try? SymmetricKey.random() else {
+            throw IOFailure(operation: "allocate secure memory for", path: out.path, errno: ENOMEM)
+        }
+        let wrapped = KeyWrap.wrap(fileKey, with: patientKey, associatedData: BlobFormat.fileKeyAssociatedData(id: id))
+        let authenticatedHeader = BlobFormat.prefix(id: id) + wrapped
+        let stream = StreamEncryptor(key: fileKey)
+        try out.writeAll(authenticatedHeader + stream.header)
+
+        let hasher = KeyedHasher(key: contentKey)
+        let chunk = BlobFormat.chunkSize
+        // Two read buffers (read-ahead tells which chunk is last) and one batched write buffer.
+        let writeCapacity = 16 * BlobFormat.encryptedChunkSize
+        let bufA = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 64)
+        let bufB = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 64)
+        let wbuf = UnsafeMutableRawBufferPointer.allocate(byteCount: writeCapacity, alignment: 64)
+        defer {
+            // Clear bytes of a patient's file: wipe before release.
+            memset(bufA.baseAddress!, 0, chunk); memset(bufB.baseAddress!, 0, chunk)
+            bufA.deallocate(); bufB.deallocate(); wbuf.deallocate()
+        }
+        var current = bufA, next = bufB
+        var plainSize: Int64 = 0
+        var blobSize = Int64(BlobFormat.headerLength)
+        var pending = 0
+        var currentCount = try source.readFully(into: current)
+        try authenticatedHeader.withUnsafeBytes { ad in
+            while true {
+                var isFinal = currentCount < chunk
+                var nextCount = 0
+                if !isFinal {
+                    nextCount = try source.readFully(into: next)
+                    isFinal = nextCount == 0
+                }
+                let plain = UnsafeRawBufferPointer(rebasing: current[0..<currentCount])
+                hasher.update(plain)
+                if pending + BlobFormat.encryptedChunkSize > writeCapacity {
+                    try out.writeAll(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
+                    pending = 0
+                }
+                let n = stream.push(
+                    plain, final: isFinal, associatedData: ad,
+                    into: UnsafeMutableRawBufferPointer(rebasing: wbuf[pending...]))
+                pending += n
+                plainSize += Int64(currentCount)
+                blobSize += Int64(n)
+                progress(currentCount)
+                if isFinal { break }
+                swap(&current, &next)
+                currentCount = nextCount
+            }
+            try out.writeAll(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
+        }
+        return BlobDigest(plainSize: plainSize, blobSize: blobSize, contentMAC: hasher.finalize())
+    }
+
+    /// Decrypts the blob at `path`, checking every tag, and hands the clear bytes to `sink` in
+    /// chunks of at most 64 KiB. Nothing is handed over before its chunk has authenticated.
+    static func decrypt(
+        path: String, id: BlobID, patientKey: SymmetricKey, contentKey: SymmetricKey,
+        sink: (UnsafeRawBufferPointer) throws -> Void
+    ) throws -> BlobDigest {
+        let input: FileIO.Descriptor
+        do { input = try FileIO.Descriptor.open(path, flags: O_RDONLY) } catch {
+            if error.errno == ENOENT { throw BlobError.missing }
+            throw BlobError.io(error)
+        }
+        var header = [UInt8](repeating: 0, count: BlobFormat.headerLength)
+        let got = try header.withUnsafeMutableBytes { (b) throws(IOFailure) in try input.readFully(into: b) }
+        guard got >= 8, Array(header[0..<8]) == BlobFormat.magic else {
+            throw got < 8 ? BlobError.truncated : BlobError.notABlob
+        }
+        guard got == BlobFormat.headerLength else { throw BlobError.truncated }
+        let version = UInt16(header[8]) << 8 | UInt16(header[9])
+        guard version == BlobFormat.version else { throw BlobError.unsupportedVersion(version) }
+        guard Array(header[BlobFormat.idOffset..<BlobFormat.prefixLength]) == id.bytes else { throw BlobError.idMismatch }
+        let authenticatedHeader = Array(header[0..<BlobFormat.authenticatedHeaderLength])
+        let wrapped = Array(header[BlobFormat.prefixLength..<BlobFormat.authenticatedHeaderLength])
+        let fileKey: SymmetricKey
+        do { fileKey = try KeyWrap.unwrap(wrapped, with: patientKey, associatedData: BlobFormat.fileKeyAssociatedData(id: id)) } catch {
+            throw BlobError.tampered
+        }
+        let stream: StreamDecryptor
+        do { stream = try StreamDecryptor(key: fileKey, header: Array(header[BlobFormat.authenticatedHeaderLength...])) } catch {
+            throw BlobError.tampered
+        }
+        let hasher = KeyedHasher(key: contentKey)
+        let ec = BlobFormat.encryptedChunkSize
+        let cbuf = UnsafeMutableRawBufferPointer.allocate(byteCount: ec, alignment: 64)
+        let pbuf = UnsafeMutableRawBufferPointer.allocate(byteCount: BlobFormat.chunkSize, alignment: 64)
+        defer {
+            memset(pbuf.baseAddress!, 0, BlobFormat.chunkSize)
+            cbuf.deallocate(); pbuf.deallocate()
+        }
+        var plainSize: Int64 = 0
+        var blobSize = Int64(BlobFormat.headerLength)
+        try authenticatedHeader.withUnsafeBytes { ad in
+            while true {
+                let n: Int
+                do { n = try input.readFully(into: cbuf) } catch let e as IOFailure { throw BlobError.io(e) }
+                if n == 0 { throw BlobError.truncated }
+                blobSize += Int64(n)
+                let result: (count: Int, isFinal: Bool)
+                do {
+                    result = try stream.pull(UnsafeRawBufferPointer(rebasing: cbuf[0..<n]), associatedData: ad, into: pbuf)
+                } catch {
+                    // (A cut-off last chunk also lands here; `verify` tells the two apart by the
+                    // size the catalog recorded.)
+                    throw BlobError.tampered
+                }
+                let plain = UnsafeRawBufferPointer(rebasing: pbuf[0..<result.count])
+                hasher.update(plain)
+                try sink(plain)
+                plainSize += Int64(result.count)
+                if result.isFinal { break }
+                if n < ec { throw BlobError.truncated }
+            }
+            var extra: UInt8 = 0
+            let more = try withUnsafeMutableBytes(of: &extra) { (b) throws(IOFailure) in try input.readFully(into: b) }
+            if more > 0 { throw BlobError.trailingData }
+        }
+        return BlobDigest(plainSize: plainSize, blobSize: blobSize, contentMAC: hasher.finalize())
+    }
+}
+

@@ -1,0 +1,220 @@
+// POSIX file helpers: the one recipe for durable writes (temp file → write → fsync → rename →
+// fsync directory), reads that retry on EINTR, and an advisory lock for writers.
+import Foundation
+import VaultCrypto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An I/O failure with the operation and the OS reason. Paths inside a vault are random ids, so
+/// naming them leaks nothing.
+public struct IOFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    public let operation: String
+    public let path: String
+    public let errno: Int32
+
+    public var isDiskFull: Bool { errno == ENOSPC || errno == EDQUOT }
+    public var description: String {
+        let reason = String(cString: strerror(errno))
+        if isDiskFull { return "\(operation) \(path): the disk is full (\(reason)); free space and run the command again" }
+        return "\(operation) \(path): \(reason)"
+    }
+}
+
+enum FileIO {
+    static func failure(_ op: String, _ path: String) -> IOFailure {
+        IOFailure(operation: op, path: path, errno: Glibc.errno)
+    }
+
+    /// A file descriptor with exactly one owner; closed on deinit.
+    final class Descriptor {
+        let fd: Int32
+        let path: String
+        private var closed = false
+
+        init(fd: Int32, path: String) {
+            self.fd = fd
+            self.path = path
+        }
+
+        static func open(_ path: String, flags: Int32, mode: mode_t = 0o600) throws(IOFailure) -> Descriptor {
+            let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
+            guard fd >= 0 else { throw FileIO.failure("open", path) }
+            return Descriptor(fd: fd, path: path)
+        }
+
+        /// Reads until `buffer` is full or end of file; returns bytes read.
+        func readFully(into buffer: UnsafeMutableRawBufferPointer) throws(IOFailure) -> Int {
+            var total = 0
+            while total < buffer.count {
+                let n = Glibc.read(fd, buffer.baseAddress! + total, buffer.count - total)
+                if n < 0 {
+                    if Glibc.errno == EINTR { continue }
+                    throw FileIO.failure("read", path)
+                }
+                if n == 0 { break }
+                total += n
+            }
+            return total
+        }
+
+        func writeAll(_ buffer: UnsafeRawBufferPointer) throws(IOFailure) {
+            var done = 0
+            while done < buffer.count {
+                let n = Glibc.write(fd, buffer.baseAddress! + done, buffer.count - done)
+                if n < 0 {
+                    if Glibc.errno == EINTR { continue }
+                    throw FileIO.failure("write", path)
+                }
+                done += n
+            }
+        }
+
+        func writeAll(_ bytes: [UInt8]) throws(IOFailure) {
+            let result: Result<Void, IOFailure> = bytes.withUnsafeBytes { b in
+                do throws(IOFailure) { try writeAll(b); return .success(()) } catch { return .failure(error) }
+            }
+            try result.get()
+        }
+
+        func sync() throws(IOFailure) {
+            guard fsync(fd) == 0 else { throw FileIO.failure("fsync", path) }
+        }
+
+        func size() throws(IOFailure) -> Int64 {
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { throw FileIO.failure("stat", path) }
+            return Int64(st.st_size)
+        }
+
+        func close() throws(IOFailure) {
+            guard !closed else { return }
+            closed = true
+            guard Glibc.close(fd) == 0 else { throw FileIO.failure("close", path) }
+        }
+
+        deinit { if !closed { _ = Glibc.close(fd) } }
+    }
+
+    static func fsyncDirectory(_ path: String) throws(IOFailure) {
+        let d = try Descriptor.open(path, flags: O_RDONLY | O_DIRECTORY)
+        try d.sync()
+        try d.close()
+    }
+
+    static func rename(_ from: String, _ to: String) throws(IOFailure) {
+        guard Glibc.rename(from, to) == 0 else { throw failure("rename", to) }
+    }
+
+    static func makeDirectory(_ path: String, mode: mode_t = 0o700) throws(IOFailure) {
+        if mkdir(path, mode) != 0 && Glibc.errno != EEXIST { throw failure("mkdir", path) }
+    }
+
+    static func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
+
+    static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    static func fileSize(_ path: String) -> Int64? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return Int64(st.st_size)
+    }
+
+    static func unlink(_ path: String) throws(IOFailure) {
+        if Glibc.unlink(path) != 0 && Glibc.errno != ENOENT { throw failure("unlink", path) }
+    }
+
+    /// Names in a directory (no "." / ".."), or [] if it does not exist.
+    static func list(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Writes `bytes` to `path` atomically and durably.
+    static func writeAtomically(_ bytes: [UInt8], to path: String, tmpDirectory: String, mode: mode_t = 0o600) throws(IOFailure) {
+        let tmp = tmpDirectory + "/" + randomHex(16) + ".tmp"
+        do {
+            let d = try Descriptor.open(tmp, flags: O_WRONLY | O_CREAT | O_EXCL, mode: mode)
+            try d.writeAll(bytes)
+            try d.sync()
+            try d.close()
+            try rename(tmp, path)
+            try fsyncDirectory((path as NSString).deletingLastPathComponent)
+        } catch {
+            _ = Glibc.unlink(tmp)
+            throw error
+        }
+    }
+
+    static func randomHex(_ byteCount: Int) -> String {
+        hex(secureRandomBytes(byteCount))
+    }
+}
+
+/// Lowercase hexadecimal.
+func hex(_ bytes: [UInt8]) -> String {
+    let digits = Array("0123456789abcdef".utf8)
+    var out = [UInt8]()
+    out.reserveCapacity(bytes.count * 2)
+    for b in bytes {
+        out.append(digits[Int(b >> 4)])
+        out.append(digits[Int(b & 0x0F)])
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+func unhex(_ s: String) -> [UInt8]? {
+    let u = Array(s.utf8)
+    guard u.count % 2 == 0 else { return nil }
+    var out = [UInt8]()
+    out.reserveCapacity(u.count / 2)
+    func v(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 48...57: c - 48
+        case 97...102: c - 87
+        case 65...70: c - 55
+        default: nil
+        }
+    }
+    var i = 0
+    while i < u.count {
+        guard let hi = v(u[i]), let lo = v(u[i + 1]) else { return nil }
+        out.append(hi << 4 | lo)
+        i += 2
+    }
+    return out
+}
+
+/// An exclusive advisory lock (flock) on `vault/lock`, held by every process that writes blobs.
+/// The kernel drops it when the process dies, so a crash never leaves the vault locked.
+final class WriterLock {
+    private let descriptor: FileIO.Descriptor
+
+    /// Takes the lock; if another process holds it, calls `onWait` once and then blocks.
+    init(path: String, onWait: () -> Void) throws(IOFailure) {
+        descriptor = try FileIO.Descriptor.open(path, flags: O_RDWR | O_CREAT, mode: 0o600)
+        if flock(descriptor.fd, LOCK_EX | LOCK_NB) != 0 {
+            guard Glibc.errno == EWOULDBLOCK else { throw FileIO.failure("lock", path) }
+            onWait()
+            while flock(descriptor.fd, LOCK_EX) != 0 {
+                if Glibc.errno != EINTR { throw FileIO.failure("lock", path) }
+            }
+        }
+    }
+
+    deinit { _ = flock(descriptor.fd, LOCK_UN) }
+}

@@ -1,0 +1,57 @@
+// The key hierarchy below the master key. See docs/keys.md.
+import VaultCrypto
+
+/// Keys derived from the master key with `crypto_kdf` (context "MVaultv1"). Each has one job.
+public struct Keyring: Sendable {
+    enum SubkeyID: UInt64 {
+        case catalogSeal = 1, blindIndex = 2, auditMAC = 3, snapshot = 4, contentMAC = 5
+    }
+
+    let master: SymmetricKey
+    /// Seals catalog records (XChaCha20-Poly1305).
+    let catalogSeal: SymmetricKey
+    /// Keyed BLAKE2b for blind indexes (exact lookups on sealed values).
+    let blindIndex: SymmetricKey
+    /// Keyed BLAKE2b fingerprint of a file's clear bytes (duplicate detection, end-to-end verify).
+    let contentMAC: SymmetricKey
+
+    init(master: SymmetricKey) throws(CryptoError) {
+        self.master = master
+        catalogSeal = try master.deriveSubkey(id: SubkeyID.catalogSeal.rawValue, context: "MVaultv1")
+        blindIndex = try master.deriveSubkey(id: SubkeyID.blindIndex.rawValue, context: "MVaultv1")
+        contentMAC = try master.deriveSubkey(id: SubkeyID.contentMAC.rawValue, context: "MVaultv1")
+    }
+
+    /// A blind index: keyed BLAKE2b of a domain tag and the normalised value.
+    func blindIndex(_ domain: BlindDomain, _ normalizedValue: String) -> [UInt8] {
+        KeyedHasher.hash(Array("\(domain.rawValue)\u{0}\(normalizedValue)".utf8), key: blindIndex)
+    }
+}
+
+enum BlindDomain: String {
+    case patientID = "patient-id"
+    case patientAnonymous = "patient-anon"
+    case studyUID = "study-uid"
+    case seriesUID = "series-uid"
+    case instanceUID = "instance-uid"
+    case accession = "accession"
+}
+
+/// Normalisation before blind-indexing, so that the same person written in two character sets
+/// (ISO_IR 100 vs ISO_IR 192) or with different padding finds the same index.
+enum Normalize {
+    /// Identifiers (patient ID, accession, UIDs): trimmed, Unicode NFC; case kept (IDs are case-sensitive).
+    static func identifier(_ s: String) -> String {
+        s.trimmingCharacters(in: .whitespaces).precomposedStringWithCanonicalMapping
+    }
+
+    /// Person names: NFC, case-folded, trailing empty components and padding removed.
+    static func personName(_ s: String) -> String {
+        var parts = s.precomposedStringWithCanonicalMapping.split(separator: "^", omittingEmptySubsequences: false)
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+        while let last = parts.last, last.isEmpty { parts.removeLast() }
+        return parts.joined(separator: "^").lowercased()
+    }
+}
+
+import Foundation
