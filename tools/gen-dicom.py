@@ -23,7 +23,8 @@ Modes
   gen-dicom.py big-file OUTFILE --mib 1024
       A single multi-frame instance with about N MiB of pixel data.  The pixel
       data element is appended by hand in a streaming fashion, so memory use
-      stays small whatever the size.
+      stays small whatever the size.  No manifest file is written; the
+      manifest-style entry for the file is printed as one JSON line on stdout.
 
 Every directory mode writes OUTDIR/manifest.json::
 
@@ -61,7 +62,7 @@ import subprocess
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -142,6 +143,12 @@ def stable_arc(mode_number: int, *params: object) -> str:
     """
     key = "|".join(str(p) for p in params).encode("utf-8")
     return f"{mode_number}.{zlib.crc32(key)}"
+
+
+def ds_str(x: float) -> str:
+    """Decimal String value: compact, and never "-0"."""
+    s = f"{x:g}"
+    return "0" if s == "-0" else s
 
 
 def needs_utf8(*values: Optional[str]) -> bool:
@@ -253,10 +260,12 @@ def set_pixels(
     ds: Dataset,
     arr: np.ndarray,
     bits_stored: int,
-    big_endian: bool = False,
     signed: bool = False,
 ) -> None:
-    """Image Pixel module for a MONOCHROME2 array (rows, cols) or (frames, rows, cols)."""
+    """Image Pixel module for a MONOCHROME2 array (rows, cols) or (frames, rows, cols).
+
+    Pixel Data is stored little endian here; ``encode`` swaps it for big endian.
+    """
     if arr.ndim == 3:
         ds.NumberOfFrames = arr.shape[0]
         rows, cols = arr.shape[1:]
@@ -274,25 +283,24 @@ def set_pixels(
     if bits_allocated == 8:
         data, vr = arr.tobytes(), "OB"
     else:
-        # pydicom writes OW values as-is, so the byte order must already match
-        # the transfer syntax.
-        data = arr.astype(arr.dtype.newbyteorder(">" if big_endian else "<")).tobytes()
-        vr = "OW"
+        data, vr = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes(), "OW"
     ds.add_new(PIXEL_DATA_TAG, vr, data)
 
 
 def ct_image_attrs(ds: Dataset, z: float, size: int, spacing: float, thickness: float) -> None:
     """CT Image / Image Plane attributes for an axial slice at table position z."""
     ds.KVP = "120"
-    ds.SliceThickness = f"{thickness:g}"
+    ds.SliceThickness = ds_str(thickness)
     ds.ConvolutionKernel = "STANDARD"
     ds.PatientPosition = "HFS"
     ds.BodyPartExamined = "CHEST"
     ds.AcquisitionNumber = 1
-    ds.ImagePositionPatient = [f"{-spacing * size / 2:g}", f"{-spacing * size / 2:g}", f"{z:g}"]
+    # Position of the centre of the first pixel for a field of view centred on 0.
+    corner = ds_str(-spacing * (size - 1) / 2)
+    ds.ImagePositionPatient = [corner, corner, ds_str(z)]
     ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-    ds.SliceLocation = f"{z:g}"
-    ds.PixelSpacing = [f"{spacing:g}", f"{spacing:g}"]
+    ds.SliceLocation = ds_str(z)
+    ds.PixelSpacing = [ds_str(spacing), ds_str(spacing)]
     ds.RescaleIntercept = "-1024"
     ds.RescaleSlope = "1"
     ds.RescaleType = "HU"
@@ -339,7 +347,17 @@ def encode(
     ds.preamble = b"\x00" * 128
     ds.is_little_endian = transfer_syntax != ExplicitVRBigEndian
     ds.is_implicit_VR = transfer_syntax == ImplicitVRLittleEndian
-    pydicom.dcmwrite(buf, ds, write_like_original=like_original)
+    pixels = ds.get("PixelData") if PIXEL_DATA_TAG in ds else None
+    swap = not ds.is_little_endian and pixels is not None and ds[PIXEL_DATA_TAG].VR == "OW"
+    if swap:
+        # pydicom 2.4 writes OW values as raw bytes without byte swapping, so
+        # convert our little endian words to big endian for this write only.
+        ds.PixelData = np.frombuffer(pixels, dtype="<u2").astype(">u2").tobytes()
+    try:
+        pydicom.dcmwrite(buf, ds, write_like_original=like_original)
+    finally:
+        if swap:
+            ds.PixelData = pixels
     return buf.getvalue()
 
 
@@ -545,7 +563,7 @@ def build_corpus(outdir: str) -> list[dict]:
         fc.InStackPositionNumber = f + 1
         fc.StackID = "1"
         pp = Dataset()
-        pp.ImagePositionPatient = ["-14.4", "-14.4", f"{f * 4.0:g}"]
+        pp.ImagePositionPatient = ["-14.4", "-14.4", ds_str(f * 4.0)]
         item = Dataset()
         item.FrameContentSequence = Sequence([fc])
         item.PlanePositionSequence = Sequence([pp])
@@ -665,7 +683,7 @@ def build_corpus(outdir: str) -> list[dict]:
                 if mod == "CT":
                     ct_image_attrs(ds, z=-50.0 + 5 * im, size=16, spacing=0.8, thickness=5.0)
                 else:
-                    ds.ImagePositionPatient = ["-7.2", "-7.2", f"{4.0 * im:g}"]
+                    ds.ImagePositionPatient = ["-7.2", "-7.2", ds_str(4.0 * im)]
                     ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
                     ds.PixelSpacing = ["0.9", "0.9"]
                     ds.SliceThickness = "4"
@@ -710,7 +728,7 @@ def build_corpus(outdir: str) -> list[dict]:
     assert garbage[128:132] != b"DICM"
     put_bad("malformed/garbage.dcm", garbage, "random bytes (4 KiB)")
     put_bad("malformed/empty.dcm", b"", "empty file")
-    put_bad("malformed/notes.txt", b"hello\n", "not DICOM (text file)")
+    put_bad("malformed/notes.txt", b"hello", "not DICOM (text file)")
 
     # 13: PatientName length field patched to 0xFFF0 (> rest of file).
     bad = bytearray(good)
@@ -816,9 +834,13 @@ def build_small_files(outdir: str, count: int, n_patients: int, n_studies: int) 
             k = j * n_series // n_inst
             series = series_list[k]
             ds = make_dataset(pat, study, series, sop_class, uid(), j + 1)
-            ds.ImagePositionPatient = ["-16", "-16", f"{j * 2.0:g}"]
-            ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-            ds.PixelSpacing = ["0.5", "0.5"]
+            if mod == "CR":
+                ds.ImagerPixelSpacing = ["0.5", "0.5"]
+                ds.ViewPosition = "PA"
+            else:
+                ds.ImagePositionPatient = ["-16", "-16", ds_str(j * 2.0)]
+                ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+                ds.PixelSpacing = ["0.5", "0.5"]
             img = base + rng.integers(0, 64, size=(64, 64), dtype=np.uint16)
             set_pixels(ds, img, bits_stored=12)
             rel = f"p{pi + 1:03d}/st{s + 1:03d}/se{k + 1:02d}/im{j + 1:05d}.dcm"

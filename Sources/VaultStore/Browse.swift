@@ -1,0 +1,131 @@
+// Reading the catalog back: listing (decrypted in memory only) and resolving UIDs for export.
+import Foundation
+import GRDB
+import VaultCrypto
+
+public struct PatientSummary: Sendable {
+    public var patient: PatientRecord
+    public var studies: Int
+    public var instances: Int
+    public var bytes: Int64
+}
+
+public struct StudySummary: Sendable {
+    public var patient: PatientRecord
+    public var study: StudyRecord
+    public var modalities: [String]
+    public var series: Int
+    public var instances: Int
+    public var bytes: Int64
+}
+
+public struct SeriesSummary: Sendable {
+    public var patient: PatientRecord
+    public var study: StudyRecord
+    public var series: SeriesRecord
+    public var instances: Int
+    public var bytes: Int64
+}
+
+/// The whole catalog decrypted in memory, for listing and filtering. Built per request; never written.
+struct OpenedCatalog {
+    struct Patient { let id: Int64; let ref: [UInt8]; let wrappedKey: [UInt8]; let record: PatientRecord }
+    struct Study { let id: Int64; let patientID: Int64; let record: StudyRecord }
+    struct Series { let id: Int64; let studyID: Int64; let record: SeriesRecord }
+    struct Instance { let row: InstanceRow; let record: InstanceRecord }
+    var patients: [Int64: Patient] = [:]
+    var studies: [Int64: Study] = [:]
+    var series: [Int64: Series] = [:]
+    var instances: [Instance] = []
+}
+
+extension Vault {
+    /// Decrypts catalog rows. With `patientID`, only that patient's rows (found by blind index).
+    func openCatalog(patientID: String? = nil) throws -> OpenedCatalog {
+        let pidIndex = patientID.map { keyring.blindIndex(.patientID, Normalize.identifier($0)) }
+        return try catalog.pool.read { db in
+            var out = OpenedCatalog()
+            let patientRows: [Row]
+            if let pidIndex {
+                patientRows = try Row.fetchAll(db, sql: "SELECT * FROM patient WHERE patientIDIndex = ?", arguments: [Data(pidIndex)])
+            } else {
+                patientRows = try Row.fetchAll(db, sql: "SELECT * FROM patient")
+            }
+            for r in patientRows {
+                let ref = Array(r["ref"] as Data)
+                let rec = try sealer.open(PatientRecord.self, Array(r["sealed"] as Data), table: "patient", index: ref)
+                out.patients[r["id"]] = .init(id: r["id"], ref: ref, wrappedKey: Array(r["wrappedKey"] as Data), record: rec)
+            }
+            let ids = Array(out.patients.keys)
+            guard !ids.isEmpty else { return out }
+            let filter = pidIndex == nil ? "" : " WHERE patientID IN (\(ids.map(String.init).joined(separator: ",")))"
+            for r in try Row.fetchAll(db, sql: "SELECT * FROM study" + filter) {
+                let rec = try sealer.open(StudyRecord.self, Array(r["sealed"] as Data), table: "study", index: Array(r["uidIndex"] as Data))
+                out.studies[r["id"]] = .init(id: r["id"], patientID: r["patientID"], record: rec)
+            }
+            let studyFilter = pidIndex == nil ? "" : " WHERE studyID IN (\(out.studies.keys.map(String.init).joined(separator: ",")))"
+            for r in try Row.fetchAll(db, sql: "SELECT * FROM series" + studyFilter) {
+                let rec = try sealer.open(SeriesRecord.self, Array(r["sealed"] as Data), table: "series", index: Array(r["uidIndex"] as Data))
+                out.series[r["id"]] = .init(id: r["id"], studyID: r["studyID"], record: rec)
+            }
+            let seriesFilter = pidIndex == nil ? "" : " WHERE seriesID IN (\(out.series.keys.map(String.init).joined(separator: ",")))"
+            for r in try Row.fetchAll(db, sql: "SELECT * FROM instance" + seriesFilter) {
+                let row = Catalog.instanceRow(r)
+                let rec = try sealer.open(InstanceRecord.self, row.sealed, table: "instance", index: row.uidIndex)
+                out.instances.append(.init(row: row, record: rec))
+            }
+            return out
+        }
+    }
+
+    public func listPatients(patientID: String? = nil) throws -> [PatientSummary] {
+        let c = try openCatalog(patientID: patientID)
+        var out: [Int64: PatientSummary] = [:]
+        for p in c.patients.values { out[p.id] = PatientSummary(patient: p.record, studies: 0, instances: 0, bytes: 0) }
+        for s in c.studies.values { out[s.patientID]?.studies += 1 }
+        for i in c.instances {
+            guard let se = c.series[i.row.seriesID], let st = c.studies[se.studyID] else { continue }
+            out[st.patientID]?.instances += 1
+            out[st.patientID]?.bytes += i.row.plainSize
+        }
+        return out.values.sorted { ($0.patient.name, $0.patient.patientID) < ($1.patient.name, $1.patient.patientID) }
+    }
+
+    public func listStudies(patientID: String? = nil) throws -> [StudySummary] {
+        let c = try openCatalog(patientID: patientID)
+        var out: [Int64: StudySummary] = [:]
+        for s in c.studies.values {
+            guard let p = c.patients[s.patientID] else { continue }
+            out[s.id] = StudySummary(patient: p.record, study: s.record, modalities: [], series: 0, instances: 0, bytes: 0)
+        }
+        for se in c.series.values {
+            out[se.studyID]?.series += 1
+            if !se.record.modality.isEmpty, out[se.studyID]?.modalities.contains(se.record.modality) == false {
+                out[se.studyID]?.modalities.append(se.record.modality)
+            }
+        }
+        for i in c.instances {
+            guard let se = c.series[i.row.seriesID] else { continue }
+            out[se.studyID]?.instances += 1
+            out[se.studyID]?.bytes += i.row.plainSize
+        }
+        return out.values.map { var s = $0; s.modalities.sort(); return s }
+            .sorted { ($0.study.date, $0.study.studyUID) < ($1.study.date, $1.study.studyUID) }
+    }
+
+    public func listSeries(patientID: String? = nil) throws -> [SeriesSummary] {
+        let c = try openCatalog(patientID: patientID)
+        var out: [Int64: SeriesSummary] = [:]
+        for se in c.series.values {
+            guard let st = c.studies[se.studyID], let p = c.patients[st.patientID] else { continue }
+            out[se.id] = SeriesSummary(patient: p.record, study: st.record, series: se.record, instances: 0, bytes: 0)
+        }
+        for i in c.instances {
+            out[i.row.seriesID]?.instances += 1
+            out[i.row.seriesID]?.bytes += i.row.plainSize
+        }
+        return out.values.sorted {
+            ($0.study.studyUID, Int($0.series.number) ?? 0, $0.series.seriesUID) < ($1.study.studyUID, Int($1.series.number) ?? 0, $1.series.seriesUID)
+        }
+    }
+}

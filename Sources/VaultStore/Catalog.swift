@@ -1,0 +1,176 @@
+// The sealed catalog: SQLite (WAL) through GRDB. Every identifying value is an AEAD box; lookups use
+// blind indexes. Sizes, counts and random blob ids are the only clear values. See docs/file-format.md.
+import Foundation
+import GRDB
+import VaultCrypto
+
+// MARK: Sealed record bodies (JSON inside an AEAD box)
+
+public struct PatientRecord: Codable, Sendable, Equatable {
+    public var name: String
+    public var patientID: String
+    public var issuer: String
+    public var birthDate: String
+    public var sex: String
+    /// False when the file's character set could not be converted to UTF-8 here (values kept as read).
+    public var characterSetConverted: Bool
+}
+
+public struct StudyRecord: Codable, Sendable, Equatable {
+    public var studyUID: String
+    public var date: String
+    public var time: String
+    public var accessionNumber: String
+    public var referringPhysician: String
+    public var institution: String
+    public var description: String
+    public var studyID: String
+}
+
+public struct SeriesRecord: Codable, Sendable, Equatable {
+    public var seriesUID: String
+    public var modality: String
+    public var number: String
+    public var description: String
+    public var bodyPart: String
+    public var performingPhysician: String
+}
+
+public struct InstanceRecord: Codable, Sendable, Equatable {
+    public var sopInstanceUID: String
+    public var sopClassUID: String
+    public var number: String
+    public var transferSyntaxUID: String
+    public var frames: String
+    public var rows: String
+    public var columns: String
+}
+
+/// Seals and opens catalog records. The associated data names the table and the row's blind index, so a
+/// sealed value cannot be moved to another row. Plaintexts are padded to 64 bytes so that a box's size
+/// does not reveal the length of a name.
+struct RecordSealer: Sendable {
+    let key: SymmetricKey
+    static let padding = 64
+
+    func seal<T: Encodable>(_ record: T, table: String, index: [UInt8]) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        var plain = Array((try? encoder.encode(record)) ?? Data())
+        let padded = (plain.count / Self.padding + 1) * Self.padding
+        plain += [UInt8](repeating: 0x20, count: padded - plain.count)  // JSON allows trailing spaces
+        defer { wipe(&plain) }
+        return AEAD.seal(plain, key: key, associatedData: Self.associatedData(table, index))
+    }
+
+    func open<T: Decodable>(_ type: T.Type, _ box: [UInt8], table: String, index: [UInt8]) throws -> T {
+        var plain = try AEAD.open(box, key: key, associatedData: Self.associatedData(table, index))
+        defer { wipe(&plain) }
+        return try JSONDecoder().decode(T.self, from: Data(plain))
+    }
+
+    static func associatedData(_ table: String, _ index: [UInt8]) -> [UInt8] {
+        Array("medvault.v1.catalog|\(table)|".utf8) + index
+    }
+}
+
+// MARK: Rows
+
+struct InstanceRow: Sendable {
+    var id: Int64
+    var seriesID: Int64
+    var uidIndex: [UInt8]
+    var blobID: String
+    var plainSize: Int64
+    var blobSize: Int64
+    var contentMAC: [UInt8]
+    var sealed: [UInt8]
+}
+
+/// The catalog database. Thread-safe (GRDB's `DatabasePool`): readers see a consistent snapshot
+/// while one process writes.
+final class Catalog: Sendable {
+    let pool: DatabasePool
+
+    init(path: String) throws {
+        var config = Configuration()
+        // Several processes (import, serve) share one vault: wait for the writer instead of failing.
+        config.busyMode = .timeout(30)
+        config.prepareDatabase { db in
+            // Durability: a committed import survives power loss. Temporary tables stay in memory.
+            try db.execute(sql: "PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = ON")
+        }
+        pool = try DatabasePool(path: path, configuration: config)
+        try Self.migrator.migrate(pool)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE patient (
+                  id INTEGER PRIMARY KEY,
+                  ref BLOB NOT NULL UNIQUE,          -- blind index of the patient identity
+                  patientIDIndex BLOB,               -- blind index of Patient ID (may be absent)
+                  wrappedKey BLOB NOT NULL,          -- the patient key, wrapped by the master key
+                  sealed BLOB NOT NULL
+                );
+                CREATE INDEX patient_pid ON patient(patientIDIndex);
+                CREATE TABLE study (
+                  id INTEGER PRIMARY KEY,
+                  patientID INTEGER NOT NULL REFERENCES patient(id) ON DELETE CASCADE,
+                  uidIndex BLOB NOT NULL UNIQUE,
+                  accessionIndex BLOB,
+                  sealed BLOB NOT NULL
+                );
+                CREATE INDEX study_patient ON study(patientID);
+                CREATE INDEX study_accession ON study(accessionIndex);
+                CREATE TABLE series (
+                  id INTEGER PRIMARY KEY,
+                  studyID INTEGER NOT NULL REFERENCES study(id) ON DELETE CASCADE,
+                  uidIndex BLOB NOT NULL UNIQUE,
+                  sealed BLOB NOT NULL
+                );
+                CREATE INDEX series_study ON series(studyID);
+                CREATE TABLE instance (
+                  id INTEGER PRIMARY KEY,
+                  seriesID INTEGER NOT NULL REFERENCES series(id) ON DELETE CASCADE,
+                  uidIndex BLOB NOT NULL UNIQUE,
+                  blobID TEXT NOT NULL UNIQUE,       -- random; names the blob file
+                  plainSize INTEGER NOT NULL,
+                  blobSize INTEGER NOT NULL,
+                  contentMAC BLOB NOT NULL,          -- keyed BLAKE2b of the clear file
+                  sealed BLOB NOT NULL
+                );
+                CREATE INDEX instance_series ON instance(seriesID);
+                -- Blobs renamed into blobs/ whose catalog rows are not committed yet. A crash leaves
+                -- them here; the next writer removes them, and verify does not call them orphans.
+                CREATE TABLE pendingBlob (blobID TEXT PRIMARY KEY NOT NULL);
+                """)
+        }
+        return m
+    }
+
+    // MARK: Queries used by import, export, verify, ls
+
+    func instance(uidIndex: [UInt8]) throws -> InstanceRow? {
+        try pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT * FROM instance WHERE uidIndex = ?", arguments: [Data(uidIndex)]).map(Self.instanceRow)
+        }
+    }
+
+    static func instanceRow(_ r: Row) -> InstanceRow {
+        InstanceRow(
+            id: r["id"], seriesID: r["seriesID"], uidIndex: Array(r["uidIndex"] as Data), blobID: r["blobID"],
+            plainSize: r["plainSize"], blobSize: r["blobSize"], contentMAC: Array(r["contentMAC"] as Data),
+            sealed: Array(r["sealed"] as Data))
+    }
+
+    func patientKeyRow(ref: [UInt8]) throws -> (id: Int64, wrappedKey: [UInt8])? {
+        try pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT id, wrappedKey FROM patient WHERE ref = ?", arguments: [Data(ref)]).map {
+                (id: $0["id"], wrappedKey: Array($0["wrappedKey"] as Data))
+            }
+        }
+    }
+}

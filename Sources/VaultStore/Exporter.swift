@@ -1,0 +1,145 @@
+// Getting original files back out: byte-identical, streamed chunk by chunk, written atomically.
+import Foundation
+import GRDB
+import VaultCrypto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What to export: a whole study, a series, or one instance, by UID.
+public enum ExportSelection: Sendable, Equatable {
+    case study(String)
+    case series(String)
+    case instance(String)
+}
+
+public struct ExportProgress: Sendable {
+    public var filesDone: Int
+    public var filesTotal: Int
+    public var bytesDone: Int64
+    public var bytesTotal: Int64
+}
+
+public struct ExportSummary: Sendable {
+    /// Paths written, relative to the output directory.
+    public var files: [String]
+    public var bytes: Int64
+    public var seconds: Double
+}
+
+/// One instance ready to be decrypted: where its blob is and which patient key opens it.
+struct ResolvedInstance {
+    let row: InstanceRow
+    let record: InstanceRecord
+    let seriesUID: String
+    let studyUID: String
+    let patientRef: [UInt8]
+    let wrappedPatientKey: [UInt8]
+}
+
+extension Vault {
+    /// Finds the instances a selection names. Unknown UIDs are `VaultError.notFound`.
+    func resolve(_ selection: ExportSelection) throws -> [ResolvedInstance] {
+        let (column, index): (String, [UInt8]) =
+            switch selection {
+            case .study(let uid): ("st.uidIndex", keyring.blindIndex(.studyUID, Normalize.identifier(uid)))
+            case .series(let uid): ("se.uidIndex", keyring.blindIndex(.seriesUID, Normalize.identifier(uid)))
+            case .instance(let uid): ("i.uidIndex", keyring.blindIndex(.instanceUID, Normalize.identifier(uid)))
+            }
+        let rows = try catalog.pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT i.*, se.uidIndex AS seIndex, se.sealed AS seSealed, st.uidIndex AS stIndex, st.sealed AS stSealed,
+                           p.ref AS pRef, p.wrappedKey AS pKey
+                    FROM instance i JOIN series se ON se.id = i.seriesID JOIN study st ON st.id = se.studyID
+                    JOIN patient p ON p.id = st.patientID
+                    WHERE \(column) = ? ORDER BY i.id
+                    """, arguments: [Data(index)])
+        }
+        guard !rows.isEmpty else {
+            let what: String =
+                switch selection {
+                case .study: "study"
+                case .series: "series"
+                case .instance: "instance"
+                }
+            throw VaultError.notFound("no \(what) with that UID in this vault")
+        }
+        return try rows.map { r in
+            let row = Catalog.instanceRow(r)
+            let se = try sealer.open(SeriesRecord.self, Array(r["seSealed"] as Data), table: "series", index: Array(r["seIndex"] as Data))
+            let st = try sealer.open(StudyRecord.self, Array(r["stSealed"] as Data), table: "study", index: Array(r["stIndex"] as Data))
+            return ResolvedInstance(
+                row: row, record: try sealer.open(InstanceRecord.self, row.sealed, table: "instance", index: row.uidIndex),
+                seriesUID: se.seriesUID, studyUID: st.studyUID, patientRef: Array(r["pRef"] as Data),
+                wrappedPatientKey: Array(r["pKey"] as Data))
+        }
+    }
+
+    func patientKey(ref: [UInt8], wrapped: [UInt8]) throws(CryptoError) -> SymmetricKey {
+        try KeyWrap.unwrap(wrapped, with: keyring.master, associatedData: Vault.patientKeyAssociatedData(ref))
+    }
+
+    /// Streams one instance's original bytes to `sink`, after checking every tag and the fingerprint.
+    func readInstance(_ inst: ResolvedInstance, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        guard let id = BlobID(hex: inst.row.blobID) else { throw VaultError.catalog("bad blob id in catalog") }
+        let key = try patientKey(ref: inst.patientRef, wrapped: inst.wrappedPatientKey)
+        let digest = try BlobCodec.decrypt(path: layout.blob(id), id: id, patientKey: key, contentKey: keyring.contentMAC, sink: sink)
+        guard digest.plainSize == inst.row.plainSize, constantTimeEquals(digest.contentMAC, inst.row.contentMAC) else {
+            throw BlobError.tampered
+        }
+    }
+
+    /// Writes the selected originals under `outputDirectory` as `<study>/<series>/<instance>.dcm`.
+    /// Each file appears only once complete (temp name, fsync, rename); existing files are never overwritten.
+    public func export(
+        _ selection: ExportSelection, to outputDirectory: String, progress: (ExportProgress) -> Void = { _ in }
+    ) throws -> ExportSummary {
+        let started = Date()
+        let instances = try resolve(selection)
+        var state = ExportProgress(
+            filesDone: 0, filesTotal: instances.count, bytesDone: 0, bytesTotal: instances.reduce(0) { $0 + $1.row.plainSize })
+        progress(state)
+        try FileIO.makeDirectory(outputDirectory, mode: 0o700)
+        var written: [String] = []
+        var lastReport = Date()
+        for inst in instances {
+            let dir = Self.safeName(inst.studyUID) + "/" + Self.safeName(inst.seriesUID)
+            let rel = dir + "/" + Self.safeName(inst.record.sopInstanceUID) + ".dcm"
+            try FileIO.makeDirectory(outputDirectory + "/" + Self.safeName(inst.studyUID), mode: 0o700)
+            try FileIO.makeDirectory(outputDirectory + "/" + dir, mode: 0o700)
+            let final = outputDirectory + "/" + rel
+            if FileIO.exists(final) { throw VaultError.alreadyExists(final) }
+            let tmp = outputDirectory + "/" + dir + "/." + FileIO.randomHex(8) + ".partial"
+            let out = try FileIO.Descriptor.open(tmp, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+            do {
+                try readInstance(inst) { chunk in
+                    try out.writeAll(chunk)
+                    state.bytesDone += Int64(chunk.count)
+                    if Date().timeIntervalSince(lastReport) > 0.1 {
+                        progress(state)
+                        lastReport = Date()
+                    }
+                }
+                try out.sync()
+                try out.close()
+                try FileIO.rename(tmp, final)
+                try FileIO.fsyncDirectory(outputDirectory + "/" + dir)
+            } catch {
+                _ = Glibc.unlink(tmp)
+                throw error
+            }
+            written.append(rel)
+            state.filesDone += 1
+            progress(state)
+        }
+        return ExportSummary(files: written, bytes: state.bytesDone, seconds: Date().timeIntervalSince(started))
+    }
+
+    /// UIDs are digits and dots; anything else is replaced so a crafted UID cannot escape the directory.
+    static func safeName(_ uid: String) -> String {
+        let cleaned = String(uid.map { $0.isASCII && ($0.isNumber || $0 == "." || $0.isLetter) ? $0 : "_" })
+        return cleaned.isEmpty || cleaned.allSatisfy({ $0 == "." }) ? "_" : cleaned
+    }
+}

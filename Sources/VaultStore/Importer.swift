@@ -1,0 +1,438 @@
+// The import pipeline: parse (DCMTK) → seal into a blob in vault/tmp → group commit (fsync, rename,
+// catalog transaction) → optional read-back and removal of the source. See docs/design.md, "Import".
+import Foundation
+import GRDB
+import VaultCrypto
+import VaultDICOM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct ImportOptions: Sendable {
+    /// Delete each original once its blob is committed and has been read back and matched.
+    public var removeSource = false
+    /// Files per group commit (one pair of catalog transactions and directory fsyncs per group).
+    public var batchFiles = 200
+    /// Clear bytes per group commit.
+    public var batchBytes: Int64 = 256 << 20
+    public init(removeSource: Bool = false) { self.removeSource = removeSource }
+}
+
+/// What happened to one input file.
+public enum ImportOutcome: Sendable, Equatable {
+    case imported
+    /// The same instance, byte for byte, is already in the vault.
+    case alreadyPresent
+    /// Another file with this SOP Instance UID is already in the vault; the first was kept.
+    case conflict(String)
+    /// Not DICOM, malformed, or missing a required attribute: skipped.
+    case rejected(String)
+    /// An I/O error on this file.
+    case failed(String)
+
+    public var isFailure: Bool {
+        switch self {
+        case .imported, .alreadyPresent: false
+        case .conflict, .rejected, .failed: true
+        }
+    }
+
+    public var label: String {
+        switch self {
+        case .imported: "imported"
+        case .alreadyPresent: "already-present"
+        case .conflict: "conflict"
+        case .rejected: "rejected"
+        case .failed: "failed"
+        }
+    }
+
+    public var reason: String? {
+        switch self {
+        case .imported, .alreadyPresent: nil
+        case .conflict(let r), .rejected(let r), .failed(let r): r
+        }
+    }
+}
+
+public struct ImportFileResult: Sendable, Equatable {
+    public let path: String
+    public var outcome: ImportOutcome
+    /// Set when `removeSource` deleted the original.
+    public var sourceRemoved = false
+}
+
+public struct ImportProgress: Sendable {
+    public var filesDone: Int
+    public var filesTotal: Int
+    public var bytesDone: Int64
+    public var bytesTotal: Int64
+}
+
+public struct ImportSummary: Sendable {
+    public var results: [ImportFileResult]
+    public var bytesImported: Int64
+    public var seconds: Double
+    public func count(_ label: String) -> Int { results.filter { $0.outcome.label == label }.count }
+    public var anyFailed: Bool { results.contains { $0.outcome.isFailure } }
+}
+
+/// Raised when the import must stop as a whole (the disk is full, the catalog cannot commit).
+/// Everything committed before stays; nothing half-written is visible.
+public struct ImportAborted: Error, CustomStringConvertible {
+    public let reason: String
+    public let partial: ImportSummary
+    public var description: String { "import stopped: \(reason)" }
+}
+
+extension Vault {
+    /// Imports files and directories (recursively). Holds the vault's writer lock throughout;
+    /// `onWait` is called if another process holds it.
+    public func importFiles(
+        _ inputs: [String], options: ImportOptions = ImportOptions(),
+        onWait: () -> Void = {}, progress: (ImportProgress) -> Void = { _ in }
+    ) throws -> ImportSummary {
+        let started = Date()
+        var results: [ImportFileResult] = []
+        var files: [(path: String, size: Int64)] = []
+        for input in inputs {
+            Self.collectFiles(input, into: &files, errors: &results)
+        }
+        let lock: WriterLock
+        do { lock = try WriterLock(path: layout.lock, onWait: onWait) } catch { throw VaultError.io(error) }
+        defer { withExtendedLifetime(lock) {} }
+        try recoverInterruptedWrites()
+
+        var session = ImportSession(vault: self, options: options)
+        var state = ImportProgress(filesDone: 0, filesTotal: files.count, bytesDone: 0, bytesTotal: files.reduce(0) { $0 + $1.size })
+        progress(state)
+        var lastReport = Date()
+        for file in files {
+            do {
+                let outcome = try session.importOne(path: file.path, resultIndex: results.count) { bytes in
+                    state.bytesDone += Int64(bytes)
+                    if Date().timeIntervalSince(lastReport) > 0.1 {
+                        progress(state)
+                        lastReport = Date()
+                    }
+                }
+                results.append(ImportFileResult(path: file.path, outcome: outcome))
+                if session.batchIsFull {
+                    try session.commit(updating: &results)
+                }
+            } catch let failure as IOFailure where failure.isDiskFull {
+                session.discardBatch()
+                throw ImportAborted(
+                    reason: failure.description,
+                    partial: ImportSummary(results: results, bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started)))
+            }
+            state.filesDone += 1
+            progress(state)
+        }
+        do {
+            try session.commit(updating: &results)
+        } catch {
+            session.discardBatch()
+            throw ImportAborted(
+                reason: String(describing: error),
+                partial: ImportSummary(results: results, bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started)))
+        }
+        state.bytesDone = state.bytesTotal
+        progress(state)
+        return ImportSummary(results: results, bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Expands a path into regular files (directories recursively, in a stable order).
+    static func collectFiles(_ path: String, into files: inout [(path: String, size: Int64)], errors: inout [ImportFileResult]) {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            errors.append(ImportFileResult(path: path, outcome: .failed("cannot read: \(String(cString: strerror(errno)))")))
+            return
+        }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            for name in FileIO.list(path).sorted() where !name.hasPrefix(".") {
+                collectFiles(path + "/" + name, into: &files, errors: &errors)
+            }
+        } else if (st.st_mode & S_IFMT) == S_IFREG {
+            files.append((path, Int64(st.st_size)))
+        }
+    }
+
+    /// Called with the writer lock held: clears staging files and blobs of an import that died
+    /// between renaming its blobs and committing their catalog rows.
+    func recoverInterruptedWrites() throws {
+        for name in FileIO.list(layout.tmp) {
+            try? FileIO.unlink(layout.tmp + "/" + name)
+        }
+        let leftovers = try catalog.pool.read { db in
+            try String.fetchAll(db, sql: "SELECT blobID FROM pendingBlob WHERE blobID NOT IN (SELECT blobID FROM instance)")
+        }
+        for id in leftovers {
+            if let blob = BlobID(hex: id) { try FileIO.unlink(layout.blob(blob)) }
+        }
+        try catalog.pool.write { db in try db.execute(sql: "DELETE FROM pendingBlob") }
+    }
+}
+
+/// One import run's working state: the current group of staged blobs and the patient keys in use.
+struct ImportSession {
+    let vault: Vault
+    let options: ImportOptions
+
+    /// A blob written and fsynced in vault/tmp, waiting for its group commit.
+    struct Staged {
+        let resultIndex: Int
+        let sourcePath: String
+        let tmpPath: String
+        let blobID: BlobID
+        let digest: BlobDigest
+        let header: DICOMHeader
+        let patientRef: [UInt8]
+        let instanceIndex: [UInt8]
+    }
+
+    struct PatientKey {
+        let key: SymmetricKey
+        let wrapped: [UInt8]
+        var persisted: Bool
+    }
+
+    private var staged: [Staged] = []
+    private var stagedBytes: Int64 = 0
+    private var patientKeys: [[UInt8]: PatientKey] = [:]
+    private(set) var bytesImported: Int64 = 0
+
+    init(vault: Vault, options: ImportOptions) {
+        self.vault = vault
+        self.options = options
+    }
+
+    var batchIsFull: Bool { staged.count >= options.batchFiles || stagedBytes >= options.batchBytes }
+
+    /// Parses and stages one file. The returned outcome may still turn into a failure at commit.
+    mutating func importOne(path: String, resultIndex: Int, progress: (Int) -> Void) throws -> ImportOutcome {
+        let header: DICOMHeader
+        do { header = try DICOMParser.parse(path: path) } catch {
+            if case .dictionaryUnavailable = error { throw error }
+            return .rejected(error.description)
+        }
+        guard let sop = header.sopInstanceUID else { return .rejected("not importable: missing SOP Instance UID (0008,0018)") }
+        guard header.studyInstanceUID != nil else { return .rejected("not importable: missing Study Instance UID (0020,000D)") }
+        guard header.seriesInstanceUID != nil else { return .rejected("not importable: missing Series Instance UID (0020,000E)") }
+        let keyring = vault.keyring
+        let instanceIndex = keyring.blindIndex(.instanceUID, Normalize.identifier(sop))
+
+        let source: FileIO.Descriptor
+        do { source = try FileIO.Descriptor.open(path, flags: O_RDONLY) } catch { return .failed(error.description) }
+        _ = posix_fadvise(source.fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
+
+        // Same SOP Instance UID already in the vault, or earlier in this run?
+        let existingMAC: [UInt8]? =
+            try staged.first { $0.instanceIndex == instanceIndex }?.digest.contentMAC
+            ?? vault.catalog.instance(uidIndex: instanceIndex)?.contentMAC
+        if let existingMAC {
+            let mac: [UInt8]
+            do { mac = try Self.contentMAC(of: source, key: keyring.contentMAC) } catch let e as IOFailure {
+                return .failed(e.description)
+            }
+            return constantTimeEquals(mac, existingMAC)
+                ? .alreadyPresent
+                : .conflict("a different file with the same SOP Instance UID is already in the vault; the first one was kept, this file was not imported")
+        }
+
+        let patientRef = Self.patientRef(header, keyring: keyring)
+        let patientKey = try key(forPatient: patientRef)
+        let blobID = BlobID.random()
+        let tmpPath = vault.layout.tmp + "/" + blobID.hexString + ".partial"
+        let digest: BlobDigest
+        do {
+            digest = try BlobCodec.encrypt(
+                source: source, to: tmpPath, id: blobID, patientKey: patientKey, contentKey: keyring.contentMAC,
+                progress: progress)
+        } catch let e as IOFailure {
+            if e.isDiskFull { throw e }
+            return .failed(e.description)
+        }
+        staged.append(Staged(
+            resultIndex: resultIndex, sourcePath: path, tmpPath: tmpPath, blobID: blobID, digest: digest, header: header,
+            patientRef: patientRef, instanceIndex: instanceIndex))
+        stagedBytes += digest.plainSize
+        return .imported
+    }
+
+    /// The patient's identity for the catalog: Patient ID when present (with its issuer), else name and
+    /// birth date. Normalised, then blind-indexed.
+    static func patientRef(_ h: DICOMHeader, keyring: Keyring) -> [UInt8] {
+        if let pid = h[.patientID] {
+            let issuer = h[.issuerOfPatientID].map { "|" + Normalize.identifier($0) } ?? ""
+            return keyring.blindIndex(.patientID, Normalize.identifier(pid) + issuer)
+        }
+        return keyring.blindIndex(
+            .patientAnonymous, Normalize.personName(h[.patientName] ?? "") + "|" + (h[.patientBirthDate] ?? ""))
+    }
+
+    /// The patient's key: from this run's cache, unwrapped from the catalog, or new (persisted at commit).
+    private mutating func key(forPatient ref: [UInt8]) throws -> SymmetricKey {
+        if let k = patientKeys[ref] { return k.key }
+        let ad = Vault.patientKeyAssociatedData(ref)
+        if let row = try vault.catalog.patientKeyRow(ref: ref) {
+            let key = try KeyWrap.unwrap(row.wrappedKey, with: vault.keyring.master, associatedData: ad)
+            patientKeys[ref] = PatientKey(key: key, wrapped: row.wrappedKey, persisted: true)
+            return key
+        }
+        let key = try SymmetricKey.random()
+        patientKeys[ref] = PatientKey(key: key, wrapped: KeyWrap.wrap(key, with: vault.keyring.master, associatedData: ad), persisted: false)
+        return key
+    }
+
+    static func contentMAC(of source: FileIO.Descriptor, key: SymmetricKey) throws -> [UInt8] {
+        let hasher = KeyedHasher(key: key)
+        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+        defer { buf.deallocate() }
+        while true {
+            let n = try source.readFully(into: buf)
+            if n == 0 { break }
+            hasher.update(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+        }
+        return hasher.finalize()
+    }
+
+    /// The group commit: record the blob ids as pending, rename blobs into place, fsync their
+    /// directories, then commit the catalog rows and clear the pending marks in one transaction.
+    /// A crash at any point leaves either staging files (swept), pending blobs (removed by the next
+    /// writer, not orphans for verify), or a complete commit.
+    mutating func commit(updating results: inout [ImportFileResult]) throws {
+        guard !staged.isEmpty else { return }
+        let layout = vault.layout
+        let batch = staged
+        try vault.catalog.pool.write { db in
+            for s in batch { try db.execute(sql: "INSERT INTO pendingBlob(blobID) VALUES (?)", arguments: [s.blobID.hexString]) }
+        }
+        var dirsToSync = Set<String>()
+        for s in batch {
+            let final = layout.blob(s.blobID)
+            let leaf = parentDirectory(final)
+            let mid = parentDirectory(leaf)
+            if !FileIO.isDirectory(leaf) {
+                if !FileIO.isDirectory(mid) {
+                    try FileIO.makeDirectory(mid)
+                    dirsToSync.insert(layout.blobs)
+                }
+                try FileIO.makeDirectory(leaf)
+                dirsToSync.insert(mid)
+            }
+            try FileIO.rename(s.tmpPath, final)
+            dirsToSync.insert(leaf)
+        }
+        for dir in dirsToSync.sorted(by: { $0.count > $1.count }) { try FileIO.fsyncDirectory(dir) }
+
+        let sealer = vault.sealer
+        let keyring = vault.keyring
+        let keys = patientKeys
+        try vault.catalog.pool.write { db in
+            for s in batch {
+                let h = s.header
+                // Patient
+                let patientID: Int64
+                if let id = try Int64.fetchOne(db, sql: "SELECT id FROM patient WHERE ref = ?", arguments: [Data(s.patientRef)]) {
+                    patientID = id
+                } else {
+                    guard let pk = keys[s.patientRef] else { throw VaultError.catalog("patient key lost during import") }
+                    let record = PatientRecord(
+                        name: h[.patientName] ?? "", patientID: h[.patientID] ?? "", issuer: h[.issuerOfPatientID] ?? "",
+                        birthDate: h[.patientBirthDate] ?? "", sex: h[.patientSex] ?? "",
+                        characterSetConverted: h.characterSetConverted)
+                    let pidIndex = h[.patientID].map { keyring.blindIndex(.patientID, Normalize.identifier($0)) }
+                    try db.execute(
+                        sql: "INSERT INTO patient(ref, patientIDIndex, wrappedKey, sealed) VALUES (?, ?, ?, ?)",
+                        arguments: [
+                            Data(s.patientRef), pidIndex.map { Data($0) }, Data(pk.wrapped),
+                            Data(sealer.seal(record, table: "patient", index: s.patientRef)),
+                        ])
+                    patientID = db.lastInsertedRowID
+                }
+                // Study
+                let studyUID = h.studyInstanceUID ?? ""
+                let studyIndex = keyring.blindIndex(.studyUID, Normalize.identifier(studyUID))
+                let studyID: Int64
+                if let id = try Int64.fetchOne(db, sql: "SELECT id FROM study WHERE uidIndex = ?", arguments: [Data(studyIndex)]) {
+                    studyID = id
+                } else {
+                    let record = StudyRecord(
+                        studyUID: studyUID, date: h[.studyDate] ?? "", time: h[.studyTime] ?? "",
+                        accessionNumber: h[.accessionNumber] ?? "", referringPhysician: h[.referringPhysicianName] ?? "",
+                        institution: h[.institutionName] ?? "", description: h[.studyDescription] ?? "", studyID: h[.studyID] ?? "")
+                    let acc = h[.accessionNumber].map { keyring.blindIndex(.accession, Normalize.identifier($0)) }
+                    try db.execute(
+                        sql: "INSERT INTO study(patientID, uidIndex, accessionIndex, sealed) VALUES (?, ?, ?, ?)",
+                        arguments: [patientID, Data(studyIndex), acc.map { Data($0) }, Data(sealer.seal(record, table: "study", index: studyIndex))])
+                    studyID = db.lastInsertedRowID
+                }
+                // Series
+                let seriesUID = h.seriesInstanceUID ?? ""
+                let seriesIndex = keyring.blindIndex(.seriesUID, Normalize.identifier(seriesUID))
+                let seriesID: Int64
+                if let id = try Int64.fetchOne(db, sql: "SELECT id FROM series WHERE uidIndex = ?", arguments: [Data(seriesIndex)]) {
+                    seriesID = id
+                } else {
+                    let record = SeriesRecord(
+                        seriesUID: seriesUID, modality: h[.modality] ?? "", number: h[.seriesNumber] ?? "",
+                        description: h[.seriesDescription] ?? "", bodyPart: h[.bodyPartExamined] ?? "",
+                        performingPhysician: h[.performingPhysicianName] ?? "")
+                    try db.execute(
+                        sql: "INSERT INTO series(studyID, uidIndex, sealed) VALUES (?, ?, ?)",
+                        arguments: [studyID, Data(seriesIndex), Data(sealer.seal(record, table: "series", index: seriesIndex))])
+                    seriesID = db.lastInsertedRowID
+                }
+                // Instance
+                let record = InstanceRecord(
+                    sopInstanceUID: h.sopInstanceUID ?? "", sopClassUID: h[.sopClassUID] ?? "", number: h[.instanceNumber] ?? "",
+                    transferSyntaxUID: h.transferSyntaxUID, frames: h[.numberOfFrames] ?? "", rows: h[.rows] ?? "",
+                    columns: h[.columns] ?? "")
+                try db.execute(
+                    sql: """
+                        INSERT INTO instance(seriesID, uidIndex, blobID, plainSize, blobSize, contentMAC, sealed)
+                        VALUES (?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [
+                        seriesID, Data(s.instanceIndex), s.blobID.hexString, s.digest.plainSize, s.digest.blobSize,
+                        Data(s.digest.contentMAC), Data(sealer.seal(record, table: "instance", index: s.instanceIndex)),
+                    ])
+                try db.execute(sql: "DELETE FROM pendingBlob WHERE blobID = ?", arguments: [s.blobID.hexString])
+            }
+        }
+        for s in batch {
+            patientKeys[s.patientRef]?.persisted = true
+            bytesImported += s.digest.plainSize
+        }
+        staged.removeAll()
+        stagedBytes = 0
+        if options.removeSource { removeSources(batch, results: &results) }
+    }
+
+    /// Deletes originals whose blob reads back (every tag, and the keyed content fingerprint) intact.
+    private func removeSources(_ batch: [Staged], results: inout [ImportFileResult]) {
+        for s in batch {
+            guard let key = patientKeys[s.patientRef]?.key else { continue }
+            let readBack = try? BlobCodec.decrypt(
+                path: vault.layout.blob(s.blobID), id: s.blobID, patientKey: key, contentKey: vault.keyring.contentMAC
+            ) { _ in }
+            if let readBack, readBack.contentMAC == s.digest.contentMAC, Glibc.unlink(s.sourcePath) == 0 {
+                results[s.resultIndex].sourceRemoved = true
+            }
+        }
+    }
+
+    /// Forgets the current group after a fatal error: its staging files are removed, nothing committed.
+    mutating func discardBatch() {
+        for s in staged { _ = Glibc.unlink(s.tmpPath) }
+        staged.removeAll()
+        stagedBytes = 0
+    }
+}
+
+extension Vault {
+    static func patientKeyAssociatedData(_ ref: [UInt8]) -> [UInt8] {
+        Array("medvault.v1.patient-key|".utf8) + ref
+    }
+}

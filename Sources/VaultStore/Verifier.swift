@@ -1,0 +1,175 @@
+// `medvault verify`: opens every blob, checks every tag and fingerprint, and checks that the catalog
+// and the blob directory correspond exactly. Read-only; safe to run while an import is writing.
+import Foundation
+import GRDB
+import VaultCrypto
+
+public struct VerifyProblem: Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        case missing, truncated, tampered, swapped, orphan, trailingData = "trailing-data", unreadable, catalog
+    }
+    public let kind: Kind
+    /// The blob id (random, safe to print) or catalog object concerned.
+    public let subject: String
+    public let detail: String
+    public var description: String { "\(kind.rawValue): \(subject): \(detail)" }
+}
+
+public struct VerifyProgress: Sendable {
+    public var blobsDone: Int
+    public var blobsTotal: Int
+    public var bytesDone: Int64
+    public var bytesTotal: Int64
+}
+
+public struct VerifyReport: Sendable {
+    public var blobsChecked = 0
+    public var bytesChecked: Int64 = 0
+    public var patients = 0, studies = 0, series = 0
+    /// Blobs of an import interrupted before its commit: harmless, removed by the next import.
+    public var interruptedLeftovers = 0
+    public var problems: [VerifyProblem] = []
+    public var ok: Bool { problems.isEmpty }
+}
+
+extension Vault {
+    public func verify(progress: (VerifyProgress) -> Void = { _ in }) throws -> VerifyReport {
+        var report = VerifyReport()
+        // 1. The blob files on disk, listed before the catalog is read (see "pending" below).
+        var onDisk: [String: String] = [:]  // id → path
+        for a in FileIO.list(layout.blobs).sorted() {
+            let pa = layout.blobs + "/" + a
+            guard FileIO.isDirectory(pa) else {
+                report.problems.append(.init(kind: .orphan, subject: "blobs/\(a)", detail: "unexpected file in blobs/"))
+                continue
+            }
+            for b in FileIO.list(pa).sorted() {
+                let pb = pa + "/" + b
+                guard FileIO.isDirectory(pb) else {
+                    report.problems.append(.init(kind: .orphan, subject: "blobs/\(a)/\(b)", detail: "unexpected file in blobs/"))
+                    continue
+                }
+                for name in FileIO.list(pb).sorted() {
+                    if let id = BlobID(hex: name), id.relativePath == "blobs/\(a)/\(b)/\(name)" {
+                        onDisk[name] = pb + "/" + name
+                    } else {
+                        report.problems.append(.init(kind: .orphan, subject: "blobs/\(a)/\(b)/\(name)", detail: "not a blob name"))
+                    }
+                }
+            }
+        }
+        // 2. The catalog, in one read transaction. Every sealed record must open.
+        struct Entry { let inst: InstanceRow; let ref: [UInt8]; let wrapped: [UInt8] }
+        var entries: [Entry] = []
+        var pending = Set<String>()
+        var problems: [VerifyProblem] = []
+        try catalog.pool.read { db in
+            let check = try String.fetchAll(db, sql: "PRAGMA quick_check")
+            if check != ["ok"] {
+                problems.append(.init(kind: .catalog, subject: "catalog.sqlite", detail: check.prefix(3).joined(separator: "; ")))
+            }
+            for (table, type) in [("patient", "ref"), ("study", "uidIndex"), ("series", "uidIndex")] {
+                for r in try Row.fetchAll(db, sql: "SELECT id, \(type) AS idx, sealed FROM \(table)") {
+                    let ok: Bool
+                    switch table {
+                    case "patient": ok = (try? sealer.open(PatientRecord.self, Array(r["sealed"] as Data), table: table, index: Array(r["idx"] as Data))) != nil
+                    case "study": ok = (try? sealer.open(StudyRecord.self, Array(r["sealed"] as Data), table: table, index: Array(r["idx"] as Data))) != nil
+                    default: ok = (try? sealer.open(SeriesRecord.self, Array(r["sealed"] as Data), table: table, index: Array(r["idx"] as Data))) != nil
+                    }
+                    if !ok {
+                        problems.append(.init(kind: .catalog, subject: "\(table) #\(r["id"] as Int64)", detail: "sealed record fails authentication"))
+                    }
+                }
+            }
+            report.patients = try Int.fetchOne(db, sql: "SELECT count(*) FROM patient") ?? 0
+            report.studies = try Int.fetchOne(db, sql: "SELECT count(*) FROM study") ?? 0
+            report.series = try Int.fetchOne(db, sql: "SELECT count(*) FROM series") ?? 0
+            for r in try Row.fetchAll(db, sql: """
+                SELECT i.*, p.ref AS pRef, p.wrappedKey AS pKey FROM instance i
+                JOIN series se ON se.id = i.seriesID JOIN study st ON st.id = se.studyID JOIN patient p ON p.id = st.patientID
+                ORDER BY i.blobID
+                """)
+            {
+                entries.append(Entry(inst: Catalog.instanceRow(r), ref: Array(r["pRef"] as Data), wrapped: Array(r["pKey"] as Data)))
+            }
+            let instanceCount = try Int.fetchOne(db, sql: "SELECT count(*) FROM instance") ?? 0
+            if instanceCount != entries.count {
+                problems.append(.init(kind: .catalog, subject: "instance", detail: "\(instanceCount - entries.count) instance rows are not linked to a patient"))
+            }
+            pending = Set(try String.fetchAll(db, sql: "SELECT blobID FROM pendingBlob"))
+        }
+        report.problems += problems
+
+        // 3. Every catalogued blob: present, right size, every tag, the clear-bytes fingerprint.
+        var state = VerifyProgress(blobsDone: 0, blobsTotal: entries.count, bytesDone: 0, bytesTotal: entries.reduce(0) { $0 + $1.inst.blobSize })
+        progress(state)
+        var keys: [[UInt8]: SymmetricKey] = [:]
+        var lastReport = Date()
+        for e in entries {
+            defer {
+                state.blobsDone += 1
+                state.bytesDone += e.inst.blobSize
+                if Date().timeIntervalSince(lastReport) > 0.1 || state.blobsDone == state.blobsTotal {
+                    progress(state)
+                    lastReport = Date()
+                }
+            }
+            let name = e.inst.blobID
+            guard let id = BlobID(hex: name) else {
+                report.problems.append(.init(kind: .catalog, subject: name, detail: "catalog names an invalid blob id"))
+                continue
+            }
+            let path = onDisk.removeValue(forKey: name) ?? layout.blob(id)
+            guard let size = FileIO.fileSize(path) else {
+                report.problems.append(.init(kind: .missing, subject: name, detail: "the catalog lists this blob but the file is missing"))
+                continue
+            }
+            if size < e.inst.blobSize {
+                report.problems.append(.init(kind: .truncated, subject: name, detail: "\(size) of \(e.inst.blobSize) bytes"))
+                continue
+            }
+            if size > e.inst.blobSize {
+                report.problems.append(.init(kind: .trailingData, subject: name, detail: "\(size - e.inst.blobSize) bytes more than written"))
+                continue
+            }
+            let key: SymmetricKey
+            if let k = keys[e.ref] { key = k } else {
+                guard let k = try? patientKey(ref: e.ref, wrapped: e.wrapped) else {
+                    report.problems.append(.init(kind: .catalog, subject: name, detail: "the patient key does not unwrap"))
+                    continue
+                }
+                keys[e.ref] = k
+                key = k
+            }
+            do {
+                let digest = try BlobCodec.decrypt(path: path, id: id, patientKey: key, contentKey: keyring.contentMAC) { _ in }
+                if digest.plainSize != e.inst.plainSize || !constantTimeEquals(digest.contentMAC, e.inst.contentMAC) {
+                    report.problems.append(.init(kind: .swapped, subject: name, detail: "decrypts, but is not the file the catalog recorded"))
+                }
+                report.blobsChecked += 1
+                report.bytesChecked += digest.blobSize
+            } catch let error as BlobError {
+                let kind: VerifyProblem.Kind =
+                    switch error {
+                    case .missing: .missing
+                    case .truncated: .truncated
+                    case .idMismatch: .swapped
+                    case .trailingData: .trailingData
+                    case .tampered, .notABlob, .unsupportedVersion: .tampered
+                    case .io: .unreadable
+                    }
+                report.problems.append(.init(kind: kind, subject: name, detail: error.description))
+            }
+        }
+        // 4. What is left on disk is not in the catalog: an import in flight or interrupted (pending),
+        // or an orphan.
+        for (name, _) in onDisk.sorted(by: { $0.key < $1.key }) {
+            if pending.contains(name) {
+                report.interruptedLeftovers += 1
+            } else {
+                report.problems.append(.init(kind: .orphan, subject: name, detail: "blob file not listed in the catalog"))
+            }
+        }
+        return report
+    }
+}
