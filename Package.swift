@@ -26,12 +26,14 @@ let package = Package(
             name: "CDCMTKShim", path: "CShims/DCMTKShim", publicHeadersPath: "include",
             linkerSettings: [.linkedLibrary("dcmdata"), .linkedLibrary("oflog"), .linkedLibrary("ofstd")]),
 
+        .target(name: "CSysShim", path: "CShims/SysShim", publicHeadersPath: "include"),
+
         // Swift layers.
         .target(name: "VaultCrypto", dependencies: ["CSodium"], swiftSettings: strict),
         .target(name: "VaultDICOM", dependencies: ["CDCMTKShim"], swiftSettings: strict),
         .target(
             name: "VaultStore",
-            dependencies: ["VaultCrypto", "VaultDICOM", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["VaultCrypto", "VaultDICOM", "CSysShim", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
         .executableTarget(
             name: "medvault",
@@ -39,10 +41,14 @@ let package = Package(
             swiftSettings: strict),
 
         // Tests run on real bytes: real libsodium, real DCMTK, real SQLite, real processes.
+        // Shared test helpers: temp dirs, the generated DICOM corpus (tools/gen-dicom.py), processes.
+        .target(name: "TestSupport", path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: strict),
-        .testTarget(name: "VaultDICOMTests", dependencies: ["VaultDICOM"], swiftSettings: strict),
-        .testTarget(name: "VaultStoreTests", dependencies: ["VaultStore", "VaultCrypto", "VaultDICOM"], swiftSettings: strict),
-        .testTarget(name: "MedVaultCLITests", dependencies: ["VaultStore", "VaultCrypto"], swiftSettings: strict),
+        .testTarget(name: "VaultDICOMTests", dependencies: ["VaultDICOM", "TestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "VaultStoreTests", dependencies: ["VaultStore", "VaultCrypto", "VaultDICOM", "TestSupport"],
+            resources: [.copy("Fixtures")], swiftSettings: strict),
+        .testTarget(name: "MedVaultCLITests", dependencies: ["TestSupport"], swiftSettings: strict),
     ],
     cxxLanguageStandard: .cxx17
 )

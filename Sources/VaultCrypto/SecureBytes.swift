@@ -12,8 +12,7 @@ public final class SecureBytes: @unchecked Sendable, CustomStringConvertible {
     public init(count: Int, fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
         try Sodium.ensure()
         guard count > 0, let p = sodium_malloc(count) else { throw CryptoError.secureMemoryUnavailable }
-        pointer = p
-        self.count = count
+        // Fill before the stored properties are set: a throw then never reaches deinit (no double free).
         do {
             try fill(UnsafeMutableRawBufferPointer(start: p, count: count))
         } catch {
@@ -22,6 +21,8 @@ public final class SecureBytes: @unchecked Sendable, CustomStringConvertible {
             throw error
         }
         _ = sodium_mprotect_readonly(p)
+        pointer = p
+        self.count = count
     }
 
     /// Fresh random secret bytes.

@@ -1,5 +1,8 @@
 // Swift value types over the DCMTK shim. Nothing here knows about encryption or storage.
 internal import CDCMTKShim
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A DICOM tag (group, element).
 public struct DICOMTag: Hashable, Sendable, CustomStringConvertible {
@@ -103,6 +106,10 @@ public struct DICOMHeader: Sendable, Equatable {
 }
 
 extension String {
+    fileprivate func replacingPrefix(_ prefix: String, with replacement: String) -> String {
+        hasPrefix(prefix) ? replacement + dropFirst(prefix.count) : self
+    }
+
     /// Removes the spaces and NULs DICOM pads values with, at both ends.
     public func trimmingDICOMPadding() -> String {
         var scalars = Substring(self).unicodeScalars
@@ -135,7 +142,40 @@ public enum DICOMParser {
         var err = [CChar](repeating: 0, count: 512)
         var handle: OpaquePointer?
         let rc = mv_dcm_parse_file(path, &handle, &err, err.count)
-        return try finish(rc, handle, err)
+        do {
+            return try finish(rc, handle, err)
+        } catch .malformed(let reason) {
+            throw .malformed(explain(reason, probe: probe(path)))
+        }
+    }
+
+    /// What the first bytes say: empty, a Part 10 file ("DICM" at offset 128), or something else.
+    enum Probe { case empty, part10, other }
+
+    static func probe(_ path: String) -> Probe {
+        guard let f = fopen(path, "rb") else { return .other }
+        defer { fclose(f) }
+        var head = [UInt8](repeating: 0, count: 132)
+        let n = fread(&head, 1, 132, f)
+        if n == 0 { return .empty }
+        return n == 132 && head[128...] == [0x44, 0x49, 0x43, 0x4D][...] ? .part10 : .other
+    }
+
+    /// Turns DCMTK's condition text into a reason a radiologist can act on.
+    static func explain(_ dcmtk: String, probe: Probe) -> String {
+        let detail = dcmtk.replacingPrefix("not a readable DICOM file: ", with: "")
+        switch probe {
+        case .empty:
+            return "empty file"
+        case .part10:
+            let what =
+                detail.contains("premature end") || detail.contains("End of stream")
+                ? "truncated, or an element length runs past the end of the file"
+                : "its structure is invalid (bad element length, tag or value representation)"
+            return "malformed DICOM file: \(what) (DCMTK: \(detail))"
+        case .other:
+            return "not a DICOM file: no 'DICM' marker and not a readable bare dataset (DCMTK: \(detail))"
+        }
     }
 
     /// Parses a file already in memory.

@@ -3,6 +3,9 @@
 import Foundation
 import GRDB
 import VaultCrypto
+#if canImport(Glibc)
+import Glibc
+#endif
 
 // MARK: Sealed record bodies (JSON inside an AEAD box)
 
@@ -102,6 +105,8 @@ final class Catalog: Sendable {
         }
         pool = try DatabasePool(path: path, configuration: config)
         try Self.migrator.migrate(pool)
+        // Sealed or not, the catalog is nobody else's business: owner-only, whatever the umask.
+        for suffix in ["", "-wal", "-shm"] { _ = chmod(path + suffix, 0o600) }
     }
 
     static var migrator: DatabaseMigrator {

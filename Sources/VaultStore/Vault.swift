@@ -58,6 +58,7 @@ public final class Vault: Sendable {
     public static func create(
         at path: String, passphrase: SecureBytes, kdf: Argon2idParameters = .moderate
     ) throws(VaultError) -> (vault: Vault, recoveryKey: String) {
+        ProcessHardening.disableCoreDumps()
         try Passphrases.checkStrength(passphrase)
         let layout = VaultLayout(root: path)
         if FileIO.exists(layout.root) {
@@ -102,6 +103,7 @@ public final class Vault: Sendable {
 
     /// Opens the vault at `path` with a passphrase.
     public static func open(at path: String, passphrase: SecureBytes) throws(VaultError) -> Vault {
+        ProcessHardening.disableCoreDumps()
         let layout = VaultLayout(root: path)
         let config = try VaultConfig.load(from: layout.config)
         for slot in config.slots where slot.kind == .passphrase {
@@ -126,6 +128,7 @@ public final class Vault: Sendable {
 
     /// Opens the vault with the printed recovery key (when every passphrase is lost).
     public static func open(at path: String, recoveryKey: String) throws(VaultError) -> Vault {
+        ProcessHardening.disableCoreDumps()
         let layout = VaultLayout(root: path)
         let config = try VaultConfig.load(from: layout.config)
         guard var bytes = RecoveryKey.parse(recoveryKey) else { throw .wrongPassphrase }

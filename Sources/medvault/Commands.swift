@@ -4,6 +4,9 @@ import Foundation
 import VaultCrypto
 import VaultDICOM
 import VaultStore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @main
 struct MedVault: ParsableCommand {
@@ -17,6 +20,14 @@ struct MedVault: ParsableCommand {
             Exit status: 0 success; 1 some files failed or verify found problems; 2 the command could not run.
             """,
         subcommands: [Init.self, Import.self, List.self, Export.self, Verify.self])
+
+    /// Process-wide hardening before anything is parsed: files this process creates are private to
+    /// its user, and no core dump can carry a key or a patient's data out of memory.
+    static func main() {
+        umask(0o077)
+        ProcessHardening.disableCoreDumps()
+        main(nil)
+    }
 
     /// Runs a command body, turning library errors into one clear line and exit status 2.
     static func guarded(_ body: () throws -> Void) throws {

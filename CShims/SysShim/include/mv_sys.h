@@ -1,0 +1,20 @@
+/*
+ * mv_sys.h — Linux calls Swift cannot import directly (prctl is variadic; struct ucred needs
+ * _GNU_SOURCE). Every symbol carries the `mv_sys_` prefix.
+ */
+#ifndef MV_SYS_H
+#define MV_SYS_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Makes the process non-dumpable and sets the core-file limit to zero, so that no core dump can
+ * carry keys or patient data out of memory. Returns 0 on success, -1 with errno set. */
+int mv_sys_disable_core_dumps(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

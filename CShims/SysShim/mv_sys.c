@@ -1,0 +1,12 @@
+#define _GNU_SOURCE
+#include "mv_sys.h"
+
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+int mv_sys_disable_core_dumps(void) {
+    struct rlimit none = {0, 0};
+    if (setrlimit(RLIMIT_CORE, &none) != 0) return -1;
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) return -1;
+    return 0;
+}
