@@ -15,7 +15,7 @@ public let packageRoot: String = {
 public struct TempDir: Sendable {
     public let path: String
     public init(_ label: String = "medvault-test") {
-        let template = NSTemporaryDirectory() + "/\(label)-XXXXXX"
+        let template = (NSTemporaryDirectory() as NSString).appendingPathComponent("\(label)-XXXXXX")
         var bytes = Array(template.utf8CString)
         let made = bytes.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
         precondition(made != nil, "mkdtemp failed")
