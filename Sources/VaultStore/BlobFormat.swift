@@ -74,9 +74,10 @@ enum BlobFormat {
         Array("medvault.v1.file-key|".utf8) + prefix(id: id)
     }
 
-    /// Ciphertext size for a clear file of `size` bytes (the last chunk may be empty).
+    /// Ciphertext size for a clear file of `size` bytes: full chunks, the last one tagged FINAL; an
+    /// empty file is one empty FINAL chunk.
     static func blobSize(forPlainSize size: Int64) -> Int64 {
-        let chunks = size / Int64(chunkSize) + 1
+        let chunks = max(1, (size + Int64(chunkSize) - 1) / Int64(chunkSize))
         return Int64(headerLength) + size + chunks * Int64(SecretStream.chunkOverhead)
     }
 }
