@@ -171,6 +171,16 @@ enum BlobCodec {
         return BlobDigest(plainSize: plainSize, blobSize: blobSize, contentMAC: hasher.finalize())
     }
 
+    /// The id a blob's header claims (unauthenticated; for diagnostics only), or nil if unreadable.
+    static func headerID(path: String) -> BlobID? {
+        guard let d = try? FileIO.Descriptor.open(path, flags: O_RDONLY) else { return nil }
+        var prefix = [UInt8](repeating: 0, count: BlobFormat.prefixLength)
+        guard let n = try? prefix.withUnsafeMutableBytes({ (b) throws(IOFailure) in try d.readFully(into: b) }),
+            n == BlobFormat.prefixLength, Array(prefix[0..<8]) == BlobFormat.magic
+        else { return nil }
+        return BlobID(bytes: Array(prefix[BlobFormat.idOffset..<BlobFormat.prefixLength]))
+    }
+
     /// Decrypts the blob at `path`, checking every tag, and hands the clear bytes to `sink` in
     /// chunks of at most 64 KiB. Nothing is handed over before its chunk has authenticated.
     static func decrypt(

@@ -124,6 +124,11 @@ extension Vault {
                 report.problems.append(.init(kind: .missing, subject: name, detail: "the catalog lists this blob but the file is missing"))
                 continue
             }
+            // A blob under another blob's name usually has another size too: name it for what it is.
+            if size != e.inst.blobSize, let found = BlobCodec.headerID(path: path), found != id {
+                report.problems.append(.init(kind: .swapped, subject: name, detail: BlobError.idMismatch.description))
+                continue
+            }
             if size < e.inst.blobSize {
                 report.problems.append(.init(kind: .truncated, subject: name, detail: "\(size) of \(e.inst.blobSize) bytes"))
                 continue
