@@ -37,7 +37,8 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(
             name: "medvault",
-            dependencies: ["VaultStore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            // VaultCrypto only for SecureBytes: the passphrase is read straight into secure memory.
+            dependencies: ["VaultStore", "VaultCrypto", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict),
 
         // Tests run on real bytes: real libsodium, real DCMTK, real SQLite, real processes.

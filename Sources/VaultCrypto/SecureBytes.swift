@@ -30,15 +30,21 @@ public final class SecureBytes: @unchecked Sendable, CustomStringConvertible {
         try self.init(count: count) { randombytes_buf($0.baseAddress!, count) }
     }
 
-    /// Copies `bytes` into secure memory and wipes the caller's array.
-    public convenience init(consuming bytes: inout [UInt8]) throws {
-        let copy = bytes
-        try self.init(count: max(copy.count, 1)) { buf in
-            if copy.isEmpty { buf[0] = 0 } else { buf.copyBytes(from: copy) }
+    /// Copies `bytes` into secure memory and wipes the caller's array. The copy is made straight from
+    /// the caller's storage, so no intermediate array escapes the wipe.
+    public init(consuming bytes: inout [UInt8]) throws {
+        defer { wipe(&bytes) }
+        try Sodium.ensure()
+        let n = max(bytes.count, 1)
+        guard let p = sodium_malloc(n) else { throw CryptoError.secureMemoryUnavailable }
+        if bytes.isEmpty {
+            p.storeBytes(of: 0, as: UInt8.self)
+        } else {
+            bytes.withUnsafeBytes { p.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         }
-        var c = copy
-        wipe(&c)
-        wipe(&bytes)
+        _ = sodium_mprotect_readonly(p)
+        pointer = p
+        count = n
     }
 
     deinit {

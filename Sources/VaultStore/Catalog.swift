@@ -171,6 +171,15 @@ final class Catalog: Sendable {
             sealed: Array(r["sealed"] as Data))
     }
 
+    /// The identity of the patient a study is filed under, if the study is in the catalog.
+    func patientRef(ofStudy studyIndex: [UInt8]) throws -> [UInt8]? {
+        try pool.read { db in
+            try Data.fetchOne(
+                db, sql: "SELECT p.ref FROM study s JOIN patient p ON p.id = s.patientID WHERE s.uidIndex = ?",
+                arguments: [Data(studyIndex)]).map { Array($0) }
+        }
+    }
+
     func patientKeyRow(ref: [UInt8]) throws -> (id: Int64, wrappedKey: [UInt8])? {
         try pool.read { db in
             try Row.fetchOne(db, sql: "SELECT id, wrappedKey FROM patient WHERE ref = ?", arguments: [Data(ref)]).map {

@@ -124,7 +124,12 @@ extension Vault {
                 }
                 try out.sync()
                 try out.close()
-                try FileIO.rename(tmp, final)
+                // link(2), unlike rename(2), fails if the name exists: never overwrite.
+                if Glibc.link(tmp, final) != 0 {
+                    if errno == EEXIST { throw VaultError.alreadyExists(final) }
+                    throw VaultError.io(FileIO.failure("link", final))
+                }
+                _ = Glibc.unlink(tmp)
                 try FileIO.fsyncDirectory(outputDirectory + "/" + dir)
             } catch {
                 _ = Glibc.unlink(tmp)

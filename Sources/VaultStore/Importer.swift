@@ -118,10 +118,15 @@ extension Vault {
                 }
                 results.append(ImportFileResult(path: file.path, outcome: outcome))
                 if session.batchIsFull {
-                    try session.commit(updating: &results)
+                    do { try session.commit(updating: &results) } catch {
+                        session.discardBatch(&results, reason: String(describing: error))
+                        throw ImportAborted(
+                            reason: String(describing: error),
+                            partial: ImportSummary(results: results, bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started)))
+                    }
                 }
             } catch let failure as IOFailure where failure.isDiskFull {
-                session.discardBatch()
+                session.discardBatch(&results, reason: failure.description)
                 throw ImportAborted(
                     reason: failure.description,
                     partial: ImportSummary(results: results, bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started)))
@@ -132,7 +137,7 @@ extension Vault {
         do {
             try session.commit(updating: &results)
         } catch {
-            session.discardBatch()
+            session.discardBatch(&results, reason: String(describing: error))
             throw ImportAborted(
                 reason: String(describing: error),
                 partial: ImportSummary(results: results, bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started)))
@@ -143,15 +148,18 @@ extension Vault {
     }
 
     /// Expands a path into regular files (directories recursively, in a stable order).
-    static func collectFiles(_ path: String, into files: inout [(path: String, size: Int64)], errors: inout [ImportFileResult]) {
-        var st = stat()
-        guard stat(path, &st) == 0 else {
+    static func collectFiles(_ path: String, depth: Int = 0, into files: inout [(path: String, size: Int64)], errors: inout [ImportFileResult]) {
+        var st = stat(), lst = stat()
+        guard stat(path, &st) == 0, lstat(path, &lst) == 0 else {
             errors.append(ImportFileResult(path: path, outcome: .failed("cannot read: \(String(cString: strerror(errno)))")))
             return
         }
+        let isLink = (lst.st_mode & S_IFMT) == S_IFLNK
         if (st.st_mode & S_IFMT) == S_IFDIR {
+            // A symbolic link to a directory is not followed below the top level: no loops.
+            if isLink && depth > 0 { return }
             for name in FileIO.list(path).sorted() where !name.hasPrefix(".") {
-                collectFiles(path + "/" + name, into: &files, errors: &errors)
+                collectFiles(path + "/" + name, depth: depth + 1, into: &files, errors: &errors)
             }
         } else if (st.st_mode & S_IFMT) == S_IFREG {
             files.append((path, Int64(st.st_size)))
@@ -188,6 +196,7 @@ struct ImportSession {
         let digest: BlobDigest
         let header: DICOMHeader
         let patientRef: [UInt8]
+        let studyIndex: [UInt8]
         let instanceIndex: [UInt8]
     }
 
@@ -211,20 +220,21 @@ struct ImportSession {
 
     /// Parses and stages one file. The returned outcome may still turn into a failure at commit.
     mutating func importOne(path: String, resultIndex: Int, progress: (Int) -> Void) throws -> ImportOutcome {
+        // Open once and parse what was opened (through /proc/self/fd), so the bytes that are parsed and
+        // the bytes that are encrypted come from the same file even if the path is replaced meanwhile.
+        let source: FileIO.Descriptor
+        do { source = try FileIO.Descriptor.open(path, flags: O_RDONLY) } catch { return .failed(error.description) }
+        _ = posix_fadvise(source.fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
         let header: DICOMHeader
-        do { header = try DICOMParser.parse(path: path) } catch {
+        do { header = try DICOMParser.parse(path: "/proc/self/fd/\(source.fd)") } catch {
             if case .dictionaryUnavailable = error { throw error }
             return .rejected(error.description)
         }
         guard let sop = header.sopInstanceUID else { return .rejected("not importable: missing SOP Instance UID (0008,0018)") }
-        guard header.studyInstanceUID != nil else { return .rejected("not importable: missing Study Instance UID (0020,000D)") }
+        guard let studyUID = header.studyInstanceUID else { return .rejected("not importable: missing Study Instance UID (0020,000D)") }
         guard header.seriesInstanceUID != nil else { return .rejected("not importable: missing Series Instance UID (0020,000E)") }
         let keyring = vault.keyring
         let instanceIndex = keyring.blindIndex(.instanceUID, Normalize.identifier(sop))
-
-        let source: FileIO.Descriptor
-        do { source = try FileIO.Descriptor.open(path, flags: O_RDONLY) } catch { return .failed(error.description) }
-        _ = posix_fadvise(source.fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
 
         // Same SOP Instance UID already in the vault, or earlier in this run?
         let existingMAC: [UInt8]? =
@@ -240,7 +250,12 @@ struct ImportSession {
                 : .conflict("a different file with the same SOP Instance UID is already in the vault; the first one was kept, this file was not imported")
         }
 
-        let patientRef = Self.patientRef(header, keyring: keyring)
+        // A study belongs to one patient: the one it was first imported under. Later instances of the
+        // study are sealed with that patient's key even if their own patient attributes differ.
+        let studyIndex = keyring.blindIndex(.studyUID, Normalize.identifier(studyUID))
+        let patientRef = try staged.first { $0.studyIndex == studyIndex }?.patientRef
+            ?? vault.catalog.patientRef(ofStudy: studyIndex)
+            ?? Self.patientRef(header, keyring: keyring)
         let patientKey = try key(forPatient: patientRef)
         let blobID = BlobID.random()
         let tmpPath = vault.layout.tmp + "/" + blobID.hexString + ".partial"
@@ -255,20 +270,26 @@ struct ImportSession {
         }
         staged.append(Staged(
             resultIndex: resultIndex, sourcePath: path, tmpPath: tmpPath, blobID: blobID, digest: digest, header: header,
-            patientRef: patientRef, instanceIndex: instanceIndex))
+            patientRef: patientRef, studyIndex: studyIndex, instanceIndex: instanceIndex))
         stagedBytes += digest.plainSize
         return .imported
     }
 
-    /// The patient's identity for the catalog: Patient ID when present (with its issuer), else name and
-    /// birth date. Normalised, then blind-indexed.
+    /// The patient's identity for the catalog: Patient ID (with its issuer, in a domain of its own, when
+    /// present); else name and birth date; else, for a file with no patient attributes at all, its study
+    /// (so that unidentified studies are not merged into one "patient"). Normalised, then blind-indexed.
     static func patientRef(_ h: DICOMHeader, keyring: Keyring) -> [UInt8] {
         if let pid = h[.patientID] {
-            let issuer = h[.issuerOfPatientID].map { "|" + Normalize.identifier($0) } ?? ""
-            return keyring.blindIndex(.patientID, Normalize.identifier(pid) + issuer)
+            if let issuer = h[.issuerOfPatientID] {
+                return keyring.blindIndex(.patientIDWithIssuer, Normalize.identifier(pid) + "\u{0}" + Normalize.identifier(issuer))
+            }
+            return keyring.blindIndex(.patientID, Normalize.identifier(pid))
         }
-        return keyring.blindIndex(
-            .patientAnonymous, Normalize.personName(h[.patientName] ?? "") + "|" + (h[.patientBirthDate] ?? ""))
+        let name = Normalize.personName(h[.patientName] ?? ""), birth = h[.patientBirthDate] ?? ""
+        if name.isEmpty && birth.isEmpty {
+            return keyring.blindIndex(.patientUnidentified, Normalize.identifier(h.studyInstanceUID ?? ""))
+        }
+        return keyring.blindIndex(.patientAnonymous, name + "\u{0}" + birth)
     }
 
     /// The patient's key: from this run's cache, unwrapped from the catalog, or new (persisted at commit).
@@ -288,7 +309,10 @@ struct ImportSession {
     static func contentMAC(of source: FileIO.Descriptor, key: SymmetricKey) throws -> [UInt8] {
         let hasher = KeyedHasher(key: key)
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
-        defer { buf.deallocate() }
+        defer {
+            memset(buf.baseAddress!, 0, buf.count)  // a patient's clear bytes
+            buf.deallocate()
+        }
         while true {
             let n = try source.readFully(into: buf)
             if n == 0 { break }
@@ -353,7 +377,7 @@ struct ImportSession {
                 }
                 // Study
                 let studyUID = h.studyInstanceUID ?? ""
-                let studyIndex = keyring.blindIndex(.studyUID, Normalize.identifier(studyUID))
+                let studyIndex = s.studyIndex
                 let studyID: Int64
                 if let id = try Int64.fetchOne(db, sql: "SELECT id FROM study WHERE uidIndex = ?", arguments: [Data(studyIndex)]) {
                     studyID = id
@@ -423,9 +447,13 @@ struct ImportSession {
         }
     }
 
-    /// Forgets the current group after a fatal error: its staging files are removed, nothing committed.
-    mutating func discardBatch() {
-        for s in staged { _ = Glibc.unlink(s.tmpPath) }
+    /// Forgets the current group after a fatal error: its staging files are removed, nothing committed,
+    /// and its files are reported as not imported.
+    mutating func discardBatch(_ results: inout [ImportFileResult], reason: String) {
+        for s in staged {
+            _ = Glibc.unlink(s.tmpPath)
+            results[s.resultIndex].outcome = .failed("not committed: \(reason); run the import again")
+        }
         staged.removeAll()
         stagedBytes = 0
     }

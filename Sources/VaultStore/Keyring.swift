@@ -30,7 +30,9 @@ public struct Keyring: Sendable {
 
 enum BlindDomain: String {
     case patientID = "patient-id"
+    case patientIDWithIssuer = "patient-id-issuer"
     case patientAnonymous = "patient-anon"
+    case patientUnidentified = "patient-unidentified"
     case studyUID = "study-uid"
     case seriesUID = "series-uid"
     case instanceUID = "instance-uid"

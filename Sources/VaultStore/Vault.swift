@@ -1,6 +1,7 @@
 // Creating and unlocking a vault. A locked vault is a path; an unlocked one is a `Vault` value that
 // holds the master key in secure memory. See docs/keys.md.
 import Foundation
+import VaultDICOM
 public import VaultCrypto
 #if canImport(Glibc)
 import Glibc
@@ -45,7 +46,11 @@ public final class Vault: Sendable {
     let catalog: Catalog
     let sealer: RecordSealer
 
-    private init(layout: VaultLayout, config: VaultConfig, master: SymmetricKey) throws(VaultError) {
+    private init(layout: VaultLayout, config: VaultConfig, master: SymmetricKey, creating: Bool = false) throws(VaultError) {
+        // A vault whose catalog vanished must not silently open as an empty one.
+        if !creating && !FileIO.exists(layout.catalog) {
+            throw .catalog("catalog.sqlite is missing from \(layout.root); restore it from a backup")
+        }
         self.layout = layout
         self.config = config
         do { keyring = try Keyring(master: master) } catch { throw .crypto(error) }
@@ -90,7 +95,7 @@ public final class Vault: Sendable {
             slots: [passphraseSlot, recoverySlot])
         do {
             // The catalog first, vault.json last: a directory without vault.json is not yet a vault.
-            let vault = try Vault(layout: layout, config: config, master: master)
+            let vault = try Vault(layout: layout, config: config, master: master, creating: true)
             try FileIO.writeAtomically(config.encoded(), to: layout.config, tmpDirectory: layout.tmp)
             try FileIO.fsyncDirectory(layout.root)
             var display = recovery.exportBytesForDisplay()
@@ -170,6 +175,13 @@ public final class Vault: Sendable {
         do { kek = try recovery.deriveSubkey(id: 1, context: "MVrecovr") } catch { throw .crypto(error) }
         let wrapped = KeyWrap.wrap(master, with: kek, associatedData: VaultConfig.slotAssociatedData(vaultID: vaultID, slotID: id))
         return KeySlot(id: id, kind: .recovery, label: "recovery", kdf: nil, wrappedMasterKey: Data(wrapped).base64EncodedString())
+    }
+}
+
+extension Vault {
+    /// Fails loudly if DCMTK cannot parse (its data dictionary is missing), before any import starts.
+    public static func checkDICOMSupport() throws {
+        try DICOMParser.checkAvailable()
     }
 }
 

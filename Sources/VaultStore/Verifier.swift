@@ -164,6 +164,8 @@ extension Vault {
                     case .io: .unreadable
                     }
                 report.problems.append(.init(kind: kind, subject: name, detail: error.description))
+            } catch {
+                report.problems.append(.init(kind: .unreadable, subject: name, detail: String(describing: error)))
             }
         }
         // 4. What is left on disk is not in the catalog: an import in flight or interrupted (pending),

@@ -2,7 +2,6 @@
 import ArgumentParser
 import Foundation
 import VaultCrypto
-import VaultDICOM
 import VaultStore
 #if canImport(Glibc)
 import Glibc
@@ -146,7 +145,7 @@ struct Import: ParsableCommand {
 
     func run() throws {
         try MedVault.guarded {
-            try DICOMParser.checkAvailable()
+            try Vault.checkDICOMSupport()
             let vault = try options.open()
             let bar = ProgressBar(label: "import")
             let summary: ImportSummary
