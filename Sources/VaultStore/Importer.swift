@@ -15,7 +15,10 @@ public struct ImportOptions: Sendable {
     public var batchFiles = 200
     /// Clear bytes per group commit.
     public var batchBytes: Int64 = 256 << 20
-    public init(removeSource: Bool = false) { self.removeSource = removeSource }
+    public init(removeSource: Bool = false, batchFiles: Int = 200) {
+        self.removeSource = removeSource
+        self.batchFiles = max(1, batchFiles)
+    }
 }
 
 /// What happened to one input file.

@@ -136,11 +136,15 @@ struct Import: ParsableCommand {
     @Flag(help: "Delete each original once its encrypted copy is durably written and read back.")
     var removeSource = false
 
+    @Option(help: ArgumentHelp("Files per group commit (fewer: less work lost to a crash; more: faster).", valueName: "n"))
+    var batchFiles = 200
+
     @Flag(help: "Print the result as JSON.")
     var json = false
 
     func validate() throws {
         if paths.isEmpty { throw ValidationError("give at least one file or folder to import") }
+        if batchFiles < 1 { throw ValidationError("--batch-files must be at least 1") }
     }
 
     func run() throws {
@@ -151,7 +155,7 @@ struct Import: ParsableCommand {
             let summary: ImportSummary
             do {
                 summary = try vault.importFiles(
-                    paths, options: ImportOptions(removeSource: removeSource),
+                    paths, options: ImportOptions(removeSource: removeSource, batchFiles: batchFiles),
                     onWait: { Console.error("medvault: another import is writing to this vault; waiting for it to finish…") },
                     progress: { p in bar.update(done: p.filesDone, total: p.filesTotal, bytes: p.bytesDone, totalBytes: p.bytesTotal) })
             } catch let aborted as ImportAborted {
