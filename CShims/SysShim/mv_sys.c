@@ -3,6 +3,9 @@
 
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <unistd.h>
+
+int mv_sys_syncfs(int fd) { return syncfs(fd); }
 
 int mv_sys_disable_core_dumps(void) {
     struct rlimit none = {0, 0};

@@ -2,6 +2,7 @@
 // fsync directory), reads that retry on EINTR, and an advisory lock for writers.
 import Foundation
 import VaultCrypto
+import CSysShim
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -99,6 +100,14 @@ enum FileIO {
     static func fsyncDirectory(_ path: String) throws(IOFailure) {
         let d = try Descriptor.open(path, flags: O_RDONLY | O_DIRECTORY)
         try d.sync()
+        try d.close()
+    }
+
+    /// Makes everything written to the filesystem holding `path` durable: file data, new names, the
+    /// journal. One call per group commit replaces an fsync per file and per directory.
+    static func syncFilesystem(_ path: String) throws(IOFailure) {
+        let d = try Descriptor.open(path, flags: O_RDONLY | O_DIRECTORY)
+        guard mv_sys_syncfs(d.fd) == 0 else { throw failure("syncfs", path) }
         try d.close()
     }
 

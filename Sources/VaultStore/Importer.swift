@@ -266,7 +266,7 @@ struct ImportSession {
         do {
             digest = try BlobCodec.encrypt(
                 source: source, to: tmpPath, id: blobID, patientKey: patientKey, contentKey: keyring.contentMAC,
-                progress: progress)
+                sync: false, progress: progress)  // made durable by the group commit's syncfs
         } catch let e as IOFailure {
             if e.isDiskFull { throw e }
             return .failed(e.description)
@@ -332,26 +332,22 @@ struct ImportSession {
         guard !staged.isEmpty else { return }
         let layout = vault.layout
         let batch = staged
+        // 1. Every staged blob's bytes on disk (one syncfs for the group, not one fsync per file).
+        try FileIO.syncFilesystem(layout.tmp)
         try vault.catalog.pool.write { db in
             for s in batch { try db.execute(sql: "INSERT INTO pendingBlob(blobID) VALUES (?)", arguments: [s.blobID.hexString]) }
         }
-        var dirsToSync = Set<String>()
         for s in batch {
             let final = layout.blob(s.blobID)
             let leaf = parentDirectory(final)
-            let mid = parentDirectory(leaf)
             if !FileIO.isDirectory(leaf) {
-                if !FileIO.isDirectory(mid) {
-                    try FileIO.makeDirectory(mid)
-                    dirsToSync.insert(layout.blobs)
-                }
+                try FileIO.makeDirectory(parentDirectory(leaf))
                 try FileIO.makeDirectory(leaf)
-                dirsToSync.insert(mid)
             }
             try FileIO.rename(s.tmpPath, final)
-            dirsToSync.insert(leaf)
         }
-        for dir in dirsToSync.sorted(by: { $0.count > $1.count }) { try FileIO.fsyncDirectory(dir) }
+        // 2. The renames (and new directories) durable before the catalog refers to them.
+        try FileIO.syncFilesystem(layout.blobs)
 
         let sealer = vault.sealer
         let keyring = vault.keyring

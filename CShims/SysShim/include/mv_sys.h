@@ -13,6 +13,10 @@ extern "C" {
  * carry keys or patient data out of memory. Returns 0 on success, -1 with errno set. */
 int mv_sys_disable_core_dumps(void);
 
+/* syncfs(2): flushes every dirty page and the journal of the filesystem holding `fd`. Used for group
+ * durability: one call makes a whole batch of blob files and renames durable. 0 or -1 with errno. */
+int mv_sys_syncfs(int fd);
+
 #ifdef __cplusplus
 }
 #endif
