@@ -27,8 +27,9 @@ enum FileIO {
         IOFailure(operation: op, path: path, errno: Glibc.errno)
     }
 
-    /// A file descriptor with exactly one owner; closed on deinit.
-    final class Descriptor {
+    /// A file descriptor with exactly one owner; closed on deinit. Sendable so that an import job can
+    /// hand it to the worker that encrypts it; only one thread uses it at a time.
+    final class Descriptor: @unchecked Sendable {
         let fd: Int32
         let path: String
         private var closed = false

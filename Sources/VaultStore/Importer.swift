@@ -110,33 +110,50 @@ extension Vault {
         var state = ImportProgress(filesDone: 0, filesTotal: files.count, bytesDone: 0, bytesTotal: files.reduce(0) { $0 + $1.size })
         progress(state)
         var lastReport = Date()
-        for file in files {
-            do {
-                let outcome = try session.importOne(path: file.path, resultIndex: results.count) { bytes in
-                    state.bytesDone += Int64(bytes)
-                    if Date().timeIntervalSince(lastReport) > 0.1 {
-                        progress(state)
-                        lastReport = Date()
-                    }
-                }
-                results.append(ImportFileResult(path: file.path, outcome: outcome))
-                if session.batchIsFull {
-                    do { try session.commit(updating: &results) } catch {
-                        session.discardBatch(&results, reason: String(describing: error))
-                        throw ImportAborted(
-                            reason: String(describing: error),
-                            partial: ImportSummary(results: results, bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started)))
-                    }
-                }
-            } catch let failure as IOFailure where failure.isDiskFull {
-                session.discardBatch(&results, reason: failure.description)
-                throw ImportAborted(
-                    reason: failure.description,
-                    partial: ImportSummary(results: results, bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started)))
+        func report(_ bytes: Int) {
+            state.bytesDone += Int64(bytes)
+            if Date().timeIntervalSince(lastReport) > 0.1 {
+                progress(state)
+                lastReport = Date()
             }
-            state.filesDone += 1
-            progress(state)
         }
+        func abort(_ error: any Error) -> ImportAborted {
+            session.discardBatch(&results, reason: String(describing: error))
+            return ImportAborted(
+                reason: String(describing: error),
+                partial: ImportSummary(results: results, bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started)))
+        }
+        /// Encrypts the queued files (in parallel), then commits if the group is full.
+        func flush(commitIfFull: Bool) throws {
+            do {
+                for (index, outcome) in try session.flushWindow(progress: report) { results[index].outcome = outcome }
+                if commitIfFull && session.batchIsFull { try session.commit(updating: &results) }
+            } catch { throw abort(error) }
+        }
+        for file in files {
+            var prepared = try session.prepare(path: file.path, resultIndex: results.count)
+            if case .needsFlush = prepared {
+                try flush(commitIfFull: false)
+                prepared = try session.prepare(path: file.path, resultIndex: results.count)
+            }
+            switch prepared {
+            case .done(let outcome):
+                results.append(ImportFileResult(path: file.path, outcome: outcome))
+                state.filesDone += 1
+                progress(state)
+            case .queued, .needsFlush:
+                results.append(ImportFileResult(path: file.path, outcome: .imported))
+                if session.windowIsFull {
+                    let n = session.windowCount
+                    try flush(commitIfFull: true)
+                    state.filesDone += n
+                    progress(state)
+                }
+            }
+        }
+        let n = session.windowCount
+        try flush(commitIfFull: false)
+        state.filesDone += n
         do {
             try session.commit(updating: &results)
         } catch {
@@ -221,23 +238,58 @@ struct ImportSession {
 
     var batchIsFull: Bool { staged.count >= options.batchFiles || stagedBytes >= options.batchBytes }
 
-    /// Parses and stages one file. The returned outcome may still turn into a failure at commit.
-    mutating func importOne(path: String, resultIndex: Int, progress: (Int) -> Void) throws -> ImportOutcome {
+    /// A file parsed, checked and assigned its keys, waiting to be encrypted.
+    struct Job: Sendable {
+        let resultIndex: Int
+        let path: String
+        let source: FileIO.Descriptor
+        let header: DICOMHeader
+        let patientRef: [UInt8]
+        let patientKey: SymmetricKey
+        let studyIndex: [UInt8]
+        let instanceIndex: [UInt8]
+        let blobID: BlobID
+        let tmpPath: String
+        let size: Int64
+    }
+
+    enum Prepared {
+        /// Nothing to encrypt: rejected, a duplicate, a conflict, or unreadable.
+        case done(ImportOutcome)
+        /// Queued for encryption.
+        case queued
+        /// The file repeats a SOP Instance UID queued in this window: flush first, then prepare again.
+        case needsFlush
+    }
+
+    /// Files queued for encryption; encrypted together, in parallel, by `flushWindow`.
+    private var window: [Job] = []
+    private var windowBytes: Int64 = 0
+    /// Small files are encrypted several at a time across the cores; a large file fills a window alone.
+    static let windowFiles = max(2, 2 * ProcessInfo.processInfo.activeProcessorCount)
+    static let windowByteLimit: Int64 = 32 << 20
+    var windowIsFull: Bool { window.count >= Self.windowFiles || windowBytes >= Self.windowByteLimit }
+    var windowCount: Int { window.count }
+
+    /// Parses one file and decides what to do with it (serially: DCMTK, the catalog and the key cache
+    /// are touched here, never from the parallel part).
+    mutating func prepare(path: String, resultIndex: Int) throws -> Prepared {
         // Open once and parse what was opened (through /proc/self/fd), so the bytes that are parsed and
         // the bytes that are encrypted come from the same file even if the path is replaced meanwhile.
         let source: FileIO.Descriptor
-        do { source = try FileIO.Descriptor.open(path, flags: O_RDONLY) } catch { return .failed(error.description) }
+        do { source = try FileIO.Descriptor.open(path, flags: O_RDONLY) } catch { return .done(.failed(error.description)) }
         _ = posix_fadvise(source.fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
         let header: DICOMHeader
         do { header = try DICOMParser.parse(path: "/proc/self/fd/\(source.fd)") } catch {
             if case .dictionaryUnavailable = error { throw error }
-            return .rejected(error.description)
+            return .done(.rejected(error.description))
         }
-        guard let sop = header.sopInstanceUID else { return .rejected("not importable: missing SOP Instance UID (0008,0018)") }
-        guard let studyUID = header.studyInstanceUID else { return .rejected("not importable: missing Study Instance UID (0020,000D)") }
-        guard header.seriesInstanceUID != nil else { return .rejected("not importable: missing Series Instance UID (0020,000E)") }
+        guard let sop = header.sopInstanceUID else { return .done(.rejected("not importable: missing SOP Instance UID (0008,0018)")) }
+        guard let studyUID = header.studyInstanceUID else { return .done(.rejected("not importable: missing Study Instance UID (0020,000D)")) }
+        guard header.seriesInstanceUID != nil else { return .done(.rejected("not importable: missing Series Instance UID (0020,000E)")) }
         let keyring = vault.keyring
         let instanceIndex = keyring.blindIndex(.instanceUID, Normalize.identifier(sop))
+        if window.contains(where: { $0.instanceIndex == instanceIndex }) { return .needsFlush }
 
         // Same SOP Instance UID already in the vault, or earlier in this run?
         let existingMAC: [UInt8]? =
@@ -246,36 +298,80 @@ struct ImportSession {
         if let existingMAC {
             let mac: [UInt8]
             do { mac = try Self.contentMAC(of: source, key: keyring.contentMAC) } catch let e as IOFailure {
-                return .failed(e.description)
+                return .done(.failed(e.description))
             }
-            return constantTimeEquals(mac, existingMAC)
+            return .done(constantTimeEquals(mac, existingMAC)
                 ? .alreadyPresent
-                : .conflict("a different file with the same SOP Instance UID is already in the vault; the first one was kept, this file was not imported")
+                : .conflict("a different file with the same SOP Instance UID is already in the vault; the first one was kept, this file was not imported"))
         }
 
         // A study belongs to one patient: the one it was first imported under. Later instances of the
         // study are sealed with that patient's key even if their own patient attributes differ.
         let studyIndex = keyring.blindIndex(.studyUID, Normalize.identifier(studyUID))
-        let patientRef = try staged.first { $0.studyIndex == studyIndex }?.patientRef
+        let patientRef = try window.first { $0.studyIndex == studyIndex }?.patientRef
+            ?? staged.first { $0.studyIndex == studyIndex }?.patientRef
             ?? vault.catalog.patientRef(ofStudy: studyIndex)
             ?? Self.patientRef(header, keyring: keyring)
-        let patientKey = try key(forPatient: patientRef)
         let blobID = BlobID.random()
-        let tmpPath = vault.layout.tmp + "/" + blobID.hexString + ".partial"
-        let digest: BlobDigest
-        do {
-            digest = try BlobCodec.encrypt(
-                source: source, to: tmpPath, id: blobID, patientKey: patientKey, contentKey: keyring.contentMAC,
-                sync: false, progress: progress)  // made durable by the group commit's syncfs
-        } catch let e as IOFailure {
-            if e.isDiskFull { throw e }
-            return .failed(e.description)
+        let size = (try? source.size()) ?? 0
+        window.append(Job(
+            resultIndex: resultIndex, path: path, source: source, header: header, patientRef: patientRef,
+            patientKey: try key(forPatient: patientRef), studyIndex: studyIndex, instanceIndex: instanceIndex, blobID: blobID,
+            tmpPath: vault.layout.tmp + "/" + blobID.hexString + ".partial", size: size))
+        windowBytes += size
+        return .queued
+    }
+
+    /// Encrypts the queued files into vault/tmp — several at once on several cores — and stages them for
+    /// the group commit. Returns the outcomes of files that failed; throws (after staging the others, so
+    /// that `discardBatch` accounts for them) when the disk is full.
+    mutating func flushWindow(progress: (Int) -> Void) throws -> [(Int, ImportOutcome)] {
+        let jobs = window
+        window.removeAll()
+        windowBytes = 0
+        guard !jobs.isEmpty else { return [] }
+        let contentKey = vault.keyring.contentMAC
+        let digests: [Result<BlobDigest, IOFailure>]
+        if jobs.count == 1 {
+            // One (possibly large) file: on this thread, with live progress.
+            digests = [Self.encrypt(jobs[0], contentKey: contentKey, progress: progress)]
+        } else {
+            let box = ResultsBox(count: jobs.count)
+            DispatchQueue.concurrentPerform(iterations: jobs.count) { i in
+                box.set(i, Self.encrypt(jobs[i], contentKey: contentKey, progress: { _ in }))
+            }
+            digests = box.results
+            progress(Int(jobs.reduce(0) { $0 + $1.size }))
         }
-        staged.append(Staged(
-            resultIndex: resultIndex, sourcePath: path, tmpPath: tmpPath, blobID: blobID, digest: digest, header: header,
-            patientRef: patientRef, studyIndex: studyIndex, instanceIndex: instanceIndex))
-        stagedBytes += digest.plainSize
-        return .imported
+        var failures: [(Int, ImportOutcome)] = []
+        var diskFull: IOFailure?
+        for (job, result) in zip(jobs, digests) {
+            switch result {
+            case .success(let digest):
+                staged.append(Staged(
+                    resultIndex: job.resultIndex, sourcePath: job.path, tmpPath: job.tmpPath, blobID: job.blobID, digest: digest,
+                    header: job.header, patientRef: job.patientRef, studyIndex: job.studyIndex, instanceIndex: job.instanceIndex))
+                stagedBytes += digest.plainSize
+            case .failure(let e):
+                failures.append((job.resultIndex, .failed(e.description)))
+                if e.isDiskFull { diskFull = e }
+            }
+        }
+        if let diskFull { throw diskFull }
+        return failures
+    }
+
+    /// Thread-safe: touches only the job's own descriptor and files.
+    private static func encrypt(_ job: Job, contentKey: SymmetricKey, progress: (Int) -> Void) -> Result<BlobDigest, IOFailure> {
+        do {
+            return .success(try BlobCodec.encrypt(
+                source: job.source, to: job.tmpPath, id: job.blobID, patientKey: job.patientKey, contentKey: contentKey,
+                sync: false, progress: progress))  // made durable by the group commit's syncfs
+        } catch let e as IOFailure {
+            return .failure(e)
+        } catch {
+            return .failure(IOFailure(operation: "encrypt", path: job.path, errno: EIO))
+        }
     }
 
     /// The patient's identity for the catalog: Patient ID (with its issuer, in a domain of its own, when
@@ -449,6 +545,9 @@ struct ImportSession {
     /// Forgets the current group after a fatal error: its staging files are removed, nothing committed,
     /// and its files are reported as not imported.
     mutating func discardBatch(_ results: inout [ImportFileResult], reason: String) {
+        for job in window { results[job.resultIndex].outcome = .failed("not imported: \(reason)") }
+        window.removeAll()
+        windowBytes = 0
         for s in staged {
             _ = Glibc.unlink(s.tmpPath)
             results[s.resultIndex].outcome = .failed("not committed: \(reason); run the import again")
@@ -461,5 +560,17 @@ struct ImportSession {
 extension Vault {
     static func patientKeyAssociatedData(_ ref: [UInt8]) -> [UInt8] {
         Array("medvault.v1.patient-key|".utf8) + ref
+    }
+}
+
+/// Per-index results written by parallel workers.
+private final class ResultsBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var storage: [Result<BlobDigest, IOFailure>?]
+    init(count: Int) { storage = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ r: Result<BlobDigest, IOFailure>) { lock.lock(); storage[i] = r; lock.unlock() }
+    var results: [Result<BlobDigest, IOFailure>] {
+        lock.lock(); defer { lock.unlock() }
+        return storage.map { $0 ?? .failure(IOFailure(operation: "encrypt", path: "", errno: EIO)) }
     }
 }
