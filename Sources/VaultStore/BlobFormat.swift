@@ -19,12 +19,15 @@ public struct BlobID: Hashable, Sendable, CustomStringConvertible {
     }
     public var hexString: String { hex(bytes) }
     public var description: String { hexString }
-    /// `blobs/ab/cd/<id>` relative to the vault: two levels of 256 directories keep listings short.
+    /// `blobs/ab/<id>` relative to the vault: 256 fan-out directories, all made when the vault is
+    /// created, so an import never creates a directory (a million blobs is ~4,000 per directory).
     var relativePath: String {
         let h = hexString
-        let a = h.prefix(2), b = h.dropFirst(2).prefix(2)
-        return "blobs/\(a)/\(b)/\(h)"
+        return "blobs/\(h.prefix(2))/\(h)"
     }
+
+    /// The 256 fan-out directory names, "00" … "ff".
+    static let fanOut: [String] = (0..<256).map { hex([UInt8($0)]) }
 }
 
 /// Why a blob could not be opened. `verify` prints these next to the blob's id.

@@ -229,6 +229,9 @@ struct ImportSession {
     private var staged: [Staged] = []
     private var stagedBytes: Int64 = 0
     private var patientKeys: [[UInt8]: PatientKey] = [:]
+    /// Row ids and study owners already seen in this run (the writer lock keeps them valid), so that
+    /// each file costs one catalog lookup, not four.
+    private var rowIDs = RowIDCache()
     private(set) var bytesImported: Int64 = 0
 
     init(vault: Vault, options: ImportOptions) {
@@ -310,6 +313,7 @@ struct ImportSession {
         let studyIndex = keyring.blindIndex(.studyUID, Normalize.identifier(studyUID))
         let patientRef = try window.first { $0.studyIndex == studyIndex }?.patientRef
             ?? staged.first { $0.studyIndex == studyIndex }?.patientRef
+            ?? rowIDs.studyOwner[studyIndex]
             ?? vault.catalog.patientRef(ofStudy: studyIndex)
             ?? Self.patientRef(header, keyring: keyring)
         let blobID = BlobID.random()
@@ -435,10 +439,9 @@ struct ImportSession {
         }
         for s in batch {
             let final = layout.blob(s.blobID)
-            let leaf = parentDirectory(final)
-            if !FileIO.isDirectory(leaf) {
-                try FileIO.makeDirectory(parentDirectory(leaf))
-                try FileIO.makeDirectory(leaf)
+            if !FileIO.isDirectory(parentDirectory(final)) {
+                // A fan-out directory lost (e.g. a partial restore): make it again.
+                try FileIO.makeDirectory(parentDirectory(final))
             }
             try FileIO.rename(s.tmpPath, final)
         }
@@ -448,12 +451,13 @@ struct ImportSession {
         let sealer = vault.sealer
         let keyring = vault.keyring
         let keys = patientKeys
+        var cache = rowIDs
         try vault.catalog.pool.write { db in
             for s in batch {
                 let h = s.header
                 // Patient
                 let patientID: Int64
-                if let id = try Int64.fetchOne(db, sql: "SELECT id FROM patient WHERE ref = ?", arguments: [Data(s.patientRef)]) {
+                if let id = try cache.patient[s.patientRef] ?? Int64.fetchOne(db, sql: "SELECT id FROM patient WHERE ref = ?", arguments: [Data(s.patientRef)]) {
                     patientID = id
                 } else {
                     guard let pk = keys[s.patientRef] else { throw VaultError.catalog("patient key lost during import") }
@@ -470,11 +474,12 @@ struct ImportSession {
                         ])
                     patientID = db.lastInsertedRowID
                 }
+                cache.patient[s.patientRef] = patientID
                 // Study
                 let studyUID = h.studyInstanceUID ?? ""
                 let studyIndex = s.studyIndex
                 let studyID: Int64
-                if let id = try Int64.fetchOne(db, sql: "SELECT id FROM study WHERE uidIndex = ?", arguments: [Data(studyIndex)]) {
+                if let id = try cache.study[studyIndex] ?? Int64.fetchOne(db, sql: "SELECT id FROM study WHERE uidIndex = ?", arguments: [Data(studyIndex)]) {
                     studyID = id
                 } else {
                     let record = StudyRecord(
@@ -487,11 +492,12 @@ struct ImportSession {
                         arguments: [patientID, Data(studyIndex), acc.map { Data($0) }, Data(sealer.seal(record, table: "study", index: studyIndex))])
                     studyID = db.lastInsertedRowID
                 }
+                cache.study[studyIndex] = studyID
                 // Series
                 let seriesUID = h.seriesInstanceUID ?? ""
                 let seriesIndex = keyring.blindIndex(.seriesUID, Normalize.identifier(seriesUID))
                 let seriesID: Int64
-                if let id = try Int64.fetchOne(db, sql: "SELECT id FROM series WHERE uidIndex = ?", arguments: [Data(seriesIndex)]) {
+                if let id = try cache.series[seriesIndex] ?? Int64.fetchOne(db, sql: "SELECT id FROM series WHERE uidIndex = ?", arguments: [Data(seriesIndex)]) {
                     seriesID = id
                 } else {
                     let record = SeriesRecord(
@@ -503,6 +509,7 @@ struct ImportSession {
                         arguments: [studyID, Data(seriesIndex), Data(sealer.seal(record, table: "series", index: seriesIndex))])
                     seriesID = db.lastInsertedRowID
                 }
+                cache.series[seriesIndex] = seriesID
                 // Instance
                 let record = InstanceRecord(
                     sopInstanceUID: h.sopInstanceUID ?? "", sopClassUID: h[.sopClassUID] ?? "", number: h[.instanceNumber] ?? "",
@@ -520,7 +527,9 @@ struct ImportSession {
                 try db.execute(sql: "DELETE FROM pendingBlob WHERE blobID = ?", arguments: [s.blobID.hexString])
             }
         }
+        rowIDs = cache
         for s in batch {
+            rowIDs.studyOwner[s.studyIndex] = s.patientRef
             patientKeys[s.patientRef]?.persisted = true
             bytesImported += s.digest.plainSize
         }
@@ -573,4 +582,12 @@ private final class ResultsBox: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         return storage.map { $0 ?? .failure(IOFailure(operation: "encrypt", path: "", errno: EIO)) }
     }
+}
+
+/// Catalog row ids by blind index, for one import run.
+struct RowIDCache {
+    var patient: [[UInt8]: Int64] = [:]
+    var study: [[UInt8]: Int64] = [:]
+    var series: [[UInt8]: Int64] = [:]
+    var studyOwner: [[UInt8]: [UInt8]] = [:]
 }

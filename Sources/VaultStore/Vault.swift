@@ -77,6 +77,7 @@ public final class Vault: Sendable {
             for dir in [layout.blobs, layout.tmp, layout.audit, layout.snapshots, layout.run] {
                 try FileIO.makeDirectory(dir)
             }
+            for fan in BlobID.fanOut { try FileIO.makeDirectory(layout.blobs + "/" + fan) }
         } catch { throw .io(error) }
 
         let master: SymmetricKey

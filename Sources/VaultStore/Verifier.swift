@@ -43,18 +43,11 @@ extension Vault {
                 report.problems.append(.init(kind: .orphan, subject: "blobs/\(a)", detail: "unexpected file in blobs/"))
                 continue
             }
-            for b in FileIO.list(pa).sorted() {
-                let pb = pa + "/" + b
-                guard FileIO.isDirectory(pb) else {
-                    report.problems.append(.init(kind: .orphan, subject: "blobs/\(a)/\(b)", detail: "unexpected file in blobs/"))
-                    continue
-                }
-                for name in FileIO.list(pb).sorted() {
-                    if let id = BlobID(hex: name), id.relativePath == "blobs/\(a)/\(b)/\(name)" {
-                        onDisk[name] = pb + "/" + name
-                    } else {
-                        report.problems.append(.init(kind: .orphan, subject: "blobs/\(a)/\(b)/\(name)", detail: "not a blob name"))
-                    }
+            for name in FileIO.list(pa).sorted() {
+                if let id = BlobID(hex: name), id.relativePath == "blobs/\(a)/\(name)" {
+                    onDisk[name] = pa + "/" + name
+                } else {
+                    report.problems.append(.init(kind: .orphan, subject: "blobs/\(a)/\(name)", detail: "not a blob name"))
                 }
             }
         }
