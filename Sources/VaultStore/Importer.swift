@@ -154,14 +154,8 @@ extension Vault {
         let n = session.windowCount
         try flush(commitIfFull: false)
         state.filesDone += n
-        do {
-            try session.commit(updating: &results)
-        } catch {
-            session.discardBatch(&results, reason: String(describing: error))
-            throw ImportAborted(
-                reason: String(describing: error),
-                partial: ImportSummary(results: results, bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started)))
-        }
+        do { try session.commit(updating: &results) } catch { throw abort(error) }
+        for index in session.removedDuplicateSources { results[index].sourceRemoved = true }
         state.bytesDone = state.bytesTotal
         progress(state)
         return ImportSummary(results: results, bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started))
@@ -232,6 +226,8 @@ struct ImportSession {
     /// Row ids and study owners already seen in this run (the writer lock keeps them valid), so that
     /// each file costs one catalog lookup, not four.
     private var rowIDs = RowIDCache()
+    /// Results whose original was already in the vault and was removed (`removeSource`).
+    private(set) var removedDuplicateSources: [Int] = []
     private(set) var bytesImported: Int64 = 0
 
     init(vault: Vault, options: ImportOptions) {
@@ -303,9 +299,17 @@ struct ImportSession {
             do { mac = try Self.contentMAC(of: source, key: keyring.contentMAC) } catch let e as IOFailure {
                 return .done(.failed(e.description))
             }
-            return .done(constantTimeEquals(mac, existingMAC)
-                ? .alreadyPresent
-                : .conflict("a different file with the same SOP Instance UID is already in the vault; the first one was kept, this file was not imported"))
+            guard constantTimeEquals(mac, existingMAC) else {
+                return .done(.conflict("a different file with the same SOP Instance UID is already in the vault; the first one was kept, this file was not imported"))
+            }
+            // A re-run of `import --remove-source` (say, after a crash) removes originals that are already
+            // safe: only once the vault's copy has been read back and matched, as for new files.
+            if options.removeSource, let stored = try? vault.resolve(.instance(sop)).first,
+                (try? vault.readInstance(stored) { _ in }) != nil, Glibc.unlink(path) == 0
+            {
+                removedDuplicateSources.append(resultIndex)
+            }
+            return .done(.alreadyPresent)
         }
 
         // A study belongs to one patient: the one it was first imported under. Later instances of the

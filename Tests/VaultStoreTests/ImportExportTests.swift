@@ -129,6 +129,23 @@ import TestSupport
         #expect(FileManager.default.fileExists(atPath: dir.sub("in/bad.dcm")))
         try vault.export(.instance(f.sop_uid!), to: dir.sub("out"))
         #expect(try sha256(ofFile: dir.sub("out/\(f.study_uid!)/\(f.series_uid!)/\(f.sop_uid!).dcm")) == f.sha256)
+
+        // A re-run (e.g. after a crash between commit and removal) removes originals already in the vault.
+        let g = try #require(corpus.valid.first { $0.path.hasSuffix("explicit-vr-le.dcm") })
+        try copyFile(corpus.path(g), dir.sub("again/g.dcm"))
+        #expect(try vault.importFiles([dir.sub("again")]).count("imported") == 1)
+        #expect(FileManager.default.fileExists(atPath: dir.sub("again/g.dcm")))
+        let rerun = try vault.importFiles([dir.sub("again")], options: ImportOptions(removeSource: true))
+        #expect(rerun.results.map(\.outcome) == [.alreadyPresent])
+        #expect(rerun.results.first?.sourceRemoved == true)
+        #expect(!FileManager.default.fileExists(atPath: dir.sub("again/g.dcm")))
+        // …but not when the vault's copy is damaged.
+        try copyFile(corpus.path(g), dir.sub("again/g.dcm"))
+        let blob = try #require(blobFiles(vault).first { ($0 as NSString).lastPathComponent == (try? vault.resolve(.instance(g.sop_uid!)).first?.row.blobID) })
+        var b = readBytes(blob); b[200] ^= 1; try writeBytes(blob, b)
+        let damaged = try vault.importFiles([dir.sub("again")], options: ImportOptions(removeSource: true))
+        #expect(damaged.results.first?.sourceRemoved == false)
+        #expect(FileManager.default.fileExists(atPath: dir.sub("again/g.dcm")))
     }
 
     @Test func largeFilesStreamThroughManyChunksByteIdentical() throws {
