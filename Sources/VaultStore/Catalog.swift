@@ -72,6 +72,13 @@ struct RecordSealer: Sendable {
         return try JSONDecoder().decode(T.self, from: Data(plain))
     }
 
+    /// Whether a sealed record is authentic for its place (table and row), without decoding it.
+    func authenticates(_ box: [UInt8], table: String, index: [UInt8]) -> Bool {
+        guard var plain = try? AEAD.open(box, key: key, associatedData: Self.associatedData(table, index)) else { return false }
+        wipe(&plain)
+        return true
+    }
+
     static func associatedData(_ table: String, _ index: [UInt8]) -> [UInt8] {
         Array("medvault.v1.catalog|\(table)|".utf8) + index
     }

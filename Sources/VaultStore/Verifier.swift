@@ -61,15 +61,9 @@ extension Vault {
             if check != ["ok"] {
                 problems.append(.init(kind: .catalog, subject: "catalog.sqlite", detail: check.prefix(3).joined(separator: "; ")))
             }
-            for (table, type) in [("patient", "ref"), ("study", "uidIndex"), ("series", "uidIndex")] {
-                for r in try Row.fetchAll(db, sql: "SELECT id, \(type) AS idx, sealed FROM \(table)") {
-                    let ok: Bool
-                    switch table {
-                    case "patient": ok = (try? sealer.open(PatientRecord.self, Array(r["sealed"] as Data), table: table, index: Array(r["idx"] as Data))) != nil
-                    case "study": ok = (try? sealer.open(StudyRecord.self, Array(r["sealed"] as Data), table: table, index: Array(r["idx"] as Data))) != nil
-                    default: ok = (try? sealer.open(SeriesRecord.self, Array(r["sealed"] as Data), table: table, index: Array(r["idx"] as Data))) != nil
-                    }
-                    if !ok {
+            for (table, index) in [("patient", "ref"), ("study", "uidIndex"), ("series", "uidIndex"), ("instance", "uidIndex")] {
+                for r in try Row.fetchAll(db, sql: "SELECT id, \(index) AS idx, sealed FROM \(table)") {
+                    if !sealer.authenticates(Array(r["sealed"] as Data), table: table, index: Array(r["idx"] as Data)) {
                         problems.append(.init(kind: .catalog, subject: "\(table) #\(r["id"] as Int64)", detail: "sealed record fails authentication"))
                     }
                 }

@@ -64,6 +64,12 @@ import TestSupport
         }
         let report = try vault.verify()
         #expect(report.problems.map(\.kind) == [.catalog])
+        #expect(report.problems.first?.subject.hasPrefix("study #") == true)
+        // The same for an instance record.
+        try vault.catalog.pool.write { db in
+            try db.execute(sql: "UPDATE instance SET sealed = (SELECT sealed FROM instance ORDER BY id LIMIT 1) WHERE id = (SELECT max(id) FROM instance)")
+        }
+        #expect(try vault.verify().problems.filter { $0.subject.hasPrefix("instance #") }.count == 1)
     }
 
     @Test func anInterruptedImportIsNotAnErrorAndIsCleanedByTheNextImport() throws {
