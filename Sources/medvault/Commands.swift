@@ -60,6 +60,9 @@ struct VaultOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Read the passphrase from this open file descriptor.", valueName: "n"))
     var passphraseFd: Int32?
 
+    @Option(name: .long, help: ArgumentHelp("Unlock with the recovery key in this file instead of a passphrase.", valueName: "file"))
+    var recoveryKeyFile: String?
+
     var vaultPath: String {
         get throws {
             if let vault { return vault }
@@ -74,6 +77,12 @@ struct VaultOptions: ParsableArguments {
 
     func open() throws -> Vault {
         let path = try vaultPath
+        if let recoveryKeyFile {
+            guard let data = FileManager.default.contents(atPath: recoveryKeyFile) else {
+                throw CLIError("cannot read recovery key file \(recoveryKeyFile)")
+            }
+            return try Vault.open(at: path, recoveryKey: String(decoding: data, as: UTF8.self))
+        }
         let pass = try passphrase()
         return try Vault.open(at: path, passphrase: pass)
     }

@@ -40,6 +40,9 @@ import TestSupport
         let recovery = try #require(
             (try JSONSerialization.jsonObject(with: Data(created.stdout.utf8)) as? [String: Any])?["recoveryKey"] as? String)
         #expect(recovery.hasPrefix("MVRK-"))
+        // The recovery key, when every passphrase is lost.
+        try Data((recovery + "\n").utf8).write(to: URL(fileURLWithPath: dir.sub("recovery.txt")))
+        #expect(try mv(["ls", "--vault", dir.sub("vault"), "--recovery-key-file", dir.sub("recovery.txt")], env: noEnv).status == 0)
         // From the environment variable, and from file descriptor 0.
         #expect(try mv(["ls", "--vault", dir.sub("vault")]).status == 0)
         #expect(try mv(["ls", "--vault", dir.sub("vault"), "--passphrase-fd", "0"], env: noEnv, stdin: Self.passphrase + "\n").status == 0)
