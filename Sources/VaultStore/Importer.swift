@@ -30,12 +30,14 @@ public enum ImportOutcome: Sendable, Equatable {
     case conflict(String)
     /// Not DICOM, malformed, or missing a required attribute: skipped.
     case rejected(String)
+    /// Deliberately left out and not an error: a DICOMDIR media index (the images it lists are imported).
+    case skipped(String)
     /// An I/O error on this file.
     case failed(String)
 
     public var isFailure: Bool {
         switch self {
-        case .imported, .alreadyPresent: false
+        case .imported, .alreadyPresent, .skipped: false
         case .conflict, .rejected, .failed: true
         }
     }
@@ -46,6 +48,7 @@ public enum ImportOutcome: Sendable, Equatable {
         case .alreadyPresent: "already-present"
         case .conflict: "conflict"
         case .rejected: "rejected"
+        case .skipped: "skipped"
         case .failed: "failed"
         }
     }
@@ -53,7 +56,7 @@ public enum ImportOutcome: Sendable, Equatable {
     public var reason: String? {
         switch self {
         case .imported, .alreadyPresent: nil
-        case .conflict(let r), .rejected(let r), .failed(let r): r
+        case .conflict(let r), .rejected(let r), .failed(let r), .skipped(let r): r
         }
     }
 }
@@ -282,6 +285,9 @@ struct ImportSession {
         do { header = try DICOMParser.parse(path: "/proc/self/fd/\(source.fd)") } catch {
             if case .dictionaryUnavailable = error { throw error }
             return .done(.rejected(error.description))
+        }
+        if header.sopInstanceUID == nil && (path as NSString).lastPathComponent.uppercased() == "DICOMDIR" {
+            return .done(.skipped("DICOMDIR media index; the images it lists are imported on their own"))
         }
         guard let sop = header.sopInstanceUID else { return .done(.rejected("not importable: missing SOP Instance UID (0008,0018)")) }
         guard let studyUID = header.studyInstanceUID else { return .done(.rejected("not importable: missing Study Instance UID (0020,000D)")) }

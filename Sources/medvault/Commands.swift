@@ -182,7 +182,7 @@ struct Import: ParsableCommand {
         if json {
             Console.json([
                 "imported": s.count("imported"), "alreadyPresent": s.count("already-present"), "conflicts": s.count("conflict"),
-                "rejected": s.count("rejected"), "failed": s.count("failed"), "bytes": s.bytesImported, "seconds": s.seconds,
+                "rejected": s.count("rejected"), "skipped": s.count("skipped"), "failed": s.count("failed"), "bytes": s.bytesImported, "seconds": s.seconds,
                 "files": s.results.map { r -> [String: Any] in
                     var o: [String: Any] = ["path": r.path, "outcome": r.outcome.label]
                     if let reason = r.outcome.reason { o["reason"] = reason }
@@ -198,6 +198,7 @@ struct Import: ParsableCommand {
         let rate = s.seconds > 0 ? Double(s.bytesImported) / s.seconds : 0
         var line = "imported \(s.count("imported")), already present \(s.count("already-present"))"
         line += ", conflicts \(s.count("conflict")), rejected \(s.count("rejected")), failed \(s.count("failed"))"
+        if s.count("skipped") > 0 { line += ", skipped \(s.count("skipped")) (DICOMDIR)" }
         line += "; \(Format.megabytes(s.bytesImported)) in \(String(format: "%.1f", s.seconds)) s (\(Format.megabytes(Int64(rate)))/s)"
         if removeSource { line += "; \(s.results.filter(\.sourceRemoved).count) originals removed" }
         print(line)

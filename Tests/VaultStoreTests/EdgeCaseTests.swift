@@ -45,6 +45,20 @@ import TestSupport
         #expect(try vault.listPatients().count == 2)
     }
 
+    @Test func aCDWithADICOMDIRImportsItsImagesAndSkipsTheIndexWithoutFailing() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let (vault, _) = try makeVault(dir)
+        let files = corpus.valid.filter { $0.transfer_syntax == "1.2.840.10008.1.2.1" }.prefix(2)
+        for (i, f) in files.enumerated() { try copyFile(corpus.path(f), dir.sub("cd/IM\(i + 1)")) }
+        let mk = try run("/usr/bin/dcmmkdir", ["+r", "IM1", "IM2"], currentDirectory: dir.sub("cd"))
+        #expect(mk.status == 0, "\(mk.stderr)")
+        let r = try vault.importFiles([dir.sub("cd")])
+        #expect(r.count("imported") == 2)
+        #expect(r.count("skipped") == 1)
+        #expect(!r.anyFailed)
+    }
+
     @Test func symlinkLoopsAreNotFollowed() throws {
         let dir = TempDir()
         defer { dir.remove() }
