@@ -187,6 +187,16 @@ final class Catalog: Sendable {
         }
     }
 
+    /// The identity of the patient a series is filed under (through its study), if the series is known.
+    func patientRef(ofSeries seriesIndex: [UInt8]) throws -> [UInt8]? {
+        try pool.read { db in
+            try Data.fetchOne(
+                db,
+                sql: "SELECT p.ref FROM series se JOIN study s ON s.id = se.studyID JOIN patient p ON p.id = s.patientID WHERE se.uidIndex = ?",
+                arguments: [Data(seriesIndex)]).map { Array($0) }
+        }
+    }
+
     func patientKeyRow(ref: [UInt8]) throws -> (id: Int64, wrappedKey: [UInt8])? {
         try pool.read { db in
             try Row.fetchOne(db, sql: "SELECT id, wrappedKey FROM patient WHERE ref = ?", arguments: [Data(ref)]).map {

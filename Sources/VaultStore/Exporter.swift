@@ -125,11 +125,17 @@ extension Vault {
                 try out.sync()
                 try out.close()
                 // link(2), unlike rename(2), fails if the name exists: never overwrite.
-                if Glibc.link(tmp, final) != 0 {
-                    if errno == EEXIST { throw VaultError.alreadyExists(final) }
+                if Glibc.link(tmp, final) == 0 {
+                    _ = Glibc.unlink(tmp)
+                } else if errno == EEXIST {
+                    throw VaultError.alreadyExists(final)
+                } else if errno == EPERM || errno == EOPNOTSUPP || errno == EMLINK {
+                    // No hard links on this filesystem (FAT, exFAT): rename after the existence check.
+                    if FileIO.exists(final) { throw VaultError.alreadyExists(final) }
+                    try FileIO.rename(tmp, final)
+                } else {
                     throw VaultError.io(FileIO.failure("link", final))
                 }
-                _ = Glibc.unlink(tmp)
                 try FileIO.fsyncDirectory(outputDirectory + "/" + dir)
             } catch {
                 _ = Glibc.unlink(tmp)

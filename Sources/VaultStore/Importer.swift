@@ -121,6 +121,7 @@ extension Vault {
             }
         }
         func abort(_ error: any Error) -> ImportAborted {
+            for index in session.removedDuplicateSources { results[index].sourceRemoved = true }
             session.discardBatch(&results, reason: String(describing: error))
             return ImportAborted(
                 reason: String(describing: error),
@@ -129,7 +130,9 @@ extension Vault {
         /// Encrypts the queued files (in parallel), then commits if the group is full.
         func flush(commitIfFull: Bool) throws {
             do {
-                for (index, outcome) in try session.flushWindow(progress: report) { results[index].outcome = outcome }
+                let flushed = session.flushWindow(progress: report)
+                for (index, outcome) in flushed.failures { results[index].outcome = outcome }
+                if let diskFull = flushed.diskFull { throw diskFull }
                 if commitIfFull && session.batchIsFull { try session.commit(updating: &results) }
             } catch { throw abort(error) }
         }
@@ -214,6 +217,7 @@ struct ImportSession {
         let header: DICOMHeader
         let patientRef: [UInt8]
         let studyIndex: [UInt8]
+        let seriesIndex: [UInt8]
         let instanceIndex: [UInt8]
     }
 
@@ -249,6 +253,7 @@ struct ImportSession {
         let patientRef: [UInt8]
         let patientKey: SymmetricKey
         let studyIndex: [UInt8]
+        let seriesIndex: [UInt8]
         let instanceIndex: [UInt8]
         let blobID: BlobID
         let tmpPath: String
@@ -270,7 +275,9 @@ struct ImportSession {
     /// Small files are encrypted several at a time across the cores; a large file fills a window alone.
     static let windowFiles = max(2, 2 * ProcessInfo.processInfo.activeProcessorCount)
     static let windowByteLimit: Int64 = 32 << 20
-    var windowIsFull: Bool { window.count >= Self.windowFiles || windowBytes >= Self.windowByteLimit }
+    var windowIsFull: Bool {
+        window.count >= Self.windowFiles || windowBytes >= Self.windowByteLimit || staged.count + window.count >= options.batchFiles
+    }
     var windowCount: Int { window.count }
 
     /// Parses one file and decides what to do with it (serially: DCMTK, the catalog and the key cache
@@ -321,7 +328,13 @@ struct ImportSession {
         // A study belongs to one patient: the one it was first imported under. Later instances of the
         // study are sealed with that patient's key even if their own patient attributes differ.
         let studyIndex = keyring.blindIndex(.studyUID, Normalize.identifier(studyUID))
-        let patientRef = try window.first { $0.studyIndex == studyIndex }?.patientRef
+        // The same holds for a series (a series is filed under the study it was first seen in).
+        let seriesIndex = keyring.blindIndex(.seriesUID, Normalize.identifier(header.seriesInstanceUID ?? ""))
+        let patientRef = try window.first { $0.seriesIndex == seriesIndex }?.patientRef
+            ?? staged.first { $0.seriesIndex == seriesIndex }?.patientRef
+            ?? rowIDs.seriesOwner[seriesIndex]
+            ?? vault.catalog.patientRef(ofSeries: seriesIndex)
+            ?? window.first { $0.studyIndex == studyIndex }?.patientRef
             ?? staged.first { $0.studyIndex == studyIndex }?.patientRef
             ?? rowIDs.studyOwner[studyIndex]
             ?? vault.catalog.patientRef(ofStudy: studyIndex)
@@ -330,20 +343,20 @@ struct ImportSession {
         let size = (try? source.size()) ?? 0
         window.append(Job(
             resultIndex: resultIndex, path: path, source: source, header: header, patientRef: patientRef,
-            patientKey: try key(forPatient: patientRef), studyIndex: studyIndex, instanceIndex: instanceIndex, blobID: blobID,
+            patientKey: try key(forPatient: patientRef), studyIndex: studyIndex, seriesIndex: seriesIndex, instanceIndex: instanceIndex, blobID: blobID,
             tmpPath: vault.layout.tmp + "/" + blobID.hexString + ".partial", size: size))
         windowBytes += size
         return .queued
     }
 
     /// Encrypts the queued files into vault/tmp — several at once on several cores — and stages them for
-    /// the group commit. Returns the outcomes of files that failed; throws (after staging the others, so
-    /// that `discardBatch` accounts for them) when the disk is full.
-    mutating func flushWindow(progress: (Int) -> Void) throws -> [(Int, ImportOutcome)] {
+    /// the group commit. Returns the outcomes of files that failed, and the disk-full error that must
+    /// stop the import (the others are staged, so that `discardBatch` accounts for them).
+    mutating func flushWindow(progress: (Int) -> Void) -> (failures: [(Int, ImportOutcome)], diskFull: IOFailure?) {
         let jobs = window
         window.removeAll()
         windowBytes = 0
-        guard !jobs.isEmpty else { return [] }
+        guard !jobs.isEmpty else { return ([], nil) }
         let contentKey = vault.keyring.contentMAC
         let digests: [Result<BlobDigest, IOFailure>]
         if jobs.count == 1 {
@@ -364,15 +377,15 @@ struct ImportSession {
             case .success(let digest):
                 staged.append(Staged(
                     resultIndex: job.resultIndex, sourcePath: job.path, tmpPath: job.tmpPath, blobID: job.blobID, digest: digest,
-                    header: job.header, patientRef: job.patientRef, studyIndex: job.studyIndex, instanceIndex: job.instanceIndex))
+                    header: job.header, patientRef: job.patientRef, studyIndex: job.studyIndex, seriesIndex: job.seriesIndex,
+                    instanceIndex: job.instanceIndex))
                 stagedBytes += digest.plainSize
             case .failure(let e):
                 failures.append((job.resultIndex, .failed(e.description)))
                 if e.isDiskFull { diskFull = e }
             }
         }
-        if let diskFull { throw diskFull }
-        return failures
+        return (failures, diskFull)
     }
 
     /// Thread-safe: touches only the job's own descriptor and files.
@@ -505,7 +518,7 @@ struct ImportSession {
                 cache.study[studyIndex] = studyID
                 // Series
                 let seriesUID = h.seriesInstanceUID ?? ""
-                let seriesIndex = keyring.blindIndex(.seriesUID, Normalize.identifier(seriesUID))
+                let seriesIndex = s.seriesIndex
                 let seriesID: Int64
                 if let id = try cache.series[seriesIndex] ?? Int64.fetchOne(db, sql: "SELECT id FROM series WHERE uidIndex = ?", arguments: [Data(seriesIndex)]) {
                     seriesID = id
@@ -540,6 +553,7 @@ struct ImportSession {
         rowIDs = cache
         for s in batch {
             rowIDs.studyOwner[s.studyIndex] = s.patientRef
+            rowIDs.seriesOwner[s.seriesIndex] = s.patientRef
             patientKeys[s.patientRef]?.persisted = true
             bytesImported += s.digest.plainSize
         }
@@ -600,4 +614,5 @@ struct RowIDCache {
     var study: [[UInt8]: Int64] = [:]
     var series: [[UInt8]: Int64] = [:]
     var studyOwner: [[UInt8]: [UInt8]] = [:]
+    var seriesOwner: [[UInt8]: [UInt8]] = [:]
 }

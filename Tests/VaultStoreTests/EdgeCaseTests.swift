@@ -30,6 +30,23 @@ import TestSupport
         #expect(try vault.verify().ok)
     }
 
+    @Test func aSeriesStaysWithItsFirstPatientEvenUnderAnotherStudyUID() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let (vault, _) = try makeVault(dir)
+        let f = try #require(corpus.valid.first { $0.path.hasSuffix("explicit-vr-le.dcm") })
+        try copyFile(corpus.path(f), dir.sub("a/1.dcm"))
+        #expect(try vault.importFiles([dir.sub("a")]).count("imported") == 1)
+        // Same series UID, but another patient and another study UID.
+        try rewrite(corpus.path(f), dir.sub("b/2.dcm"), [
+            "PatientID": "ELSEWHERE-1", "StudyInstanceUID": "1.2.826.0.1.3680043.10.999.81.1",
+            "SOPInstanceUID": "1.2.826.0.1.3680043.10.999.81.2",
+        ])
+        #expect(try vault.importFiles([dir.sub("b")]).count("imported") == 1)
+        #expect(try vault.verify().ok)
+        #expect(try vault.export(.series(f.series_uid!), to: dir.sub("out")).files.count == 2)
+    }
+
     @Test func unidentifiedStudiesAreNotMergedIntoOnePatient() throws {
         let dir = TempDir()
         defer { dir.remove() }
@@ -39,6 +56,7 @@ import TestSupport
             try rewrite(corpus.path(f), dir.sub("in/\(i).dcm"), [
                 "PatientID": "", "PatientName": "", "PatientBirthDate": "",
                 "StudyInstanceUID": "1.2.826.0.1.3680043.10.999.78.\(i)", "SOPInstanceUID": "1.2.826.0.1.3680043.10.999.79.\(i)",
+                "SeriesInstanceUID": "1.2.826.0.1.3680043.10.999.80.\(i)",
             ])
         }
         #expect(try vault.importFiles([dir.sub("in")]).count("imported") == 2)
