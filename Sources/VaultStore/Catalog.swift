@@ -160,6 +160,28 @@ final class Catalog: Sendable {
                 CREATE TABLE pendingBlob (blobID TEXT PRIMARY KEY NOT NULL);
                 """)
         }
+        m.registerMigration("v2-accounts") { db in
+            // Staff accounts are not patient data: names and roles are in clear. Token secrets are not
+            // stored at all, only a keyed hash.
+            try db.execute(sql: """
+                CREATE TABLE account (
+                  id INTEGER PRIMARY KEY,
+                  name TEXT NOT NULL UNIQUE,
+                  role TEXT NOT NULL CHECK (role IN ('admin', 'radiologist', 'viewer', 'backup')),
+                  disabled INTEGER NOT NULL DEFAULT 0,
+                  createdAt INTEGER NOT NULL
+                );
+                CREATE TABLE token (
+                  id INTEGER PRIMARY KEY,
+                  accountID INTEGER NOT NULL REFERENCES account(id) ON DELETE CASCADE,
+                  hash BLOB NOT NULL UNIQUE,
+                  createdAt INTEGER NOT NULL,
+                  expiresAt INTEGER NOT NULL,
+                  revoked INTEGER NOT NULL DEFAULT 0
+                );
+                CREATE INDEX token_account ON token(accountID);
+                """)
+        }
         return m
     }
 

@@ -4,7 +4,7 @@ import VaultCrypto
 /// Keys derived from the master key with `crypto_kdf` (context "MVaultv1"). Each has one job.
 public struct Keyring: Sendable {
     enum SubkeyID: UInt64 {
-        case catalogSeal = 1, blindIndex = 2, auditMAC = 3, snapshot = 4, contentMAC = 5
+        case catalogSeal = 1, blindIndex = 2, auditMAC = 3, snapshot = 4, contentMAC = 5, token = 6
     }
 
     let master: SymmetricKey
@@ -14,12 +14,15 @@ public struct Keyring: Sendable {
     let blindIndex: SymmetricKey
     /// Keyed BLAKE2b fingerprint of a file's clear bytes (duplicate detection, end-to-end verify).
     let contentMAC: SymmetricKey
+    /// Keyed BLAKE2b of API bearer tokens (only the hash is stored).
+    let tokenKey: SymmetricKey
 
     init(master: SymmetricKey) throws(CryptoError) {
         self.master = master
         catalogSeal = try master.deriveSubkey(id: SubkeyID.catalogSeal.rawValue, context: "MVaultv1")
         blindIndex = try master.deriveSubkey(id: SubkeyID.blindIndex.rawValue, context: "MVaultv1")
         contentMAC = try master.deriveSubkey(id: SubkeyID.contentMAC.rawValue, context: "MVaultv1")
+        tokenKey = try master.deriveSubkey(id: SubkeyID.token.rawValue, context: "MVaultv1")
     }
 
     /// A blind index: keyed BLAKE2b of a domain tag and the normalised value.
