@@ -142,3 +142,32 @@ import TestSupport
         #expect(try mv(["verify", "--vault", v]).status == 0)
     }
 }
+
+@Suite struct AccountCLITests {
+    @Test func usersAndTokensFromTheCommandLine() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        var env = ProcessInfo.processInfo.environment
+        env["MEDVAULT_PASSPHRASE"] = "correct horse battery staple"
+        env["MEDVAULT_VAULT"] = dir.sub("vault")
+        func mv(_ a: [String]) throws -> ProcessResult { try run(medvaultBinary, a, environment: env) }
+        #expect(try mv(["init", "--kdf", "interactive"]).status == 0)
+        #expect(try mv(["user", "add", "dr.meier", "--role", "radiologist"]).status == 0)
+        let dup = try mv(["user", "add", "dr.meier", "--role", "viewer"])
+        #expect(dup.status == 2 && dup.stderr.contains("already exists"))
+        #expect(try mv(["user", "add", "x", "--role", "superuser"]).status != 0)
+        let issued = try mv(["token", "issue", "dr.meier", "--expires", "2h", "--json"])
+        #expect(issued.status == 0, "\(issued.stderr)")
+        let j = try #require(try JSONSerialization.jsonObject(with: Data(issued.stdout.utf8)) as? [String: Any])
+        let token = try #require(j["token"] as? String)
+        #expect(token.hasPrefix("mvt_"))
+        let list = try mv(["token", "list"])
+        #expect(list.stdout.contains("active") && !list.stdout.contains(token))
+        #expect(try mv(["token", "revoke", "--user", "dr.meier"]).stdout.contains("revoked 1 active token"))
+        #expect(try mv(["token", "list", "--json"]).stdout.contains("\"revoked\""))
+        #expect(try mv(["user", "disable", "dr.meier"]).status == 0)
+        #expect(try mv(["token", "issue", "dr.meier"]).status == 2)
+        #expect(try mv(["user", "list"]).stdout.contains("disabled"))
+        #expect(try mv(["token", "issue", "dr.meier", "--expires", "forever"]).status == 2)
+    }
+}
