@@ -4,7 +4,7 @@ import VaultCrypto
 /// Keys derived from the master key with `crypto_kdf` (context "MVaultv1"). Each has one job.
 public struct Keyring: Sendable {
     enum SubkeyID: UInt64 {
-        case catalogSeal = 1, blindIndex = 2, auditMAC = 3, snapshot = 4, contentMAC = 5, token = 6
+        case catalogSeal = 1, blindIndex = 2, auditMAC = 3, snapshot = 4, contentMAC = 5, token = 6, auditSeal = 7
     }
 
     let master: SymmetricKey
@@ -16,6 +16,10 @@ public struct Keyring: Sendable {
     let contentMAC: SymmetricKey
     /// Keyed BLAKE2b of API bearer tokens (only the hash is stored).
     let tokenKey: SymmetricKey
+    /// Chains audit records (keyed BLAKE2b over the previous MAC and the record).
+    let auditMAC: SymmetricKey
+    /// Seals audit record bodies (they name patients).
+    let auditSeal: SymmetricKey
 
     init(master: SymmetricKey) throws(CryptoError) {
         self.master = master
@@ -23,6 +27,8 @@ public struct Keyring: Sendable {
         blindIndex = try master.deriveSubkey(id: SubkeyID.blindIndex.rawValue, context: "MVaultv1")
         contentMAC = try master.deriveSubkey(id: SubkeyID.contentMAC.rawValue, context: "MVaultv1")
         tokenKey = try master.deriveSubkey(id: SubkeyID.token.rawValue, context: "MVaultv1")
+        auditMAC = try master.deriveSubkey(id: SubkeyID.auditMAC.rawValue, context: "MVaultv1")
+        auditSeal = try master.deriveSubkey(id: SubkeyID.auditSeal.rawValue, context: "MVaultv1")
     }
 
     /// A blind index: keyed BLAKE2b of a domain tag and the normalised value.
