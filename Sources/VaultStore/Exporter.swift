@@ -23,6 +23,9 @@ public struct ExportProgress: Sendable {
 public struct ExportSummary: Sendable {
     /// Paths written, relative to the output directory.
     public var files: [String]
+    /// Patient IDs and Study UIDs of what was exported (for the audit log).
+    public var patientIDs: [String] = []
+    public var studyUIDs: [String] = []
     public var bytes: Int64
     public var seconds: Double
 }
@@ -34,6 +37,7 @@ struct ResolvedInstance {
     let seriesUID: String
     let studyUID: String
     let patientRef: [UInt8]
+    let patientID: String
     let wrappedPatientKey: [UInt8]
 }
 
@@ -51,7 +55,7 @@ extension Vault {
                 db,
                 sql: """
                     SELECT i.*, se.uidIndex AS seIndex, se.sealed AS seSealed, st.uidIndex AS stIndex, st.sealed AS stSealed,
-                           p.ref AS pRef, p.wrappedKey AS pKey
+                           p.ref AS pRef, p.wrappedKey AS pKey, p.sealed AS pSealed
                     FROM instance i JOIN series se ON se.id = i.seriesID JOIN study st ON st.id = se.studyID
                     JOIN patient p ON p.id = st.patientID
                     WHERE \(column) = ? ORDER BY i.id
@@ -73,6 +77,7 @@ extension Vault {
             return ResolvedInstance(
                 row: row, record: try sealer.open(InstanceRecord.self, row.sealed, table: "instance", index: row.uidIndex),
                 seriesUID: se.seriesUID, studyUID: st.studyUID, patientRef: Array(r["pRef"] as Data),
+                patientID: try sealer.open(PatientRecord.self, Array(r["pSealed"] as Data), table: "patient", index: Array(r["pRef"] as Data)).patientID,
                 wrappedPatientKey: Array(r["pKey"] as Data))
         }
     }
@@ -145,7 +150,10 @@ extension Vault {
             state.filesDone += 1
             progress(state)
         }
-        return ExportSummary(files: written, bytes: state.bytesDone, seconds: Date().timeIntervalSince(started))
+        return ExportSummary(
+            files: written, patientIDs: Array(Set(instances.map(\.patientID))).sorted(),
+            studyUIDs: Array(Set(instances.map(\.studyUID))).sorted(), bytes: state.bytesDone,
+            seconds: Date().timeIntervalSince(started))
     }
 
     /// UIDs are digits and dots; anything else is replaced so a crafted UID cannot escape the directory.

@@ -77,6 +77,9 @@ public struct ImportProgress: Sendable {
 
 public struct ImportSummary: Sendable {
     public var results: [ImportFileResult]
+    /// Patient IDs and Study UIDs of the files imported in this run (for the audit log).
+    public var patientIDs: [String] = []
+    public var studyUIDs: [String] = []
     public var bytesImported: Int64
     public var seconds: Double
     public func count(_ label: String) -> Int { results.filter { $0.outcome.label == label }.count }
@@ -125,7 +128,7 @@ extension Vault {
             session.discardBatch(&results, reason: String(describing: error))
             return ImportAborted(
                 reason: String(describing: error),
-                partial: ImportSummary(results: results, bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started)))
+                partial: ImportSummary(results: results, patientIDs: session.patientIDs.sorted(), studyUIDs: session.studyUIDs.sorted(), bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started)))
         }
         /// Encrypts the queued files (in parallel), then commits if the group is full.
         func flush(commitIfFull: Bool) throws {
@@ -164,7 +167,7 @@ extension Vault {
         for index in session.removedDuplicateSources { results[index].sourceRemoved = true }
         state.bytesDone = state.bytesTotal
         progress(state)
-        return ImportSummary(results: results, bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started))
+        return ImportSummary(results: results, patientIDs: session.patientIDs.sorted(), studyUIDs: session.studyUIDs.sorted(), bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started))
     }
 
     /// Expands a path into regular files (directories recursively, in a stable order).
@@ -236,6 +239,8 @@ struct ImportSession {
     /// Results whose original was already in the vault and was removed (`removeSource`).
     private(set) var removedDuplicateSources: [Int] = []
     private(set) var bytesImported: Int64 = 0
+    private(set) var patientIDs = Set<String>()
+    private(set) var studyUIDs = Set<String>()
 
     init(vault: Vault, options: ImportOptions) {
         self.vault = vault
@@ -556,6 +561,8 @@ struct ImportSession {
             rowIDs.seriesOwner[s.seriesIndex] = s.patientRef
             patientKeys[s.patientRef]?.persisted = true
             bytesImported += s.digest.plainSize
+            if let pid = s.header[.patientID] { patientIDs.insert(pid) }
+            if let uid = s.header.studyInstanceUID { studyUIDs.insert(uid) }
         }
         staged.removeAll()
         stagedBytes = 0

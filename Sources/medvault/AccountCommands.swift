@@ -23,7 +23,9 @@ struct User: ParsableCommand {
 
         func run() throws {
             try MedVault.guarded {
-                try options.open().addUser(name, role: role.role)
+                let vault = try options.open()
+                try vault.addUser(name, role: role.role)
+                try Auditing.record(vault, action: "user.add", outcome: "ok", detail: "\(name) as \(role.rawValue)")
                 print("added \(name) (\(role.rawValue))")
             }
         }
@@ -56,7 +58,9 @@ struct User: ParsableCommand {
 
         func run() throws {
             try MedVault.guarded {
-                try options.open().disableUser(name)
+                let vault = try options.open()
+                try vault.disableUser(name)
+                try Auditing.record(vault, action: "user.disable", outcome: "ok", detail: name)
                 print("disabled \(name); its tokens are revoked")
             }
         }
@@ -78,7 +82,9 @@ struct Token: ParsableCommand {
         func run() throws {
             try MedVault.guarded {
                 let lifetime = try TokenLifetime.parse(expires)
-                let (token, info) = try options.open().issueToken(for: name, lifetime: lifetime)
+                let vault = try options.open()
+                let (token, info) = try vault.issueToken(for: name, lifetime: lifetime)
+                try Auditing.record(vault, action: "token.issue", outcome: "ok", detail: "token \(info.id) for \(name), \(expires)")
                 let until = ISO8601DateFormatter().string(from: info.expiresAt)
                 if json {
                     Console.json(["token": token, "id": info.id, "user": name, "expires": until])
@@ -127,9 +133,12 @@ struct Token: ParsableCommand {
                 let vault = try options.open()
                 if let id {
                     try vault.revokeToken(id: id)
+                    try Auditing.record(vault, action: "token.revoke", outcome: "ok", detail: "token \(id)")
                     print("revoked token \(id)")
                 } else if let user {
-                    print("revoked \(try vault.revokeTokens(user: user)) active token(s) of \(user)")
+                    let n = try vault.revokeTokens(user: user)
+                    try Auditing.record(vault, action: "token.revoke", outcome: "ok", detail: "\(n) token(s) of \(user)")
+                    print("revoked \(n) active token(s) of \(user)")
                 }
             }
         }

@@ -18,7 +18,7 @@ struct MedVault: ParsableCommand {
             MEDVAULT_VAULT may stand for --vault.
             Exit status: 0 success; 1 some files failed or verify found problems; 2 the command could not run.
             """,
-        subcommands: [Init.self, Import.self, List.self, Export.self, Verify.self, User.self, Token.self])
+        subcommands: [Init.self, Import.self, List.self, Export.self, Verify.self, User.self, Token.self, Audit.self])
 
     /// Process-wide hardening before anything is parsed: files this process creates are private to
     /// its user, and no core dump can carry a key or a patient's data out of memory.
@@ -170,12 +170,21 @@ struct Import: ParsableCommand {
             } catch let aborted as ImportAborted {
                 bar.finish()
                 report(aborted.partial)
+                try? audit(vault, aborted.partial, outcome: "failed", detail: aborted.reason)
                 throw CLIError(aborted.description)
             }
             bar.finish()
+            try audit(vault, summary, outcome: summary.anyFailed ? "partial" : "ok", detail: "")
             report(summary)
             if summary.anyFailed { throw ExitCode(1) }
         }
+    }
+
+    private func audit(_ vault: Vault, _ s: ImportSummary, outcome: String, detail: String) throws {
+        try Auditing.record(
+            vault, action: "import", outcome: outcome, patientIDs: s.patientIDs, studyUIDs: s.studyUIDs,
+            instances: s.count("imported"), bytes: s.bytesImported,
+            detail: detail.isEmpty ? "\(s.count("imported")) imported, \(s.results.filter(\.outcome.isFailure).count) not" : detail)
     }
 
     private func report(_ s: ImportSummary) {
@@ -228,6 +237,9 @@ struct List: ParsableCommand {
             switch level {
             case .patients:
                 let rows = try vault.listPatients(patientID: patientId)
+                try Auditing.record(
+                    vault, action: "ls", outcome: "ok", patientIDs: Array(Set(rows.map(\.patient.patientID))).sorted(),
+                    detail: level.rawValue)
                 if json {
                     Console.json(rows.map { [
                         "patientName": $0.patient.name, "patientID": $0.patient.patientID, "birthDate": $0.patient.birthDate,
@@ -241,6 +253,9 @@ struct List: ParsableCommand {
                 }
             case .studies:
                 let rows = try vault.listStudies(patientID: patientId)
+                try Auditing.record(
+                    vault, action: "ls", outcome: "ok", patientIDs: Array(Set(rows.map(\.patient.patientID))).sorted(),
+                    detail: level.rawValue)
                 if json {
                     Console.json(rows.map { [
                         "patientName": $0.patient.name, "patientID": $0.patient.patientID, "studyInstanceUID": $0.study.studyUID,
@@ -256,6 +271,9 @@ struct List: ParsableCommand {
                 }
             case .series:
                 let rows = try vault.listSeries(patientID: patientId)
+                try Auditing.record(
+                    vault, action: "ls", outcome: "ok", patientIDs: Array(Set(rows.map(\.patient.patientID))).sorted(),
+                    detail: level.rawValue)
                 if json {
                     Console.json(rows.map { [
                         "patientID": $0.patient.patientID, "studyInstanceUID": $0.study.studyUID, "seriesInstanceUID": $0.series.seriesUID,
@@ -297,10 +315,20 @@ struct Export: ParsableCommand {
                 if let study { .study(study) } else if let series { .series(series) } else { .instance(instance ?? "") }
             let vault = try options.open()
             let bar = ProgressBar(label: "export")
-            let summary = try vault.export(selection, to: out) { p in
-                bar.update(done: p.filesDone, total: p.filesTotal, bytes: p.bytesDone, totalBytes: p.bytesTotal)
+            let summary: ExportSummary
+            do {
+                summary = try vault.export(selection, to: out) { p in
+                    bar.update(done: p.filesDone, total: p.filesTotal, bytes: p.bytesDone, totalBytes: p.bytesTotal)
+                }
+            } catch {
+                bar.finish()
+                try? Auditing.record(vault, action: "export", outcome: "failed", detail: "\(selection): \(error)")
+                throw error
             }
             bar.finish()
+            try Auditing.record(
+                vault, action: "export", outcome: "ok", patientIDs: summary.patientIDs, studyUIDs: summary.studyUIDs,
+                instances: summary.files.count, bytes: summary.bytes, detail: "to \(out)")
             if json {
                 Console.json(["files": summary.files, "bytes": summary.bytes, "seconds": summary.seconds, "out": out])
             } else {

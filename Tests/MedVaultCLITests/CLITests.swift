@@ -171,3 +171,42 @@ import TestSupport
         #expect(try mv(["token", "issue", "dr.meier", "--expires", "forever"]).status == 2)
     }
 }
+
+@Suite struct AuditCLITests {
+    @Test func cliActionsOnPatientDataAreAuditedAndTheLogVerifies() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        var env = ProcessInfo.processInfo.environment
+        env["MEDVAULT_PASSPHRASE"] = "correct horse battery staple"
+        env["MEDVAULT_VAULT"] = dir.sub("vault")
+        func mv(_ a: [String]) throws -> ProcessResult { try run(medvaultBinary, a, environment: env) }
+        let corpus = Corpus.shared
+        let doe = corpus.valid.filter { $0.patient_id == "MRN0012345" }
+        #expect(try mv(["init", "--kdf", "interactive"]).status == 0)
+        #expect(try mv(["import"] + doe.map { corpus.path($0) }).status == 0)
+        #expect(try mv(["ls", "studies", "--patient-id", "MRN0012345"]).status == 0)
+        #expect(try mv(["export", "--study", doe[0].study_uid!, "--out", dir.sub("out")]).status == 0)
+        #expect(try mv(["user", "add", "viewer-1", "--role", "viewer"]).status == 0)
+        #expect(try mv(["token", "issue", "viewer-1"]).status == 0)
+
+        let show = try mv(["audit", "show", "--json", "--patient-id", "MRN0012345"])
+        let records = try #require(try JSONSerialization.jsonObject(with: Data(show.stdout.utf8)) as? [[String: Any]])
+        #expect(records.map { $0["action"] as? String } == ["import", "ls", "export"])
+        #expect(records.allSatisfy { ($0["peerUID"] as? Int) == Int(getuid()) && ($0["role"] as? String) == "cli" })
+        #expect(records[0]["instances"] as? Int == doe.count)
+        #expect(records[2]["instances"] as? Int == doe.filter { $0.study_uid == doe[0].study_uid }.count)
+        let all = try #require(try JSONSerialization.jsonObject(with: Data(try mv(["audit", "show", "--json"]).stdout.utf8)) as? [[String: Any]])
+        #expect(all.map { $0["action"] as? String } == ["import", "ls", "export", "user.add", "token.issue"])
+        #expect(try mv(["audit", "verify"]).stdout.hasPrefix("OK: 5 records"))
+        // The log names the patient only sealed.
+        for f in allFiles(under: dir.sub("vault/audit")) { #expect(!fileContains(f, Array("MRN0012345".utf8))) }
+        // Tampering: one flipped byte in the segment is found, exit 1.
+        let seg = dir.sub("vault/audit/segment-000001.log")
+        var b = Array(try #require(FileManager.default.contents(atPath: seg)))
+        b[b.count / 2] ^= 1
+        try Data(b).write(to: URL(fileURLWithPath: seg))
+        let bad = try mv(["audit", "verify"])
+        #expect(bad.status == 1)
+        #expect(bad.stdout.contains("segment-000001.log at byte"))
+    }
+}
