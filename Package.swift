@@ -16,6 +16,10 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        // The local API. Traits off: no swift-configuration, no full Foundation.
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // C world: libsodium (system library) and DCMTK behind a plain C header.
@@ -35,10 +39,17 @@ let package = Package(
             name: "VaultStore",
             dependencies: ["VaultCrypto", "VaultDICOM", "CSysShim", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
+        .target(
+            name: "VaultServer",
+            dependencies: [
+                "VaultStore", "CSysShim", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
+            swiftSettings: strict),
         .executableTarget(
             name: "medvault",
             // VaultCrypto only for SecureBytes: the passphrase is read straight into secure memory.
-            dependencies: ["VaultStore", "VaultCrypto", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VaultStore", "VaultServer", "VaultCrypto", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict),
 
         // Tests run on real bytes: real libsodium, real DCMTK, real SQLite, real processes.

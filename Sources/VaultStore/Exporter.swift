@@ -162,3 +162,25 @@ extension Vault {
         return cleaned.isEmpty || cleaned.allSatisfy({ $0 == "." }) ? "_" : cleaned
     }
 }
+
+/// One instance found for retrieval by the API: what the response needs before streaming starts.
+public struct RetrievableInstance: Sendable {
+    let resolved: ResolvedInstance
+    public var patientID: String { resolved.patientID }
+    public var size: Int64 { resolved.row.plainSize }
+}
+
+extension ResolvedInstance: @unchecked Sendable {}
+
+extension Vault {
+    /// The instance at a WADO-RS path, only if it really is in that study and series.
+    public func instanceForRetrieval(study: String, series: String, instance: String) throws -> RetrievableInstance? {
+        guard let r = try resolve(.instance(instance)).first, r.studyUID == study, r.seriesUID == series else { return nil }
+        return RetrievableInstance(resolved: r)
+    }
+
+    /// Streams the original bytes of an instance (every chunk authenticated before it is handed over).
+    public func stream(_ item: RetrievableInstance, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        try readInstance(item.resolved, sink: sink)
+    }
+}

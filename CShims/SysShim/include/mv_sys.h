@@ -17,6 +17,14 @@ int mv_sys_disable_core_dumps(void);
  * durability: one call makes a whole batch of blob files and renames durable. 0 or -1 with errno. */
 int mv_sys_syncfs(int fd);
 
+/* The peer of a Unix domain socket (SO_PEERCRED). Same layout as Linux's struct ucred, which
+ * Swift cannot import without _GNU_SOURCE. */
+typedef struct mv_sys_ucred {
+    int pid;
+    unsigned int uid;
+    unsigned int gid;
+} mv_sys_ucred;
+
 #ifdef __cplusplus
 }
 #endif

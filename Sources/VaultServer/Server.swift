@@ -1,0 +1,142 @@
+// The local API: DICOMweb over a Unix domain socket, every request authenticated and audited.
+// This first slice serves QIDO-RS study search and WADO-RS instance retrieval; see docs/api.md.
+public import Foundation
+public import Hummingbird
+import CSysShim
+import Logging
+import NIOCore
+import HTTPTypes
+public import VaultStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Per-request state: the connection (for its peer credentials) and, once authenticated, the account.
+public struct ServerContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+    var account: UserAccount?
+    var peer: (uid: UInt32, pid: Int32)?
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+}
+
+/// What the server needs: an unlocked vault and where to listen.
+public struct VaultAPIServer: Sendable {
+    public let vault: Vault
+    public let socketPath: String
+
+    public init(vault: Vault, socketPath: String? = nil) {
+        self.vault = vault
+        self.socketPath = socketPath ?? vault.layout.run + "/medvault.sock"
+    }
+
+    public func makeRouter() -> Router<ServerContext> {
+        let router = Router(context: ServerContext.self)
+        router.add(middleware: AuthAuditMiddleware(vault: vault))
+        let dicomweb = router.group("dicom-web")
+        dicomweb.get("studies") { request, context in try QIDO.studies(vault, request, context) }
+        dicomweb.get("studies/:study/series/:series/instances/:instance") { request, context in
+            try WADO.instance(vault, request, context)
+        }
+        return router
+    }
+
+    /// Listens on the Unix socket until SIGINT/SIGTERM, then finishes responses in flight and removes the socket.
+    public func run(onReady: @escaping @Sendable () -> Void = {}) async throws {
+        let path = socketPath
+        // A socket file left by a process that died is stale: remove it (only a socket, never a file).
+        var st = stat()
+        if lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(path) }
+        var logger = Logger(label: "medvault")
+        logger.logLevel = .warning
+        let app = Application(
+            router: makeRouter(),
+            configuration: .init(address: .unixDomainSocket(path: path), serverName: "MedVault"),
+            onServerRunning: { _ in
+                chmod(path, 0o660)
+                onReady()
+            },
+            logger: logger)
+        defer { unlink(path) }
+        try await app.runService()
+    }
+}
+
+/// Authenticates every request by bearer token, records the socket peer, enforces roles, and writes one
+/// audit record per request, allowed or refused, before the response is returned.
+struct AuthAuditMiddleware: RouterMiddleware {
+    typealias Context = ServerContext
+    let vault: Vault
+
+    func handle(_ request: Request, context: ServerContext, next: (Request, ServerContext) async throws -> Response) async throws -> Response {
+        var context = context
+        context.peer = await Self.peerCredentials(context.channel)
+        let action = request.uri.path
+        var event = AuditEvent(actor: "-", role: "-", peerUID: context.peer?.uid, peerPID: context.peer?.pid, action: "GET " + action, outcome: "denied")
+        guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
+            let account = try vault.authenticate(token: String(header.dropFirst(7)))
+        else {
+            // Wrong, expired, revoked or missing: one answer, no hint which.
+            event.detail = "401"
+            try vault.audit(event)
+            return APIError.response(.unauthorized, "authentication required")
+        }
+        event.actor = account.name
+        event.role = account.role.rawValue
+        guard account.role != .backup else {
+            event.detail = "403"
+            try vault.audit(event)
+            return APIError.response(.forbidden, "this account may not read image data")
+        }
+        context.account = account
+        do {
+            let response = try await next(request, context)
+            event.outcome = response.status.code < 400 ? "ok" : "failed"
+            event.detail = "\(response.status.code)"
+            if let touched = response.headers[APIHeaders.auditStudies] { event.studyUIDs = touched.split(separator: ",").map(String.init) }
+            if let touched = response.headers[APIHeaders.auditPatients] { event.patientIDs = touched.split(separator: ",").map(String.init) }
+            if let n = response.headers[APIHeaders.auditInstances] { event.instances = Int(n) ?? 0 }
+            var clean = response
+            clean.headers[APIHeaders.auditStudies] = nil
+            clean.headers[APIHeaders.auditPatients] = nil
+            clean.headers[APIHeaders.auditInstances] = nil
+            try vault.audit(event)
+            return clean
+        } catch {
+            event.outcome = "failed"
+            event.detail = String(describing: error)
+            try vault.audit(event)
+            throw error
+        }
+    }
+
+    static func peerCredentials(_ channel: any Channel) async -> (uid: UInt32, pid: Int32)? {
+        guard let provider = channel as? any SocketOptionProvider else { return nil }
+        let future: EventLoopFuture<mv_sys_ucred> = provider.unsafeGetSocketOption(
+            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+        guard let cred = try? await future.get() else { return nil }
+        return (cred.uid, Int32(cred.pid))
+    }
+}
+
+/// Internal response headers the routes use to tell the audit middleware what they touched; removed
+/// before the response leaves.
+enum APIHeaders {
+    static let auditStudies = HTTPField.Name("X-MedVault-Audit-Studies")!
+    static let auditPatients = HTTPField.Name("X-MedVault-Audit-Patients")!
+    static let auditInstances = HTTPField.Name("X-MedVault-Audit-Instances")!
+}
+
+/// PS3.18 error responses: a status and a short JSON body.
+enum APIError {
+    static func response(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        let body = (try? JSONSerialization.data(withJSONObject: ["error": message])) ?? Data()
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
