@@ -1,0 +1,143 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// `medvault serve` on a real socket, spoken to with curl, as a viewer would.
+@Suite(.serialized) struct ServerTests {
+    final class Running {
+        let dir = TempDir()
+        let process = Process()
+        var env: [String: String]
+        var socket: String { dir.sub("vault/run/medvault.sock") }
+        var tokens: [String: String] = [:]
+        let corpus = Corpus.shared
+
+        init() throws {
+            env = ProcessInfo.processInfo.environment
+            env["MEDVAULT_PASSPHRASE"] = "correct horse battery staple"
+            env["MEDVAULT_VAULT"] = dir.sub("vault")
+            #expect(try mv(["init", "--kdf", "interactive"]).status == 0)
+            _ = try mv(["import"] + corpus.valid.map { corpus.path($0) })
+            for (name, role) in [("rad", "radiologist"), ("view", "viewer"), ("bk", "backup"), ("gone", "viewer")] {
+                #expect(try mv(["user", "add", name, "--role", role]).status == 0)
+                let issued = try mv(["token", "issue", name, "--json"])
+                tokens[name] = (try JSONSerialization.jsonObject(with: Data(issued.stdout.utf8)) as? [String: Any])?["token"] as? String
+            }
+            #expect(try mv(["user", "disable", "gone"]).status == 0)
+            process.executableURL = URL(fileURLWithPath: medvaultBinary)
+            process.arguments = ["serve"]
+            process.environment = env
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            for _ in 0..<100 where !FileManager.default.fileExists(atPath: socket) { usleep(50_000) }
+        }
+
+        func mv(_ a: [String]) throws -> ProcessResult { try run(medvaultBinary, a, environment: env) }
+
+        /// (status, body) of a GET over the socket.
+        func get(_ path: String, token: String?) throws -> (Int, Data) {
+            let out = dir.sub("body-\(UUID().uuidString)")
+            var args = ["-s", "--unix-socket", socket, "-o", out, "-w", "%{http_code}"]
+            if let token { args += ["-H", "Authorization: Bearer \(token)"] }
+            let r = try run("/usr/bin/curl", args + ["http://localhost" + path])
+            let body = FileManager.default.contents(atPath: out) ?? Data()
+            try? FileManager.default.removeItem(atPath: out)
+            return (Int(r.stdout) ?? -1, body)
+        }
+
+        func stop() {
+            process.interrupt()
+            process.waitUntilExit()
+        }
+
+        deinit { if process.isRunning { process.terminate() }; dir.remove() }
+    }
+
+    @Test func rolesTokensAndEndpoints() throws {
+        let s = try Running()
+        defer { s.stop() }
+        let f = try #require(s.corpus.valid.first { $0.path.contains("latin1") })
+        let wado = "/dicom-web/studies/\(f.study_uid!)/series/\(f.series_uid!)/instances/\(f.sop_uid!)"
+        for path in ["/dicom-web/studies", wado] {
+            #expect(try s.get(path, token: nil).0 == 401)
+            #expect(try s.get(path, token: "mvt_wrong").0 == 401)
+            #expect(try s.get(path, token: s.tokens["gone"]).0 == 401)  // disabled account
+            #expect(try s.get(path, token: s.tokens["bk"]).0 == 403)  // backup never gets decrypted data
+            #expect(try s.get(path, token: s.tokens["view"]).0 == 200)
+            #expect(try s.get(path, token: s.tokens["rad"]).0 == 200)
+        }
+        // Revocation takes effect on the running server at once.
+        #expect(try s.mv(["token", "revoke", "--user", "view"]).status == 0)
+        #expect(try s.get("/dicom-web/studies", token: s.tokens["view"]).0 == 401)
+        // Unknown UIDs, or a real instance under the wrong study: 404.
+        #expect(try s.get("/dicom-web/studies/1.2.3/series/4.5.6/instances/\(f.sop_uid!)", token: s.tokens["rad"]).0 == 404)
+        #expect(try s.get("/dicom-web/studies/1.2.3/series/4.5.6/instances/7.8.9", token: s.tokens["rad"]).0 == 404)
+        // Every request was audited, with the peer's uid and the outcome.
+        let log = try s.mv(["audit", "show", "--json"])
+        let records = try #require(try JSONSerialization.jsonObject(with: Data(log.stdout.utf8)) as? [[String: Any]])
+        let requests = records.filter { ($0["action"] as? String)?.hasPrefix("GET ") == true }
+        #expect(requests.count == 15)  // 2 paths × 6 token states, 1 after revocation, 2 not found
+        #expect(requests.filter { $0["outcome"] as? String == "denied" }.count == 9)
+        #expect(requests.allSatisfy { ($0["peerUID"] as? Int) == Int(getuid()) && ($0["peerPID"] as? Int ?? 0) > 0 })
+        #expect(try s.mv(["audit", "verify"]).status == 0)
+    }
+
+    @Test func qidoFiltersAndWadoBytes() throws {
+        let s = try Running()
+        defer { s.stop() }
+        let t = s.tokens["rad"]
+        func studies(_ query: String) throws -> [[String: Any]] {
+            let (status, body) = try s.get("/dicom-web/studies" + query, token: t)
+            #expect(status == 200)
+            return (try JSONSerialization.jsonObject(with: body) as? [[String: Any]]) ?? []
+        }
+        func uid(_ o: [String: Any]) -> String? { ((o["0020000D"] as? [String: Any])?["Value"] as? [String])?.first }
+        let all = Set(s.corpus.valid.compactMap(\.study_uid))
+        #expect(Set(try studies("").compactMap(uid)) == all)
+        let doe = Set(s.corpus.valid.filter { $0.patient_id == "MRN0012345" }.compactMap(\.study_uid))
+        #expect(Set(try studies("?PatientID=MRN0012345").compactMap(uid)) == doe)
+        #expect(Set(try studies("?PatientName=doe*").compactMap(uid)) == doe)
+        #expect(try studies("?PatientName=M%C3%BCller*").count == 2)
+        #expect(try studies("?PatientName=nobody*").isEmpty)
+        let dated = s.corpus.valid.filter { ($0.study_date ?? "") >= "20230101" && ($0.study_date ?? "") <= "20231231" }
+        #expect(Set(try studies("?StudyDate=20230101-20231231").compactMap(uid)) == Set(dated.compactMap(\.study_uid)))
+        #expect(try studies("?ModalitiesInStudy=MR").allSatisfy {
+            ((($0["00080061"] as? [String: Any])?["Value"] as? [String]) ?? []).contains("MR")
+        })
+        #expect(try studies("?limit=3").count == 3)
+        #expect(try studies("?limit=5&offset=\(all.count - 2)").count == 2)
+        // WADO-RS: the multipart body parsed back holds the original bytes exactly.
+        for f in s.corpus.valid.prefix(5) {
+            let (status, body) = try s.get("/dicom-web/studies/\(f.study_uid!)/series/\(f.series_uid!)/instances/\(f.sop_uid!)", token: t)
+            #expect(status == 200)
+            let text = Array(body)
+            let start = try #require(body.range(of: Data("\r\n\r\n".utf8))).upperBound
+            let end = try #require(body.range(of: Data("\r\n--medvault-".utf8), options: .backwards)).lowerBound
+            let part = Data(text[start..<end])
+            let path = s.dir.sub("part.dcm")
+            try part.write(to: URL(fileURLWithPath: path))
+            #expect(try sha256(ofFile: path) == f.sha256, "\(f.path)")
+        }
+    }
+
+    @Test func noTCPListenerAndCleanShutdown() throws {
+        let s = try Running()
+        let pid = s.process.processIdentifier
+        // Every socket the server holds is a Unix socket: none of its socket inodes is in the TCP tables.
+        let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        let inodes = fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)") }
+            .filter { $0.hasPrefix("socket:[") }.map { String($0.dropFirst(8).dropLast()) }
+        #expect(!inodes.isEmpty)
+        var tcpInodes = Set<String>()
+        for table in ["/proc/\(pid)/net/tcp", "/proc/\(pid)/net/tcp6"] {
+            let lines = (try? String(contentsOfFile: table, encoding: .utf8))?.split(separator: "\n").dropFirst() ?? []
+            for l in lines { let cols = l.split(separator: " "); if cols.count > 9 { tcpInodes.insert(String(cols[9])) } }
+        }
+        #expect(tcpInodes.isDisjoint(with: inodes), "the server holds a TCP socket")
+        var st = stat()
+        #expect(stat(s.socket, &st) == 0 && st.st_mode & 0o777 == 0o660)
+        s.stop()
+        #expect(s.process.terminationStatus == 0)
+        #expect(!FileManager.default.fileExists(atPath: s.socket))
+    }
+}
