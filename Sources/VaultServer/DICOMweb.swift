@@ -60,30 +60,55 @@ enum QIDO {
 }
 
 enum WADO {
-    /// GET …/studies/{s}/series/{se}/instances/{i}: one part, streamed as it is decrypted.
+    /// GET …/studies/{s}/series/{se}/instances/{i}: one part.
     static func instance(_ vault: Vault, _ request: Request, _ context: ServerContext) throws -> Response {
         let study = context.parameters.get("study") ?? "", series = context.parameters.get("series") ?? ""
         let sop = context.parameters.get("instance") ?? ""
-        guard let item = try? vault.instanceForRetrieval(study: study, series: series, instance: sop) else {
-            // Unknown, or not where the path says: 404 either way.
+        guard let item = try vault.instanceForRetrieval(study: study, series: series, instance: sop) else {
             return APIError.response(.notFound, "no such instance")
         }
+        return multipart([item], study: study, vault: vault)
+    }
+
+    /// GET …/studies/{s}/series/{se}: every instance of the series.
+    static func series(_ vault: Vault, _ request: Request, _ context: ServerContext) throws -> Response {
+        let study = context.parameters.get("study") ?? "", series = context.parameters.get("series") ?? ""
+        let items = try vault.instancesForRetrieval(study: study, series: series)
+        guard !items.isEmpty else { return APIError.response(.notFound, "no such series") }
+        return multipart(items, study: study, vault: vault)
+    }
+
+    /// GET …/studies/{s}: every instance of the study.
+    static func study(_ vault: Vault, _ request: Request, _ context: ServerContext) throws -> Response {
+        let study = context.parameters.get("study") ?? ""
+        let items = try vault.instancesForRetrieval(study: study)
+        guard !items.isEmpty else { return APIError.response(.notFound, "no such study") }
+        return multipart(items, study: study, vault: vault)
+    }
+
+    /// multipart/related; type="application/dicom", one part per instance, each streamed as it is
+    /// decrypted. The total length is known in advance (sizes are in the catalog).
+    static func multipart(_ items: [RetrievableInstance], study: String, vault: Vault) -> Response {
         let boundary = "medvault-" + UUID().uuidString
         var headers = HTTPFields()
         headers[.contentType] = "multipart/related; type=\"application/dicom\"; boundary=\(boundary)"
         headers[APIHeaders.auditStudies] = study
-        headers[APIHeaders.auditPatients] = item.patientID
-        headers[APIHeaders.auditInstances] = "1"
-        let head = "--\(boundary)\r\nContent-Type: application/dicom\r\nContent-Length: \(item.size)\r\n\r\n"
+        headers[APIHeaders.auditPatients] = Array(Set(items.map(\.patientID))).sorted().joined(separator: ",")
+        headers[APIHeaders.auditInstances] = "\(items.count)"
+        @Sendable func partHead(_ item: RetrievableInstance, first: Bool) -> String {
+            (first ? "" : "\r\n") + "--\(boundary)\r\nContent-Type: application/dicom\r\nContent-Length: \(item.size)\r\n\r\n"
+        }
         let tail = "\r\n--\(boundary)--\r\n"
-        let length = head.utf8.count + Int(item.size) + tail.utf8.count
+        let length = items.enumerated().reduce(tail.utf8.count) { $0 + partHead($1.element, first: $1.offset == 0).utf8.count + Int($1.element.size) }
         let body = ResponseBody(contentLength: length) { writer in
-            try await writer.write(ByteBuffer(string: head))
-            let stream = DecryptingStream(item: item, vault: vault)
-            defer { stream.cancel() }
-            for try await chunk in stream.chunks {
-                try await writer.write(chunk)
-                stream.consumed()
+            for (i, item) in items.enumerated() {
+                try await writer.write(ByteBuffer(string: partHead(item, first: i == 0)))
+                let stream = DecryptingStream(item: item, vault: vault)
+                defer { stream.cancel() }
+                for try await chunk in stream.chunks {
+                    try await writer.write(chunk)
+                    stream.consumed()
+                }
             }
             try await writer.write(ByteBuffer(string: tail))
             try await writer.finish(nil)

@@ -42,6 +42,12 @@ public struct VaultAPIServer: Sendable {
         dicomweb.get("studies/:study/series/:series/instances/:instance") { request, context in
             try WADO.instance(vault, request, context)
         }
+        dicomweb.get("studies/:study/series/:series") { request, context in
+            try WADO.series(vault, request, context)
+        }
+        dicomweb.get("studies/:study") { request, context in
+            try WADO.study(vault, request, context)
+        }
         return router
     }
 

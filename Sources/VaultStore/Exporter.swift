@@ -173,9 +173,19 @@ public struct RetrievableInstance: Sendable {
 extension ResolvedInstance: @unchecked Sendable {}
 
 extension Vault {
+    /// The instances of a study (or of one series of it) for WADO-RS, in catalog order; empty when the
+    /// UIDs are unknown or do not belong together.
+    public func instancesForRetrieval(study: String, series: String? = nil) throws -> [RetrievableInstance] {
+        let found: [ResolvedInstance]
+        do { found = try series.map { try resolve(.series($0)) } ?? resolve(.study(study)) } catch VaultError.notFound { return [] }
+        return found.filter { $0.studyUID == study }.map(RetrievableInstance.init)
+    }
+
     /// The instance at a WADO-RS path, only if it really is in that study and series.
     public func instanceForRetrieval(study: String, series: String, instance: String) throws -> RetrievableInstance? {
-        guard let r = try resolve(.instance(instance)).first, r.studyUID == study, r.seriesUID == series else { return nil }
+        let found: [ResolvedInstance]
+        do { found = try resolve(.instance(instance)) } catch VaultError.notFound { return nil }
+        guard let r = found.first, r.studyUID == study, r.seriesUID == series else { return nil }
         return RetrievableInstance(resolved: r)
     }
 

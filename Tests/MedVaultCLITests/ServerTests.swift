@@ -120,6 +120,43 @@ import TestSupport
         }
     }
 
+    /// Study and series retrieval, parsed by an independent multipart parser (requests-toolbelt).
+    @Test func studyAndSeriesRetrievalParsedByAThirdPartyParser() throws {
+        let s = try Running()
+        defer { s.stop() }
+        let doe = s.corpus.valid.filter { $0.patient_id == "MRN0012345" }
+        let study = try #require(doe.first?.study_uid)
+        let series = try #require(doe.first?.series_uid)
+        for (path, expected) in [
+            ("/dicom-web/studies/\(study)", doe.filter { $0.study_uid == study }),
+            ("/dicom-web/studies/\(study)/series/\(series)", doe.filter { $0.series_uid == series }),
+        ] {
+            let body = s.dir.sub("body"), headers = s.dir.sub("headers")
+            let r = try run("/usr/bin/curl", [
+                "-s", "--unix-socket", s.socket, "-H", "Authorization: Bearer \(s.tokens["rad"]!)", "-D", headers, "-o", body,
+                "http://localhost" + path,
+            ])
+            #expect(r.status == 0)
+            let script = """
+                import hashlib, sys
+                from requests_toolbelt.multipart.decoder import MultipartDecoder
+                ctype = [l.split(":", 1)[1].strip() for l in open(sys.argv[2]) if l.lower().startswith("content-type:")][0]
+                for part in MultipartDecoder(open(sys.argv[1], "rb").read(), ctype).parts:
+                    assert part.headers[b"Content-Type"] == b"application/dicom"
+                    print(hashlib.sha256(part.content).hexdigest())
+                """
+            let parsed = try run("/usr/bin/env", ["python3", "-c", script, body, headers])
+            #expect(parsed.status == 0, "\(parsed.stderr)")
+            let hashes = parsed.stdout.split(separator: "\n").map(String.init)
+            #expect(hashes.sorted() == expected.compactMap(\.sha256).sorted(), "\(path)")
+        }
+        #expect(try s.get("/dicom-web/studies/1.2.3", token: s.tokens["rad"]).0 == 404)
+        #expect(try s.get("/dicom-web/studies/\(study)/series/1.2.3", token: s.tokens["rad"]).0 == 404)
+        // A series asked for under another study: 404 as well.
+        let other = try #require(s.corpus.valid.first { $0.study_uid != study }?.study_uid)
+        #expect(try s.get("/dicom-web/studies/\(other)/series/\(series)", token: s.tokens["rad"]).0 == 404)
+    }
+
     @Test func noTCPListenerAndCleanShutdown() throws {
         let s = try Running()
         let pid = s.process.processIdentifier
