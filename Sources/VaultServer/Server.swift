@@ -39,6 +39,14 @@ public struct VaultAPIServer: Sendable {
         router.add(middleware: AuthAuditMiddleware(vault: vault))
         let dicomweb = router.group("dicom-web")
         dicomweb.get("studies") { request, context in try QIDO.studies(vault, request, context) }
+        dicomweb.get("series") { request, context in try QIDO.series(vault, request, context, study: nil) }
+        dicomweb.get("studies/:study/series") { request, context in
+            try QIDO.series(vault, request, context, study: context.parameters.get("study"))
+        }
+        dicomweb.get("instances") { request, context in try QIDO.instances(vault, request, context, study: nil, series: nil) }
+        dicomweb.get("studies/:study/series/:series/instances") { request, context in
+            try QIDO.instances(vault, request, context, study: context.parameters.get("study"), series: context.parameters.get("series"))
+        }
         dicomweb.get("studies/:study/series/:series/instances/:instance") { request, context in
             try WADO.instance(vault, request, context)
         }

@@ -129,3 +129,24 @@ extension Vault {
         }
     }
 }
+
+public struct InstanceSummary: Sendable {
+    public var patient: PatientRecord
+    public var study: StudyRecord
+    public var series: SeriesRecord
+    public var instance: InstanceRecord
+    public var bytes: Int64
+}
+
+extension Vault {
+    public func listInstances(patientID: String? = nil) throws -> [InstanceSummary] {
+        let c = try openCatalog(patientID: patientID)
+        return c.instances.compactMap { i -> InstanceSummary? in
+            guard let se = c.series[i.row.seriesID], let st = c.studies[se.studyID], let p = c.patients[st.patientID] else { return nil }
+            return InstanceSummary(patient: p.record, study: st.record, series: se.record, instance: i.record, bytes: i.row.plainSize)
+        }.sorted {
+            ($0.series.seriesUID, Int($0.instance.number) ?? 0, $0.instance.sopInstanceUID)
+                < ($1.series.seriesUID, Int($1.instance.number) ?? 0, $1.instance.sopInstanceUID)
+        }
+    }
+}

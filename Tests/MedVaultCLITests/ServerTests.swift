@@ -106,6 +106,28 @@ import TestSupport
         })
         #expect(try studies("?limit=3").count == 3)
         #expect(try studies("?limit=5&offset=\(all.count - 2)").count == 2)
+        // Series and instance search, at every level.
+        func objects(_ path: String) throws -> [[String: Any]] {
+            let (status, body) = try s.get(path, token: t)
+            #expect(status == 200, "\(path)")
+            return (try JSONSerialization.jsonObject(with: body) as? [[String: Any]]) ?? []
+        }
+        func text(_ o: [String: Any], _ tag: String) -> String? { ((o[tag] as? [String: Any])?["Value"] as? [Any])?.first as? String }
+        let does: [CorpusFile] = s.corpus.valid.filter { $0.patient_id == "MRN0012345" }
+        let study: String = try #require(does.first?.study_uid)
+        let series: String = try #require(does.first?.series_uid)
+        let seriesOfStudy: Set<String> = Set(try objects("/dicom-web/studies/\(study)/series").compactMap { text($0, "0020000E") })
+        #expect(seriesOfStudy == Set(does.filter { $0.study_uid == study }.compactMap { $0.series_uid }))
+        let seriesOfPatient: Set<String> = Set(try objects("/dicom-web/series?PatientID=MRN0012345").compactMap { text($0, "0020000E") })
+        #expect(seriesOfPatient == Set(does.compactMap { $0.series_uid }))
+        #expect(try objects("/dicom-web/series?Modality=MR").allSatisfy { text($0, "00080060") == "MR" })
+        let sops: Set<String> = Set(try objects("/dicom-web/studies/\(study)/series/\(series)/instances").compactMap { text($0, "00080018") })
+        #expect(sops == Set(does.filter { $0.series_uid == series }.compactMap { $0.sop_uid }))
+        #expect(try objects("/dicom-web/instances").count == s.corpus.valid.count)
+        #expect(try objects("/dicom-web/instances?SOPInstanceUID=\(does[0].sop_uid!)").count == 1)
+        #expect(try objects("/dicom-web/instances?limit=4&offset=1").count == 4)
+        #expect(try objects("/dicom-web/studies/1.2.3/series").isEmpty)
+
         // WADO-RS: the multipart body parsed back holds the original bytes exactly.
         for f in s.corpus.valid.prefix(5) {
             let (status, body) = try s.get("/dicom-web/studies/\(f.study_uid!)/series/\(f.series_uid!)/instances/\(f.sop_uid!)", token: t)
