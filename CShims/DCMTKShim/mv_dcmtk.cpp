@@ -3,6 +3,10 @@
 #include "dcmtk/dcmdata/dctk.h"
 #include "dcmtk/dcmdata/dcistrmb.h"
 #include "dcmtk/oflog/oflog.h"
+#include "dcmtk/dcmdata/dcjson.h"
+
+#include <cstdlib>
+#include <sstream>
 
 #include <cstring>
 #include <map>
@@ -194,3 +198,53 @@ extern "C" const char *mv_dcm_header_transfer_syntax(const mv_dcm_header *header
 }
 
 extern "C" void mv_dcm_header_free(mv_dcm_header *header) { delete header; }
+
+extern "C" int mv_dcm_json_from_buffer(const void *bytes, size_t length, char **json, size_t *json_len, char *err,
+                                       size_t err_len) {
+    try {
+        if (json == nullptr || json_len == nullptr || (bytes == nullptr && length > 0)) return MV_DCM_ERR_INTERNAL;
+        *json = nullptr;
+        *json_len = 0;
+        int rc = mv_dcm_initialize(err, err_len);
+        if (rc != MV_DCM_OK) return rc;
+        DcmInputBufferStream stream;
+        stream.setBuffer(bytes, offile_off_t(length));
+        stream.setEos();
+        DcmFileFormat fileFormat;
+        fileFormat.transferInit();
+        OFCondition status = fileFormat.readUntilTag(stream, EXS_Unknown, EGL_noChange, DCM_MaxReadLength, DCM_PixelData);
+        fileFormat.transferEnd();
+        DcmDataset *dataset = fileFormat.getDataset();
+        if (status.bad() || dataset == nullptr || dataset->card() == 0) {
+            setError(err, err_len, std::string("cannot read the dataset: ") + status.text());
+            return MV_DCM_ERR_PARSE;
+        }
+        dataset->findAndDeleteElement(DCM_PixelData);
+        (void)dataset->convertToUTF8();  // values stay as read if this machine cannot convert them
+        std::ostringstream out;
+        DcmJsonFormatCompact format(OFFalse);
+        // DcmDataset::writeJson writes the members; the enclosing object is the caller's (as in DcmFileFormat).
+        out << "{";
+        OFCondition written = dataset->writeJson(out, format);
+        out << "}";
+        if (written.bad()) {
+            setError(err, err_len, std::string("cannot write DICOM JSON: ") + written.text());
+            return MV_DCM_ERR_PARSE;
+        }
+        const std::string text = out.str();
+        char *copy = static_cast<char *>(std::malloc(text.size() + 1));
+        if (copy == nullptr) {
+            setError(err, err_len, "out of memory");
+            return MV_DCM_ERR_INTERNAL;
+        }
+        std::memcpy(copy, text.c_str(), text.size() + 1);
+        *json = copy;
+        *json_len = text.size();
+        return MV_DCM_OK;
+    } catch (...) {
+        setError(err, err_len, "unexpected C++ exception while writing DICOM JSON");
+        return MV_DCM_ERR_INTERNAL;
+    }
+}
+
+extern "C" void mv_dcm_free_string(char *s) { std::free(s); }

@@ -186,6 +186,20 @@ public enum DICOMParser {
         return try finish(rc, handle, err)
     }
 
+    /// The dataset in `bytes` (which may stop anywhere after the pixel data tag) as one DICOM JSON
+    /// object (PS3.18 F.2), without file meta and pixel data.
+    public static func json(bytes: [UInt8]) throws(DICOMError) -> String {
+        var err = [CChar](repeating: 0, count: 512)
+        var out: UnsafeMutablePointer<CChar>?
+        var length = 0
+        let rc = bytes.withUnsafeBytes { mv_dcm_json_from_buffer($0.baseAddress, $0.count, &out, &length, &err, err.count) }
+        guard rc == 0, let out else {
+            throw rc == Int32(MV_DCM_ERR_PARSE) ? .malformed(cString(err)) : .internalFailure(cString(err))
+        }
+        defer { mv_dcm_free_string(out) }
+        return out.withMemoryRebound(to: UInt8.self, capacity: length) { String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self) }
+    }
+
     private static func finish(_ rc: Int32, _ handle: OpaquePointer?, _ err: [CChar]) throws(DICOMError) -> DICOMHeader {
         let message = cString(err)
         switch Int(rc) {

@@ -160,6 +160,32 @@ enum WADO {
         return multipart(items, study: study, vault: vault)
     }
 
+    /// GET …/metadata at study, series or instance level: a DICOM JSON array, one object per instance,
+    /// without pixel data.
+    static func metadata(_ vault: Vault, _ request: Request, _ context: ServerContext) throws -> Response {
+        let study = context.parameters.get("study") ?? ""
+        let series = context.parameters.get("series"), sop = context.parameters.get("instance")
+        let items: [RetrievableInstance]
+        if let sop, let series {
+            items = try vault.instanceForRetrieval(study: study, series: series, instance: sop).map { [$0] } ?? []
+        } else {
+            items = try vault.instancesForRetrieval(study: study, series: series)
+        }
+        guard !items.isEmpty else { return APIError.response(.notFound, "not found") }
+        var json = "["
+        for (i, item) in items.enumerated() {
+            if i > 0 { json += "," }
+            json += try vault.metadataJSON(item)
+        }
+        json += "]"
+        var headers = HTTPFields()
+        headers[.contentType] = "application/dicom+json"
+        headers[APIHeaders.auditStudies] = study
+        headers[APIHeaders.auditPatients] = Array(Set(items.map(\.patientID))).sorted().joined(separator: ",")
+        headers[APIHeaders.auditInstances] = "\(items.count)"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: json)))
+    }
+
     /// multipart/related; type="application/dicom", one part per instance, each streamed as it is
     /// decrypted. The total length is known in advance (sizes are in the catalog).
     static func multipart(_ items: [RetrievableInstance], study: String, vault: Vault) -> Response {

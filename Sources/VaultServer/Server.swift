@@ -50,6 +50,15 @@ public struct VaultAPIServer: Sendable {
         dicomweb.get("studies/:study/series/:series/instances/:instance") { request, context in
             try WADO.instance(vault, request, context)
         }
+        dicomweb.get("studies/:study/series/:series/instances/:instance/metadata") { request, context in
+            try WADO.metadata(vault, request, context)
+        }
+        dicomweb.get("studies/:study/series/:series/metadata") { request, context in
+            try WADO.metadata(vault, request, context)
+        }
+        dicomweb.get("studies/:study/metadata") { request, context in
+            try WADO.metadata(vault, request, context)
+        }
         dicomweb.get("studies/:study/series/:series") { request, context in
             try WADO.series(vault, request, context)
         }

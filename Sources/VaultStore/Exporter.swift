@@ -2,6 +2,7 @@
 import Foundation
 import GRDB
 import VaultCrypto
+import VaultDICOM
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -192,5 +193,29 @@ extension Vault {
     /// Streams the original bytes of an instance (every chunk authenticated before it is handed over).
     public func stream(_ item: RetrievableInstance, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         try readInstance(item.resolved, sink: sink)
+    }
+}
+
+/// Thrown by a sink to stop reading once it has what it needs.
+private struct EnoughBytes: Error {}
+
+extension Vault {
+    /// The instance's attributes as DICOM JSON, read from the start of its decrypted bytes only (up to
+    /// the pixel data; at most 16 MiB of header is read).
+    public func metadataJSON(_ item: RetrievableInstance) throws -> String {
+        for limit in [256 << 10, 16 << 20] {
+            var prefix: [UInt8] = []
+            prefix.reserveCapacity(min(limit, Int(item.size)))
+            do {
+                try readInstance(item.resolved) { chunk in
+                    prefix += chunk.prefix(limit - prefix.count)
+                    if prefix.count >= limit { throw EnoughBytes() }
+                }
+            } catch is EnoughBytes {}
+            defer { wipe(&prefix) }
+            if let json = try? DICOMParser.json(bytes: prefix) { return json }
+            if prefix.count < limit { break }
+        }
+        throw VaultError.notFound("the instance's attributes could not be read")
     }
 }

@@ -179,6 +179,33 @@ import TestSupport
         #expect(try s.get("/dicom-web/studies/\(other)/series/\(series)", token: s.tokens["rad"]).0 == 404)
     }
 
+    @Test func metadataIsDICOMJSONWithoutPixelData() throws {
+        let s = try Running()
+        defer { s.stop() }
+        let t = s.tokens["rad"]
+        let f = try #require(s.corpus.valid.first { $0.path.contains("latin1") })
+        let base = "/dicom-web/studies/\(f.study_uid!)/series/\(f.series_uid!)"
+        let (status, body) = try s.get(base + "/instances/\(f.sop_uid!)/metadata", token: t)
+        #expect(status == 200)
+        let objects = try #require(try JSONSerialization.jsonObject(with: body) as? [[String: Any]])
+        #expect(objects.count == 1)
+        let name = ((objects[0]["00100010"] as? [String: Any])?["Value"] as? [[String: Any]])?.first?["Alphabetic"] as? String
+        #expect(name == "Müller^Jürgen")  // converted from ISO_IR 100
+        #expect(((objects[0]["00080018"] as? [String: Any])?["Value"] as? [String])?.first == f.sop_uid)
+        #expect(objects[0]["7FE00010"] == nil)
+        let study = try #require(try JSONSerialization.jsonObject(with: try s.get("/dicom-web/studies/\(f.study_uid!)/metadata", token: t).1) as? [[String: Any]])
+        #expect(study.count == s.corpus.valid.filter { $0.study_uid == f.study_uid }.count)
+        #expect(try s.get(base + "/metadata", token: t).0 == 200)
+        #expect(try s.get("/dicom-web/studies/1.2.3/metadata", token: t).0 == 404)
+        #expect(try s.get(base + "/metadata", token: s.tokens["bk"]).0 == 403)
+        // Every kind of file in the corpus yields metadata (implicit VR, big endian, no meta, compressed…).
+        for g in s.corpus.valid {
+            let (code, data) = try s.get("/dicom-web/studies/\(g.study_uid!)/series/\(g.series_uid!)/instances/\(g.sop_uid!)/metadata", token: t)
+            #expect(code == 200, "\(g.path)")
+            #expect((try? JSONSerialization.jsonObject(with: data)) != nil, "\(g.path)")
+        }
+    }
+
     @Test func noTCPListenerAndCleanShutdown() throws {
         let s = try Running()
         let pid = s.process.processIdentifier

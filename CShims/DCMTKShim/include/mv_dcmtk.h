@@ -57,6 +57,13 @@ const char *mv_dcm_header_transfer_syntax(const mv_dcm_header *header);
 
 void mv_dcm_header_free(mv_dcm_header *header);
 
+/* The dataset in `bytes` (a Part 10 file or a bare dataset, possibly cut off after its pixel data
+ * tag) as DICOM JSON (PS3.18 F.2, one object), UTF-8, without the file meta and without pixel data.
+ * On success *json is malloc'ed (release with mv_dcm_free_string) and *json_len set. */
+int mv_dcm_json_from_buffer(const void *bytes, size_t length, char **json, size_t *json_len, char *err, size_t err_len);
+
+void mv_dcm_free_string(char *s);
+
 #ifdef __cplusplus
 }
 #endif
