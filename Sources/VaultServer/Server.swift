@@ -94,6 +94,7 @@ public struct VaultAPIServer: Sendable {
 struct AuthAuditMiddleware: RouterMiddleware {
     typealias Context = ServerContext
     let vault: Vault
+    let failures = FailureTracker()
 
     func handle(_ request: Request, context: ServerContext, next: (Request, ServerContext) async throws -> Response) async throws -> Response {
         var context = context
@@ -103,9 +104,19 @@ struct AuthAuditMiddleware: RouterMiddleware {
         guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
             let account = try vault.authenticate(token: String(header.dropFirst(7)))
         else {
-            // Wrong, expired, revoked or missing: one answer, no hint which.
+            // Wrong, expired, revoked or missing: one answer, no hint which. Repeated failures from one
+            // peer are slowed down, and a burst raises an alert (stderr and the audit log).
             event.detail = "401"
             try vault.audit(event)
+            let peerKey = context.peer.map { "uid \($0.uid)" } ?? "unknown peer"
+            let (delay, alert) = failures.recordFailure(peer: peerKey)
+            if let alert {
+                FileHandle.standardError.write(Data("medvault: ALERT: \(alert)\n".utf8))
+                var a = AuditEvent(actor: "-", role: "-", peerUID: context.peer?.uid, peerPID: context.peer?.pid, action: "alert", outcome: "alert")
+                a.detail = alert
+                try vault.audit(a)
+            }
+            if delay > 0 { try await Task.sleep(nanoseconds: UInt64(delay * 1e9)) }
             return APIError.response(.unauthorized, "authentication required")
         }
         event.actor = account.name
@@ -161,5 +172,26 @@ enum APIError {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// Failed authentications per peer (uid) within a sliding minute. From the 5th failure on, each answer
+/// is delayed (0.1 s, doubling, at most 2 s); every 10th failure in the window raises an alert. A success
+/// does not reset the count: another process of the same uid may be the one guessing.
+final class FailureTracker: @unchecked Sendable {
+    static let window: TimeInterval = 60
+    private let lock = NSLock()
+    private var recent: [String: [Date]] = [:]
+
+    func recordFailure(peer: String, now: Date = Date()) -> (delay: Double, alert: String?) {
+        lock.lock()
+        defer { lock.unlock() }
+        var times = (recent[peer] ?? []).filter { now.timeIntervalSince($0) < Self.window }
+        times.append(now)
+        recent[peer] = times
+        let n = times.count
+        let delay = n < 5 ? 0 : min(2, 0.1 * pow(2, Double(n - 5)))
+        let alert = n % 10 == 0 ? "\(n) failed authentications from \(peer) in the last \(Int(Self.window)) s" : nil
+        return (delay, alert)
     }
 }

@@ -206,6 +206,24 @@ import TestSupport
         }
     }
 
+    @Test func repeatedFailuresAreSlowedAndRaiseAnAlert() throws {
+        let s = try Running()
+        defer { s.stop() }
+        var durations: [Double] = []
+        for _ in 1...10 {
+            let start = Date()
+            #expect(try s.get("/dicom-web/studies", token: "mvt_guess").0 == 401)
+            durations.append(Date().timeIntervalSince(start))
+        }
+        // The first four answer at once; from the fifth on, each waits longer.
+        #expect(durations[8] >= 0.75 && durations[9] >= 1.5, "\(durations)")
+        let log = try s.mv(["audit", "show", "--json"])
+        let records = try #require(try JSONSerialization.jsonObject(with: Data(log.stdout.utf8)) as? [[String: Any]])
+        let alerts = records.filter { $0["action"] as? String == "alert" }
+        #expect(alerts.count == 1)
+        #expect((alerts.first?["detail"] as? String)?.contains("10 failed authentications from uid \(getuid())") == true)
+    }
+
     @Test func noTCPListenerAndCleanShutdown() throws {
         let s = try Running()
         let pid = s.process.processIdentifier
