@@ -28,10 +28,13 @@ public struct ServerContext: RequestContext {
 public struct VaultAPIServer: Sendable {
     public let vault: Vault
     public let socketPath: String
+    /// The optional loopback listener for browser viewers: (host, port), loopback only.
+    public let http: LoopbackAddress?
 
-    public init(vault: Vault, socketPath: String? = nil) {
+    public init(vault: Vault, socketPath: String? = nil, http: LoopbackAddress? = nil) {
         self.vault = vault
         self.socketPath = socketPath ?? vault.layout.run + "/medvault.sock"
+        self.http = http
     }
 
     public func makeRouter() -> Router<ServerContext> {
@@ -85,7 +88,21 @@ public struct VaultAPIServer: Sendable {
             },
             logger: logger)
         defer { unlink(path) }
-        try await app.runService()
+        guard let http else {
+            try await app.runService()
+            return
+        }
+        let tcp = Application(
+            router: makeRouter(),
+            configuration: .init(address: .hostname(http.host, port: http.port), serverName: "MedVault"),
+            logger: logger)
+        // Both listeners stop together, on SIGINT/SIGTERM or when either fails.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await app.runService() }
+            group.addTask { try await tcp.runService() }
+            try await group.next()
+            group.cancelAll()
+        }
     }
 }
 
@@ -193,5 +210,45 @@ final class FailureTracker: @unchecked Sendable {
         let delay = n < 5 ? 0 : min(2, 0.1 * pow(2, Double(n - 5)))
         let alert = n % 10 == 0 ? "\(n) failed authentications from \(peer) in the last \(Int(Self.window)) s" : nil
         return (delay, alert)
+    }
+}
+
+/// An address for the optional TCP listener. Only loopback is accepted: remote access goes through
+/// an SSH tunnel to the Unix socket, never through a port on the network.
+public struct LoopbackAddress: Sendable, Equatable {
+    public let host: String
+    public let port: Int
+
+    public enum ParseError: Error, Equatable, CustomStringConvertible {
+        case malformed(String)
+        case notLoopback(String)
+        public var description: String {
+            switch self {
+            case .malformed(let s): "--http \(s): expected HOST:PORT, e.g. 127.0.0.1:8042 or [::1]:8042"
+            case .notLoopback(let s):
+                "--http \(s): only a loopback address (127.0.0.1, ::1, localhost) is allowed. MedVault never listens on the "
+                    + "network; for remote use, tunnel to the socket: ssh -L 8042:/path/to/vault/run/medvault.sock host"
+            }
+        }
+    }
+
+    public init(parsing text: String) throws(ParseError) {
+        let host: Substring, port: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]"), text[text.index(after: close)...].hasPrefix(":") else { throw .malformed(text) }
+            host = text[text.index(after: text.startIndex)..<close]
+            port = text[text.index(close, offsetBy: 2)...]
+        } else {
+            guard let colon = text.lastIndex(of: ":") else { throw .malformed(text) }
+            host = text[..<colon]
+            port = text[text.index(after: colon)...]
+        }
+        guard let p = Int(port), (1...65535).contains(p), !host.isEmpty else { throw .malformed(text) }
+        let h = String(host).lowercased()
+        let isLoopbackV4 = h.split(separator: ".").count == 4 && h.hasPrefix("127.")
+            && h.split(separator: ".").allSatisfy { UInt8($0) != nil }
+        guard isLoopbackV4 || h == "::1" || h == "localhost" else { throw .notLoopback(text) }
+        self.host = h == "localhost" ? "127.0.0.1" : h
+        self.port = p
     }
 }

@@ -15,11 +15,20 @@ struct Serve: ParsableCommand {
 
     @OptionGroup var options: VaultOptions
     @Option(help: ArgumentHelp("Socket path.", valueName: "path")) var socket: String?
+    @Option(help: ArgumentHelp("Also listen on this loopback address for browser viewers (127.0.0.1:PORT or [::1]:PORT only).", valueName: "host:port"))
+    var http: String?
+
+    func validate() throws {
+        if let http {
+            do { _ = try LoopbackAddress(parsing: http) } catch { throw ValidationError(error.description) }
+        }
+    }
 
     func run() throws {
         try MedVault.guarded {
             let vault = try options.open()
-            let server = VaultAPIServer(vault: vault, socketPath: socket)
+            let loopback = try http.map { try LoopbackAddress(parsing: $0) }
+            let server = VaultAPIServer(vault: vault, socketPath: socket, http: loopback)
             let done = DispatchSemaphore(value: 0)
             let failure = FailureBox()
             Task {

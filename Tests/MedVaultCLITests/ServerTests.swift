@@ -224,6 +224,37 @@ import TestSupport
         #expect((alerts.first?["detail"] as? String)?.contains("10 failed authentications from uid \(getuid())") == true)
     }
 
+    @Test func theOptionalLoopbackListenerAndRefusalOfAnyOtherAddress() throws {
+        let s = try Running()
+        defer { s.stop() }
+        for bad in ["0.0.0.0:8042", "192.168.1.10:8042", "[::]:8042", "example.org:80"] {
+            let r = try s.mv(["serve", "--http", bad, "--socket", s.dir.sub("other.sock")])
+            #expect(r.status != 0, "\(bad) accepted")
+            #expect(r.stderr.contains("ssh -L"), "\(r.stderr)")
+        }
+        #expect(try s.mv(["serve", "--http", "127.0.0.1", "--socket", s.dir.sub("other.sock")]).status != 0)
+        // A second server on the same vault with a loopback listener.
+        let port = 20000 + Int(getpid() % 20000)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: medvaultBinary)
+        p.arguments = ["serve", "--socket", s.dir.sub("second.sock"), "--http", "127.0.0.1:\(port)"]
+        p.environment = s.env
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        defer { p.interrupt(); p.waitUntilExit() }
+        var code = ""
+        for _ in 0..<100 {
+            let r = try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Authorization: Bearer \(s.tokens["rad"]!)",
+                                              "http://127.0.0.1:\(port)/dicom-web/studies"])
+            code = r.stdout
+            if code == "200" { break }
+            usleep(50_000)
+        }
+        #expect(code == "200")
+        let anon = try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/dicom-web/studies"])
+        #expect(anon.stdout == "401")
+    }
+
     @Test func noTCPListenerAndCleanShutdown() throws {
         let s = try Running()
         let pid = s.process.processIdentifier
