@@ -148,10 +148,16 @@ extension Vault {
         let isNew = !FileIO.exists(path)
         let seg = try FileIO.Descriptor.open(path, flags: O_WRONLY | O_CREAT | O_APPEND, mode: 0o600)
         try seg.writeAll(record)
-        try seg.sync()
+        try seg.dataSync()
         try seg.close()
-        if isNew { try FileIO.fsyncDirectory(layout.audit) }
-        try FileIO.writeAtomically(AuditFormat.be64(sequence) + mac + headMAC(sequence: sequence, mac: mac), to: auditHeadPath, tmpDirectory: layout.audit)
+        // The head is 72 bytes, rewritten in place: a write within one 512-byte sector is atomic on the
+        // disks this runs on, and a torn head would fail its MAC and be reported, not trusted.
+        let headIsNew = !FileIO.exists(auditHeadPath)
+        let headFile = try FileIO.Descriptor.open(auditHeadPath, flags: O_WRONLY | O_CREAT, mode: 0o600)
+        try headFile.writeAll(AuditFormat.be64(sequence) + mac + headMAC(sequence: sequence, mac: mac), at: 0)
+        try headFile.dataSync()
+        try headFile.close()
+        if isNew || headIsNew { try FileIO.fsyncDirectory(layout.audit) }
     }
 
     func auditSegments() -> [String] {

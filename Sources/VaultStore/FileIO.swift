@@ -83,6 +83,16 @@ enum FileIO {
             guard fsync(fd) == 0 else { throw FileIO.failure("fsync", path) }
         }
 
+        /// fdatasync: the data and the metadata needed to read it back (the size), not timestamps.
+        func dataSync() throws(IOFailure) {
+            guard fdatasync(fd) == 0 else { throw FileIO.failure("fdatasync", path) }
+        }
+
+        func writeAll(_ bytes: [UInt8], at offset: Int64) throws(IOFailure) {
+            let n = bytes.withUnsafeBytes { Glibc.pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
+            guard n == bytes.count else { throw FileIO.failure("write", path) }
+        }
+
         func size() throws(IOFailure) -> Int64 {
             var st = stat()
             guard fstat(fd, &st) == 0 else { throw FileIO.failure("stat", path) }
