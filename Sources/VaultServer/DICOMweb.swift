@@ -141,7 +141,7 @@ enum WADO {
         guard let item = try vault.instanceForRetrieval(study: study, series: series, instance: sop) else {
             return APIError.response(.notFound, "no such instance")
         }
-        return multipart([item], study: study, vault: vault)
+        return multipart([item], study: study, vault: vault, channel: context.channel)
     }
 
     /// GET …/studies/{s}/series/{se}: every instance of the series.
@@ -149,7 +149,7 @@ enum WADO {
         let study = context.parameters.get("study") ?? "", series = context.parameters.get("series") ?? ""
         let items = try vault.instancesForRetrieval(study: study, series: series)
         guard !items.isEmpty else { return APIError.response(.notFound, "no such series") }
-        return multipart(items, study: study, vault: vault)
+        return multipart(items, study: study, vault: vault, channel: context.channel)
     }
 
     /// GET …/studies/{s}: every instance of the study.
@@ -157,7 +157,7 @@ enum WADO {
         let study = context.parameters.get("study") ?? ""
         let items = try vault.instancesForRetrieval(study: study)
         guard !items.isEmpty else { return APIError.response(.notFound, "no such study") }
-        return multipart(items, study: study, vault: vault)
+        return multipart(items, study: study, vault: vault, channel: context.channel)
     }
 
     /// GET …/metadata at study, series or instance level: a DICOM JSON array, one object per instance,
@@ -188,7 +188,7 @@ enum WADO {
 
     /// multipart/related; type="application/dicom", one part per instance, each streamed as it is
     /// decrypted. The total length is known in advance (sizes are in the catalog).
-    static func multipart(_ items: [RetrievableInstance], study: String, vault: Vault) -> Response {
+    static func multipart(_ items: [RetrievableInstance], study: String, vault: Vault, channel: any Channel) -> Response {
         let boundary = "medvault-" + UUID().uuidString
         var headers = HTTPFields()
         headers[.contentType] = "multipart/related; type=\"application/dicom\"; boundary=\(boundary)"
@@ -206,6 +206,8 @@ enum WADO {
                 let stream = DecryptingStream(item: item, vault: vault)
                 defer { stream.cancel() }
                 for try await chunk in stream.chunks {
+                    // A client that went away stops the work: no more decryption for nobody.
+                    guard channel.isActive else { throw CancellationError() }
                     try await writer.write(chunk)
                     stream.consumed()
                 }

@@ -255,6 +255,52 @@ import TestSupport
         #expect(anon.stdout == "401")
     }
 
+    /// A large instance streams with flat server memory, and a client that goes away stops the
+    /// decryption (its reader thread ends).
+    @Test func streamingIsFlatAndStopsWhenTheClientLeaves() throws {
+        let s = try Running()
+        defer { s.stop() }
+        let big = s.dir.sub("big.dcm")
+        let gen = try run("/usr/bin/env", ["python3", packageRoot + "/tools/gen-dicom.py", "big-file", big, "--mib", "160"])
+        #expect(gen.status == 0)
+        let meta = try #require(gen.stdout.split(separator: "\n").compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
+        }.first)
+        #expect(try s.mv(["import", big]).status == 0)
+        let path = "/dicom-web/studies/\(meta["study_uid"]!)/series/\(meta["series_uid"]!)/instances/\(meta["sop_uid"]!)"
+        let pid = s.process.processIdentifier
+        func status(_ key: String) -> Int {
+            let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+            let line = text.split(separator: "\n").first { $0.hasPrefix(key + ":") } ?? ""
+            return Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "") ?? -1
+        }
+        _ = try s.get("/dicom-web/studies", token: s.tokens["rad"])
+        let peakBefore = status("VmHWM")
+        let (code, body) = try s.get(path, token: s.tokens["rad"])
+        #expect(code == 200 && body.count > 160 << 20)
+        #expect(status("VmHWM") - peakBefore < 40 * 1024, "server peak grew by \(status("VmHWM") - peakBefore) kB for a 160 MiB response")
+
+        // A slow client that disconnects mid-stream.
+        let threadsIdle = status("Threads")
+        let slow = Process()
+        slow.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        slow.arguments = ["-s", "--limit-rate", "2M", "-o", "/dev/null", "--unix-socket", s.socket,
+                          "-H", "Authorization: Bearer \(s.tokens["rad"]!)", "http://localhost" + path]
+        try slow.run()
+        usleep(700_000)
+        #expect(status("Threads") > threadsIdle)  // the reader thread is at work
+        // A slow reader does not make the server buffer the file: back-pressure reaches the decryption.
+        #expect(status("VmHWM") - peakBefore < 40 * 1024)
+        kill(slow.processIdentifier, SIGKILL)
+        slow.waitUntilExit()
+        var back = false
+        for _ in 0..<40 where !back {
+            usleep(100_000)
+            back = status("Threads") <= threadsIdle
+        }
+        #expect(back, "the decrypting thread kept running after the client left")
+    }
+
     @Test func noTCPListenerAndCleanShutdown() throws {
         let s = try Running()
         let pid = s.process.processIdentifier
