@@ -147,9 +147,7 @@ import TestSupport
     @Test func usersAndTokensFromTheCommandLine() throws {
         let dir = TempDir()
         defer { dir.remove() }
-        var env = ProcessInfo.processInfo.environment
-        env["MEDVAULT_PASSPHRASE"] = "correct horse battery staple"
-        env["MEDVAULT_VAULT"] = dir.sub("vault")
+        let env = medvaultEnvironment(vault: dir.sub("vault"))
         func mv(_ a: [String]) throws -> ProcessResult { try run(medvaultBinary, a, environment: env) }
         #expect(try mv(["init", "--kdf", "interactive"]).status == 0)
         #expect(try mv(["user", "add", "dr.meier", "--role", "radiologist"]).status == 0)
@@ -176,9 +174,7 @@ import TestSupport
     @Test func cliActionsOnPatientDataAreAuditedAndTheLogVerifies() throws {
         let dir = TempDir()
         defer { dir.remove() }
-        var env = ProcessInfo.processInfo.environment
-        env["MEDVAULT_PASSPHRASE"] = "correct horse battery staple"
-        env["MEDVAULT_VAULT"] = dir.sub("vault")
+        let env = medvaultEnvironment(vault: dir.sub("vault"))
         func mv(_ a: [String]) throws -> ProcessResult { try run(medvaultBinary, a, environment: env) }
         let corpus = Corpus.shared
         let doe = corpus.valid.filter { $0.patient_id == "MRN0012345" }

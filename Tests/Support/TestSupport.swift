@@ -156,3 +156,11 @@ public let medvaultBinary: String = {
     }
     return packageRoot + "/.build/debug/medvault"
 }()
+
+/// The environment for running `medvault` against one vault, passphrase in MEDVAULT_PASSPHRASE.
+public func medvaultEnvironment(vault: String, passphrase: String = "correct horse battery staple") -> [String: String] {
+    var env = ProcessInfo.processInfo.environment
+    env["MEDVAULT_PASSPHRASE"] = passphrase
+    env["MEDVAULT_VAULT"] = vault
+    return env
+}
