@@ -71,15 +71,24 @@ extension Vault {
                 }
             throw VaultError.notFound("no \(what) with that UID in this vault")
         }
+        // A study's rows repeat its series, study and patient: open each sealed record once.
+        var seriesUIDs: [[UInt8]: String] = [:], studyUIDs: [[UInt8]: String] = [:], patientIDs: [[UInt8]: String] = [:]
         return try rows.map { r in
             let row = Catalog.instanceRow(r)
-            let se = try sealer.open(SeriesRecord.self, Array(r["seSealed"] as Data), table: "series", index: Array(r["seIndex"] as Data))
-            let st = try sealer.open(StudyRecord.self, Array(r["stSealed"] as Data), table: "study", index: Array(r["stIndex"] as Data))
+            let seIndex = Array(r["seIndex"] as Data), stIndex = Array(r["stIndex"] as Data), pRef = Array(r["pRef"] as Data)
+            if seriesUIDs[seIndex] == nil {
+                seriesUIDs[seIndex] = try sealer.open(SeriesRecord.self, Array(r["seSealed"] as Data), table: "series", index: seIndex).seriesUID
+            }
+            if studyUIDs[stIndex] == nil {
+                studyUIDs[stIndex] = try sealer.open(StudyRecord.self, Array(r["stSealed"] as Data), table: "study", index: stIndex).studyUID
+            }
+            if patientIDs[pRef] == nil {
+                patientIDs[pRef] = try sealer.open(PatientRecord.self, Array(r["pSealed"] as Data), table: "patient", index: pRef).patientID
+            }
             return ResolvedInstance(
                 row: row, record: try sealer.open(InstanceRecord.self, row.sealed, table: "instance", index: row.uidIndex),
-                seriesUID: se.seriesUID, studyUID: st.studyUID, patientRef: Array(r["pRef"] as Data),
-                patientID: try sealer.open(PatientRecord.self, Array(r["pSealed"] as Data), table: "patient", index: Array(r["pRef"] as Data)).patientID,
-                wrappedPatientKey: Array(r["pKey"] as Data))
+                seriesUID: seriesUIDs[seIndex] ?? "", studyUID: studyUIDs[stIndex] ?? "", patientRef: pRef,
+                patientID: patientIDs[pRef] ?? "", wrappedPatientKey: Array(r["pKey"] as Data))
         }
     }
 

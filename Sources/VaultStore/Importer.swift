@@ -227,7 +227,6 @@ struct ImportSession {
     struct PatientKey {
         let key: SymmetricKey
         let wrapped: [UInt8]
-        var persisted: Bool
     }
 
     private var staged: [Staged] = []
@@ -429,11 +428,11 @@ struct ImportSession {
         let ad = Vault.patientKeyAssociatedData(ref)
         if let row = try vault.catalog.patientKeyRow(ref: ref) {
             let key = try KeyWrap.unwrap(row.wrappedKey, with: vault.keyring.master, associatedData: ad)
-            patientKeys[ref] = PatientKey(key: key, wrapped: row.wrappedKey, persisted: true)
+            patientKeys[ref] = PatientKey(key: key, wrapped: row.wrappedKey)
             return key
         }
         let key = try SymmetricKey.random()
-        patientKeys[ref] = PatientKey(key: key, wrapped: KeyWrap.wrap(key, with: vault.keyring.master, associatedData: ad), persisted: false)
+        patientKeys[ref] = PatientKey(key: key, wrapped: KeyWrap.wrap(key, with: vault.keyring.master, associatedData: ad))
         return key
     }
 
@@ -559,7 +558,6 @@ struct ImportSession {
         for s in batch {
             rowIDs.studyOwner[s.studyIndex] = s.patientRef
             rowIDs.seriesOwner[s.seriesIndex] = s.patientRef
-            patientKeys[s.patientRef]?.persisted = true
             bytesImported += s.digest.plainSize
             if let pid = s.header[.patientID] { patientIDs.insert(pid) }
             if let uid = s.header.studyInstanceUID { studyUIDs.insert(uid) }
