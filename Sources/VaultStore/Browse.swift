@@ -37,11 +37,15 @@ struct OpenedCatalog {
     var studies: [Int64: Study] = [:]
     var series: [Int64: Series] = [:]
     var instances: [Instance] = []
+    /// Instance count and clear bytes per series, from clear columns (no record decrypted).
+    var tally: [Int64: (count: Int, bytes: Int64)] = [:]
 }
 
 extension Vault {
-    /// Decrypts catalog rows. With `patientID`, only that patient's rows (found by blind index).
-    func openCatalog(patientID: String? = nil) throws -> OpenedCatalog {
+    /// Decrypts catalog rows. With `patientID`, only that patient's rows (found by blind index). Instance
+    /// records are decrypted only when `instances` is true; otherwise only their per-series tally is read
+    /// (a study or series listing needs counts, and a patient may have thousands of instances).
+    func openCatalog(patientID: String? = nil, instances: Bool = true) throws -> OpenedCatalog {
         let pidIndex = patientID.map { keyring.blindIndex(.patientID, Normalize.identifier($0)) }
         return try catalog.pool.read { db in
             var out = OpenedCatalog()
@@ -69,6 +73,11 @@ extension Vault {
                 out.series[r["id"]] = .init(id: r["id"], studyID: r["studyID"], record: rec)
             }
             let seriesFilter = pidIndex == nil ? "" : " WHERE seriesID IN (\(out.series.keys.map(String.init).joined(separator: ",")))"
+            guard instances else {
+                let sql = "SELECT seriesID, COUNT(*) AS n, SUM(plainSize) AS bytes FROM instance" + seriesFilter + " GROUP BY seriesID"
+                for r in try Row.fetchAll(db, sql: sql) { out.tally[r["seriesID"]] = (r["n"], r["bytes"]) }
+                return out
+            }
             for r in try Row.fetchAll(db, sql: "SELECT * FROM instance" + seriesFilter) {
                 let row = Catalog.instanceRow(r)
                 let rec = try sealer.open(InstanceRecord.self, row.sealed, table: "instance", index: row.uidIndex)
@@ -79,20 +88,20 @@ extension Vault {
     }
 
     public func listPatients(patientID: String? = nil) throws -> [PatientSummary] {
-        let c = try openCatalog(patientID: patientID)
+        let c = try openCatalog(patientID: patientID, instances: false)
         var out: [Int64: PatientSummary] = [:]
         for p in c.patients.values { out[p.id] = PatientSummary(patient: p.record, studies: 0, instances: 0, bytes: 0) }
         for s in c.studies.values { out[s.patientID]?.studies += 1 }
-        for i in c.instances {
-            guard let se = c.series[i.row.seriesID], let st = c.studies[se.studyID] else { continue }
-            out[st.patientID]?.instances += 1
-            out[st.patientID]?.bytes += i.row.plainSize
+        for (seriesID, t) in c.tally {
+            guard let se = c.series[seriesID], let st = c.studies[se.studyID] else { continue }
+            out[st.patientID]?.instances += t.count
+            out[st.patientID]?.bytes += t.bytes
         }
         return out.values.sorted { ($0.patient.name, $0.patient.patientID) < ($1.patient.name, $1.patient.patientID) }
     }
 
     public func listStudies(patientID: String? = nil) throws -> [StudySummary] {
-        let c = try openCatalog(patientID: patientID)
+        let c = try openCatalog(patientID: patientID, instances: false)
         var out: [Int64: StudySummary] = [:]
         for s in c.studies.values {
             guard let p = c.patients[s.patientID] else { continue }
@@ -104,25 +113,25 @@ extension Vault {
                 out[se.studyID]?.modalities.append(se.record.modality)
             }
         }
-        for i in c.instances {
-            guard let se = c.series[i.row.seriesID] else { continue }
-            out[se.studyID]?.instances += 1
-            out[se.studyID]?.bytes += i.row.plainSize
+        for (seriesID, t) in c.tally {
+            guard let se = c.series[seriesID] else { continue }
+            out[se.studyID]?.instances += t.count
+            out[se.studyID]?.bytes += t.bytes
         }
         return out.values.map { var s = $0; s.modalities.sort(); return s }
             .sorted { ($0.study.date, $0.study.studyUID) < ($1.study.date, $1.study.studyUID) }
     }
 
     public func listSeries(patientID: String? = nil) throws -> [SeriesSummary] {
-        let c = try openCatalog(patientID: patientID)
+        let c = try openCatalog(patientID: patientID, instances: false)
         var out: [Int64: SeriesSummary] = [:]
         for se in c.series.values {
             guard let st = c.studies[se.studyID], let p = c.patients[st.patientID] else { continue }
             out[se.id] = SeriesSummary(patient: p.record, study: st.record, series: se.record, instances: 0, bytes: 0)
         }
-        for i in c.instances {
-            out[i.row.seriesID]?.instances += 1
-            out[i.row.seriesID]?.bytes += i.row.plainSize
+        for (seriesID, t) in c.tally {
+            out[seriesID]?.instances = t.count
+            out[seriesID]?.bytes = t.bytes
         }
         return out.values.sorted {
             ($0.study.studyUID, Int($0.series.number) ?? 0, $0.series.seriesUID) < ($1.study.studyUID, Int($1.series.number) ?? 0, $1.series.seriesUID)

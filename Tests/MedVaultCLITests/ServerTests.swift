@@ -128,6 +128,31 @@ import TestSupport
         #expect(try objects("/dicom-web/instances?limit=4&offset=1").count == 4)
         #expect(try objects("/dicom-web/studies/1.2.3/series").isEmpty)
 
+        // includefield: beyond the default return set only on request; `all` returns everything held;
+        // matching keys are returned; an unknown field is named in a Warning header, not an error.
+        let institution: String = try #require(does.first?.institution)
+        let plain = try #require(try objects("/dicom-web/studies?PatientID=MRN0012345").first)
+        #expect(plain["00080080"] == nil && plain["00100020"] != nil && plain["00201208"] != nil)
+        let byKeyword = try #require(try objects("/dicom-web/studies?PatientID=MRN0012345&includefield=InstitutionName").first)
+        #expect(text(byKeyword, "00080080") == institution)
+        let byTag = try #require(try objects("/dicom-web/studies?PatientID=MRN0012345&includefield=00080080,IssuerOfPatientID").first)
+        #expect(text(byTag, "00080080") == institution)
+        let everything = try #require(try objects("/dicom-web/series?PatientID=MRN0012345&includefield=all").first)
+        #expect(text(everything, "00080080") == institution && text(everything, "00080020") != nil)
+        let seriesDefault = try #require(try objects("/dicom-web/series?PatientID=MRN0012345").first)
+        #expect(seriesDefault["00080080"] == nil && seriesDefault["00080020"] == nil)
+        let matched = try #require(try objects("/dicom-web/series?PatientID=MRN0012345&StudyDate=19000101-").first)
+        #expect(text(matched, "00080020") != nil)
+        let headerFile = s.dir.sub("headers.txt")
+        let warned = try run("/usr/bin/curl", [
+            "-s", "--unix-socket", s.socket, "-D", headerFile, "-o", "/dev/null", "-H", "Authorization: Bearer \(t!)",
+            "http://localhost/dicom-web/studies?includefield=NoSuchField&includefield=StudyDescription",
+        ])
+        #expect(warned.status == 0)
+        let headers = (try? String(contentsOfFile: headerFile, encoding: .utf8)) ?? ""
+        #expect(headers.contains("200") && headers.lowercased().contains("warning: 299") && headers.contains("NoSuchField"))
+        #expect(!headers.contains("StudyDescription are not supported"))
+
         // WADO-RS: the multipart body parsed back holds the original bytes exactly.
         for f in s.corpus.valid.prefix(5) {
             let (status, body) = try s.get("/dicom-web/studies/\(f.study_uid!)/series/\(f.series_uid!)/instances/\(f.sop_uid!)", token: t)
