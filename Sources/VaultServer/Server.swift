@@ -143,6 +143,14 @@ struct AuthAuditMiddleware: RouterMiddleware {
             try vault.audit(event)
             return APIError.response(.forbidden, "this account may not read image data")
         }
+        // After `key rotate` in another process our master key no longer opens the catalog: say so
+        // instead of failing on every record.
+        guard vault.isMasterKeyCurrent() else {
+            event.outcome = "failed"
+            event.detail = "503 master key rotated"
+            try vault.audit(event)
+            return APIError.response(.serviceUnavailable, "the vault's master key was rotated; restart medvault serve")
+        }
         context.account = account
         do {
             let response = try await next(request, context)

@@ -182,7 +182,21 @@ final class Catalog: Sendable {
                 CREATE INDEX token_account ON token(accountID);
                 """)
         }
+        m.registerMigration("v3-keyring") { db in
+            // Keys that belong with the catalog: the index key wrapped by the master key, and a check
+            // value telling which master key the catalog was last written with (see Keyring).
+            try db.execute(sql: "CREATE TABLE vaultKey (name TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)")
+        }
         return m
+    }
+
+    static let wrappedIndexKeyName = "index-key"
+    static let masterKeyCheckName = "master-key-check"
+
+    func vaultKey(_ name: String) throws -> [UInt8]? {
+        try pool.read { db in
+            try Data.fetchOne(db, sql: "SELECT value FROM vaultKey WHERE name = ?", arguments: [name]).map { Array($0) }
+        }
     }
 
     // MARK: Queries used by import, export, verify, ls

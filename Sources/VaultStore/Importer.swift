@@ -110,6 +110,8 @@ extension Vault {
         let lock: WriterLock
         do { lock = try WriterLock(path: layout.lock, onWait: onWait) } catch { throw VaultError.io(error) }
         defer { withExtendedLifetime(lock) {} }
+        // Patient keys are wrapped by our master key: it must still be the catalog's.
+        try requireCurrentMasterKey()
         try recoverInterruptedWrites()
 
         var session = ImportSession(vault: self, options: options)

@@ -1,34 +1,54 @@
 // The key hierarchy below the master key. See docs/keys.md.
 import VaultCrypto
 
-/// Keys derived from the master key with `crypto_kdf` (context "MVaultv1"). Each has one job.
+/// The working keys of an unlocked vault, in two families (see docs/keys.md):
+///
+/// - from the master key MK (replaced by `key rotate`): catalog sealing, snapshot sealing, and the
+///   wrapping of patient keys (MK itself);
+/// - from the index key IK (random, made at `init`, stored in the catalog wrapped by MK, rewrapped but
+///   never replaced by a rotation): blind indexes, content fingerprints, token hashes and the audit
+///   chain. Replacing those would mean decrypting every blob, invalidating every token and rewriting
+///   the append-only audit log; what they protect is equality tests, not contents.
+///
+/// Each is `crypto_kdf` (BLAKE2b) with context "MVaultv1" and its own id; each has one job.
 public struct Keyring: Sendable {
     enum SubkeyID: UInt64 {
         case catalogSeal = 1, blindIndex = 2, auditMAC = 3, snapshot = 4, contentMAC = 5, token = 6, auditSeal = 7
     }
 
     let master: SymmetricKey
-    /// Seals catalog records (XChaCha20-Poly1305).
+    let indexKey: SymmetricKey
+    /// Seals catalog records (XChaCha20-Poly1305). From MK.
     let catalogSeal: SymmetricKey
-    /// Keyed BLAKE2b for blind indexes (exact lookups on sealed values).
+    /// Keyed BLAKE2b for blind indexes (exact lookups on sealed values). From IK.
     let blindIndex: SymmetricKey
-    /// Keyed BLAKE2b fingerprint of a file's clear bytes (duplicate detection, end-to-end verify).
+    /// Keyed BLAKE2b fingerprint of a file's clear bytes (duplicate detection, end-to-end verify). From IK.
     let contentMAC: SymmetricKey
-    /// Keyed BLAKE2b of API bearer tokens (only the hash is stored).
+    /// Keyed BLAKE2b of API bearer tokens (only the hash is stored). From IK.
     let tokenKey: SymmetricKey
-    /// Chains audit records (keyed BLAKE2b over the previous MAC and the record).
+    /// Chains audit records (keyed BLAKE2b over the previous MAC and the record). From IK.
     let auditMAC: SymmetricKey
-    /// Seals audit record bodies (they name patients).
+    /// Seals audit record bodies (they name patients). From IK.
     let auditSeal: SymmetricKey
 
-    init(master: SymmetricKey) throws(CryptoError) {
+    init(master: SymmetricKey, indexKey: SymmetricKey) throws(CryptoError) {
         self.master = master
+        self.indexKey = indexKey
         catalogSeal = try master.deriveSubkey(id: SubkeyID.catalogSeal.rawValue, context: "MVaultv1")
-        blindIndex = try master.deriveSubkey(id: SubkeyID.blindIndex.rawValue, context: "MVaultv1")
-        contentMAC = try master.deriveSubkey(id: SubkeyID.contentMAC.rawValue, context: "MVaultv1")
-        tokenKey = try master.deriveSubkey(id: SubkeyID.token.rawValue, context: "MVaultv1")
-        auditMAC = try master.deriveSubkey(id: SubkeyID.auditMAC.rawValue, context: "MVaultv1")
-        auditSeal = try master.deriveSubkey(id: SubkeyID.auditSeal.rawValue, context: "MVaultv1")
+        blindIndex = try indexKey.deriveSubkey(id: SubkeyID.blindIndex.rawValue, context: "MVaultv1")
+        contentMAC = try indexKey.deriveSubkey(id: SubkeyID.contentMAC.rawValue, context: "MVaultv1")
+        tokenKey = try indexKey.deriveSubkey(id: SubkeyID.token.rawValue, context: "MVaultv1")
+        auditMAC = try indexKey.deriveSubkey(id: SubkeyID.auditMAC.rawValue, context: "MVaultv1")
+        auditSeal = try indexKey.deriveSubkey(id: SubkeyID.auditSeal.rawValue, context: "MVaultv1")
+    }
+
+    /// Checks which master key the catalog was last written with, without revealing it.
+    static func masterKeyCheck(_ master: SymmetricKey, vaultID: String) -> [UInt8] {
+        KeyedHasher.hash(Array("medvault.v2.master-key-check|\(vaultID)".utf8), key: master)
+    }
+
+    static func indexKeyAssociatedData(vaultID: String) -> [UInt8] {
+        Array("medvault.v2.index-key|\(vaultID)".utf8)
     }
 
     /// A blind index: keyed BLAKE2b of a domain tag and the normalised value.

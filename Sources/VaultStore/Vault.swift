@@ -45,17 +45,19 @@ public final class Vault: Sendable {
     let keyring: Keyring
     let catalog: Catalog
     let sealer: RecordSealer
+    /// The key slot this process unlocked (passphrase change replaces this one).
+    public let unlockedSlotID: String
+    /// Which master key this process holds (`VaultConfig.keyGeneration`, or the pending one mid-rotation).
+    let masterKeyGeneration: Int
 
-    private init(layout: VaultLayout, config: VaultConfig, master: SymmetricKey, creating: Bool = false) throws(VaultError) {
-        // A vault whose catalog vanished must not silently open as an empty one.
-        if !creating && !FileIO.exists(layout.catalog) {
-            throw .catalog("catalog.sqlite is missing from \(layout.root); restore it from a backup")
-        }
+    init(layout: VaultLayout, config: VaultConfig, keyring: Keyring, catalog: Catalog, slotID: String, generation: Int) {
         self.layout = layout
+        masterKeyGeneration = generation
         self.config = config
-        do { keyring = try Keyring(master: master) } catch { throw .crypto(error) }
+        self.keyring = keyring
+        self.catalog = catalog
+        self.unlockedSlotID = slotID
         sealer = RecordSealer(key: keyring.catalogSeal)
-        do { catalog = try Catalog(path: layout.catalog) } catch { throw .catalog(String(describing: error)) }
     }
 
     /// Creates a new vault at `path` (which must not exist, or be an empty directory). Returns the vault
@@ -80,29 +82,42 @@ public final class Vault: Sendable {
             for fan in BlobID.fanOut { try FileIO.makeDirectory(layout.blobs + "/" + fan) }
         } catch { throw .io(error) }
 
-        let master: SymmetricKey
-        let recovery: SymmetricKey
+        let master: SymmetricKey, indexKey: SymmetricKey, recovery: SymmetricKey
         do {
             master = try SymmetricKey.random()
+            indexKey = try SymmetricKey.random()
             recovery = try SymmetricKey.random()
         } catch { throw .crypto(error) }
         let vaultID = hex(secureRandomBytes(16))
-        let passphraseSlot = try makePassphraseSlot(
-            id: hex(secureRandomBytes(8)), label: "admin", master: master, passphrase: passphrase, kdf: kdf, vaultID: vaultID)
-        let recoverySlot = try makeRecoverySlot(id: hex(secureRandomBytes(8)), master: master, recovery: recovery, vaultID: vaultID)
+        let passphraseSlot = try makePassphraseSlot(label: "admin", master: master, generation: 1, passphrase: passphrase, kdf: kdf, vaultID: vaultID)
+        let recoverySlot = try makeRecoverySlot(master: master, generation: 1, recovery: recovery, vaultID: vaultID)
         let config = VaultConfig(
             formatVersion: VaultConfig.currentFormatVersion, vaultID: vaultID,
             createdAt: ISO8601DateFormatter().string(from: Date()), blobChunkSize: BlobFormat.chunkSize,
-            slots: [passphraseSlot, recoverySlot])
+            keyGeneration: 1, pendingKeyGeneration: nil, slots: [passphraseSlot, recoverySlot])
         do {
             // The catalog first, vault.json last: a directory without vault.json is not yet a vault.
-            let vault = try Vault(layout: layout, config: config, master: master, creating: true)
+            let catalog = try Catalog(path: layout.catalog)
+            try catalog.pool.write { db in
+                try db.execute(
+                    sql: "INSERT INTO vaultKey(name, value) VALUES (?, ?), (?, ?)",
+                    arguments: [
+                        Catalog.wrappedIndexKeyName,
+                        Data(KeyWrap.wrap(indexKey, with: master, associatedData: Keyring.indexKeyAssociatedData(vaultID: vaultID))),
+                        Catalog.masterKeyCheckName, Data(Keyring.masterKeyCheck(master, vaultID: vaultID)),
+                    ])
+            }
+            let vault = Vault(
+                layout: layout, config: config, keyring: try Keyring(master: master, indexKey: indexKey), catalog: catalog,
+                slotID: passphraseSlot.id, generation: 1)
             try FileIO.writeAtomically(config.encoded(), to: layout.config, tmpDirectory: layout.tmp)
             try FileIO.fsyncDirectory(layout.root)
             var display = recovery.exportBytesForDisplay()
             defer { wipe(&display) }
             return (vault, RecoveryKey.format(display))
-        } catch let e as VaultError { throw e } catch let e as IOFailure { throw .io(e) } catch {
+        } catch let e as VaultError { throw e } catch let e as IOFailure { throw .io(e) } catch let e as CryptoError {
+            throw .crypto(e)
+        } catch {
             throw .catalog(String(describing: error))
         }
     }
@@ -113,20 +128,17 @@ public final class Vault: Sendable {
         let layout = VaultLayout(root: path)
         let config = try VaultConfig.load(from: layout.config)
         for slot in config.slots where slot.kind == .passphrase {
-            guard let kdf = slot.kdf, kdf.algorithm == "argon2id13", let salt = Data(base64Encoded: kdf.salt),
-                let wrapped = Data(base64Encoded: slot.wrappedMasterKey)
-            else { throw .corruptConfig("key slot \(slot.id) is malformed") }
+            guard let kdf = slot.kdf, kdf.algorithm == "argon2id13", let salt = Data(base64Encoded: kdf.salt) else {
+                throw .corruptConfig("key slot \(slot.id) is malformed")
+            }
             let kek: SymmetricKey
             do {
                 kek = try PassphraseKDF.deriveKey(
                     passphrase: passphrase, salt: Array(salt),
                     parameters: Argon2idParameters(opsLimit: kdf.opsLimit, memLimit: kdf.memLimit))
             } catch { throw .crypto(error) }
-            if let master = try? KeyWrap.unwrap(
-                Array(wrapped), with: kek,
-                associatedData: VaultConfig.slotAssociatedData(vaultID: config.vaultID, slotID: slot.id))
-            {
-                return try Vault(layout: layout, config: config, master: master)
+            if let secret = try slotSecret(slot, kek: kek, vaultID: config.vaultID) {
+                return try unlock(layout: layout, config: config, slot: slot, secret: secret)
             }
         }
         throw .wrongPassphrase
@@ -141,41 +153,104 @@ public final class Vault: Sendable {
         let recovery: SymmetricKey
         do { recovery = try SymmetricKey(consuming: &bytes) } catch { throw .crypto(error) }
         for slot in config.slots where slot.kind == .recovery {
-            guard let wrapped = Data(base64Encoded: slot.wrappedMasterKey) else {
-                throw .corruptConfig("key slot \(slot.id) is malformed")
-            }
             let kek: SymmetricKey
             do { kek = try recovery.deriveSubkey(id: 1, context: "MVrecovr") } catch { throw .crypto(error) }
-            if let master = try? KeyWrap.unwrap(
-                Array(wrapped), with: kek,
-                associatedData: VaultConfig.slotAssociatedData(vaultID: config.vaultID, slotID: slot.id))
-            {
-                return try Vault(layout: layout, config: config, master: master)
+            if let secret = try slotSecret(slot, kek: kek, vaultID: config.vaultID) {
+                return try unlock(layout: layout, config: config, slot: slot, secret: secret)
             }
         }
         throw .wrongPassphrase
     }
 
+    /// The slot's X25519 key pair, or nil when `kek` is not this slot's.
+    static func slotSecret(_ slot: KeySlot, kek: SymmetricKey, vaultID: String) throws(VaultError) -> SealingKeyPair? {
+        guard let wrapped = Data(base64Encoded: slot.wrappedSecretKey), let publicKey = Data(base64Encoded: slot.publicKey) else {
+            throw .corruptConfig("key slot \(slot.id) is malformed")
+        }
+        let ad = VaultConfig.slotSecretAssociatedData(vaultID: vaultID, slotID: slot.id)
+        guard let secret = try? KeyWrap.unwrap(Array(wrapped), with: kek, associatedData: ad) else { return nil }
+        let pair: SealingKeyPair
+        do { pair = try SealingKeyPair(secretKey: secret) } catch { throw .crypto(error) }
+        guard constantTimeEquals(pair.publicKey, Array(publicKey)) else {
+            throw .corruptConfig("key slot \(slot.id): its public key does not match its secret key")
+        }
+        return pair
+    }
+
+    /// Opens the master key sealed in `slot` and checks it against the catalog. While a rotation is
+    /// unfinished the slot holds two master keys; the one the catalog was last written with wins.
+    static func unlock(layout: VaultLayout, config: VaultConfig, slot: KeySlot, secret: SealingKeyPair) throws(VaultError) -> Vault {
+        // A vault whose catalog vanished must not silently open as an empty one.
+        guard FileIO.exists(layout.catalog) else {
+            throw .catalog("catalog.sqlite is missing from \(layout.root); restore it from a backup")
+        }
+        var candidates: [(sealed: String, generation: Int)] = [(slot.sealedMasterKey, config.keyGeneration)]
+        if let pending = slot.pendingSealedMasterKey, let generation = config.pendingKeyGeneration {
+            candidates.append((pending, generation))
+        }
+        let catalog: Catalog
+        let check: [UInt8]?, wrappedIndexKey: [UInt8]?
+        do {
+            catalog = try Catalog(path: layout.catalog)
+            check = try catalog.vaultKey(Catalog.masterKeyCheckName)
+            wrappedIndexKey = try catalog.vaultKey(Catalog.wrappedIndexKeyName)
+        } catch { throw .catalog(String(describing: error)) }
+        guard let check, let wrappedIndexKey else { throw .catalog("the catalog holds no key record; it is not a format-2 catalog") }
+        for candidate in candidates {
+            guard let sealed = Data(base64Encoded: candidate.sealed) else { throw .corruptConfig("key slot \(slot.id) is malformed") }
+            let ad = VaultConfig.masterKeyAssociatedData(vaultID: config.vaultID, slotID: slot.id, generation: candidate.generation)
+            guard let master = try? KeySealing.open(Array(sealed), with: secret, associatedData: ad) else {
+                throw .corruptConfig("key slot \(slot.id): the sealed master key fails authentication")
+            }
+            guard constantTimeEquals(Keyring.masterKeyCheck(master, vaultID: config.vaultID), check) else { continue }
+            do {
+                let indexKey = try KeyWrap.unwrap(wrappedIndexKey, with: master, associatedData: Keyring.indexKeyAssociatedData(vaultID: config.vaultID))
+                return Vault(layout: layout, config: config, keyring: try Keyring(master: master, indexKey: indexKey), catalog: catalog, slotID: slot.id,
+                    generation: candidate.generation)
+            } catch {
+                throw .catalog("the catalog's index key fails authentication under the master key")
+            }
+        }
+        throw .keyMismatch
+    }
+
     static func makePassphraseSlot(
-        id: String, label: String, master: SymmetricKey, passphrase: SecureBytes, kdf: Argon2idParameters, vaultID: String
+        id: String = hex(secureRandomBytes(8)), label: String, master: SymmetricKey, generation: Int, passphrase: SecureBytes,
+        kdf: Argon2idParameters, vaultID: String
     ) throws(VaultError) -> KeySlot {
         let salt = secureRandomBytes(Argon2idParameters.saltByteCount)
         let kek: SymmetricKey
         do { kek = try PassphraseKDF.deriveKey(passphrase: passphrase, salt: salt, parameters: kdf) } catch {
             throw .crypto(error)
         }
-        let wrapped = KeyWrap.wrap(master, with: kek, associatedData: VaultConfig.slotAssociatedData(vaultID: vaultID, slotID: id))
-        return KeySlot(
-            id: id, kind: .passphrase, label: label,
-            kdf: .init(algorithm: "argon2id13", opsLimit: kdf.opsLimit, memLimit: kdf.memLimit, salt: Data(salt).base64EncodedString()),
-            wrappedMasterKey: Data(wrapped).base64EncodedString())
+        var slot = try makeSlot(id: id, kind: .passphrase, label: label, kek: kek, master: master, generation: generation, vaultID: vaultID)
+        slot.kdf = .init(algorithm: "argon2id13", opsLimit: kdf.opsLimit, memLimit: kdf.memLimit, salt: Data(salt).base64EncodedString())
+        return slot
     }
 
-    static func makeRecoverySlot(id: String, master: SymmetricKey, recovery: SymmetricKey, vaultID: String) throws(VaultError) -> KeySlot {
+    static func makeRecoverySlot(
+        id: String = hex(secureRandomBytes(8)), master: SymmetricKey, generation: Int, recovery: SymmetricKey, vaultID: String
+    ) throws(VaultError) -> KeySlot {
         let kek: SymmetricKey
         do { kek = try recovery.deriveSubkey(id: 1, context: "MVrecovr") } catch { throw .crypto(error) }
-        let wrapped = KeyWrap.wrap(master, with: kek, associatedData: VaultConfig.slotAssociatedData(vaultID: vaultID, slotID: id))
-        return KeySlot(id: id, kind: .recovery, label: "recovery", kdf: nil, wrappedMasterKey: Data(wrapped).base64EncodedString())
+        return try makeSlot(id: id, kind: .recovery, label: "recovery", kek: kek, master: master, generation: generation, vaultID: vaultID)
+    }
+
+    /// A new slot: a fresh X25519 key pair, its secret wrapped by `kek`, the master key sealed to it.
+    private static func makeSlot(
+        id: String, kind: KeySlot.Kind, label: String, kek: SymmetricKey, master: SymmetricKey, generation: Int, vaultID: String
+    ) throws(VaultError) -> KeySlot {
+        do {
+            let pair = try SealingKeyPair.random()
+            let wrapped = KeyWrap.wrap(pair.secretKey, with: kek, associatedData: VaultConfig.slotSecretAssociatedData(vaultID: vaultID, slotID: id))
+            let sealed = try KeySealing.seal(
+                master, to: pair.publicKey,
+                associatedData: VaultConfig.masterKeyAssociatedData(vaultID: vaultID, slotID: id, generation: generation))
+            return KeySlot(
+                id: id, kind: kind, label: label, createdAt: ISO8601DateFormatter().string(from: Date()), kdf: nil,
+                publicKey: Data(pair.publicKey).base64EncodedString(), wrappedSecretKey: Data(wrapped).base64EncodedString(),
+                sealedMasterKey: Data(sealed).base64EncodedString(), pendingSealedMasterKey: nil)
+        } catch { throw .crypto(error) }
     }
 }
 

@@ -15,6 +15,12 @@ public enum VaultError: Error, Equatable, Sendable, CustomStringConvertible {
     case catalog(String)
     case notFound(String)
     case crypto(CryptoError)
+    /// vault.json's master key does not match the catalog's (a vault.json from another vault or time).
+    case keyMismatch
+    /// Another process rotated the master key after this one opened the vault.
+    case keyRotated
+    /// A key-slot operation that would lock everyone out, or names no slot.
+    case slotRefused(String)
 
     public var description: String {
         switch self {
@@ -28,11 +34,21 @@ public enum VaultError: Error, Equatable, Sendable, CustomStringConvertible {
         case .catalog(let m): "catalog error: \(m)"
         case .notFound(let m): m
         case .crypto(let e): e.description
+        case .keyMismatch:
+            "vault.json's master key does not match the catalog: vault.json and catalog.sqlite come from different vaults or "
+                + "different points in time; restore both from the same backup"
+        case .keyRotated: "the vault's master key was rotated by another process after this one opened the vault; run the command again"
+        case .slotRefused(let m): m
         }
     }
 }
 
 /// One way to unlock the master key: a passphrase (Argon2id) or the printed recovery key.
+///
+/// Each slot is an X25519 key pair. Its secret half is wrapped by the key derived from the passphrase
+/// (or recovery key); the master key is sealed to its public half. So the master key can be sealed to
+/// every slot without any slot's passphrase (`key rotate`), and a slot's secret, once the slot is
+/// replaced or removed, opens nothing sealed afterwards. See docs/keys.md.
 public struct KeySlot: Codable, Sendable, Equatable {
     public enum Kind: String, Codable, Sendable { case passphrase, recovery }
     public struct KDF: Codable, Sendable, Equatable {
@@ -44,29 +60,44 @@ public struct KeySlot: Codable, Sendable, Equatable {
     public var id: String
     public var kind: Kind
     public var label: String
+    public var createdAt: String
     public var kdf: KDF?
-    /// XChaCha20-Poly1305 box of the master key; associated data binds vault id and slot id.
-    public var wrappedMasterKey: String  // base64
+    /// X25519 public key, base64.
+    public var publicKey: String
+    /// The slot's X25519 secret key, wrapped (XChaCha20-Poly1305) by the passphrase or recovery KEK.
+    public var wrappedSecretKey: String
+    /// The master key of generation `VaultConfig.keyGeneration`, sealed to `publicKey`.
+    public var sealedMasterKey: String
+    /// Only while `key rotate` runs: the next master key, sealed to `publicKey`.
+    public var pendingSealedMasterKey: String?
 }
 
 public struct VaultConfig: Codable, Sendable, Equatable {
-    public static let currentFormatVersion = 1
+    public static let currentFormatVersion = 2
     public var format: String = "medvault-vault"
     public var formatVersion: Int
     /// Random, identifies this vault in associated data so that keys cannot move between vaults.
     public var vaultID: String
     public var createdAt: String
     public var blobChunkSize: Int
+    /// Which master key the slots hold: 1 at `init`, +1 at each `key rotate`.
+    public var keyGeneration: Int
+    /// Set only between the two steps of a rotation (see `Vault.rotateMasterKey`).
+    public var pendingKeyGeneration: Int?
     public var slots: [KeySlot]
 
     static func load(from path: String) throws(VaultError) -> VaultConfig {
         guard let data = FileManager.default.contents(atPath: path) else { throw .notAVault(parentDirectory(path)) }
+        struct Probe: Decodable { var format: String?; var formatVersion: Int? }
+        guard let probe = try? JSONDecoder().decode(Probe.self, from: data) else {
+            throw .corruptConfig("not valid JSON for a vault configuration")
+        }
+        guard probe.format == "medvault-vault" else { throw .notAVault(parentDirectory(path)) }
+        guard probe.formatVersion == currentFormatVersion else { throw .unsupportedFormat(probe.formatVersion ?? 0) }
         let config: VaultConfig
         do { config = try JSONDecoder().decode(VaultConfig.self, from: data) } catch {
             throw .corruptConfig("not valid JSON for a vault configuration")
         }
-        guard config.format == "medvault-vault" else { throw .notAVault(parentDirectory(path)) }
-        guard config.formatVersion == currentFormatVersion else { throw .unsupportedFormat(config.formatVersion) }
         guard !config.slots.isEmpty else { throw .corruptConfig("no key slots") }
         return config
     }
@@ -78,8 +109,14 @@ public struct VaultConfig: Codable, Sendable, Equatable {
         return Array((try? enc.encode(self)) ?? Data()) + [0x0A]
     }
 
-    static func slotAssociatedData(vaultID: String, slotID: String) -> [UInt8] {
-        Array("medvault.v1.master-key-slot|\(vaultID)|\(slotID)".utf8)
+    /// Binds a slot's wrapped secret key to the vault and the slot.
+    static func slotSecretAssociatedData(vaultID: String, slotID: String) -> [UInt8] {
+        Array("medvault.v2.slot-secret|\(vaultID)|\(slotID)".utf8)
+    }
+
+    /// Binds a sealed master key to the vault, the slot and the key generation.
+    static func masterKeyAssociatedData(vaultID: String, slotID: String, generation: Int) -> [UInt8] {
+        Array("medvault.v2.master-key|\(vaultID)|\(slotID)|\(generation)".utf8)
     }
 }
 

@@ -34,7 +34,17 @@ enum Console {
 enum PassphraseSource {
     static let environmentVariable = "MEDVAULT_PASSPHRASE"
 
-    static func read(file: String?, fd: Int32?, confirm: Bool, prompt: String = "Vault passphrase: ") throws -> SecureBytes {
+    /// The source of a *new* passphrase (`passphrase change`, `key add-slot`): its own file option, its
+    /// own environment variable, or a prompt asked twice.
+    static let newPassphraseVariable = "MEDVAULT_NEW_PASSPHRASE"
+
+    static func readNew(file: String?) throws -> SecureBytes {
+        try read(file: file, fd: nil, confirm: true, prompt: "New passphrase: ", environment: newPassphraseVariable)
+    }
+
+    static func read(
+        file: String?, fd: Int32?, confirm: Bool, prompt: String = "Vault passphrase: ", environment: String = environmentVariable
+    ) throws -> SecureBytes {
         if let fd {
             return try fromDescriptor(fd, name: "file descriptor \(fd)")
         }
@@ -44,9 +54,9 @@ enum PassphraseSource {
             defer { close(d) }
             return try fromDescriptor(d, name: file)
         }
-        if let value = ProcessInfo.processInfo.environment[environmentVariable] {
+        if let value = ProcessInfo.processInfo.environment[environment] {
             var bytes = Array(value.utf8)
-            guard !bytes.isEmpty else { throw CLIError("\(environmentVariable) is set but empty") }
+            guard !bytes.isEmpty else { throw CLIError("\(environment) is set but empty") }
             return try SecureBytes(consuming: &bytes)
         }
         let first = try promptTTY(prompt)

@@ -1,0 +1,230 @@
+// The key life cycle: passphrase change, more key slots, master-key rotation. See docs/keys.md.
+//
+// Slot operations rewrite vault.json only (the master key is sealed again, nothing else changes).
+// Rotation touches both vault.json and the catalog, in three durable steps, so that a crash at any
+// moment leaves a vault that opens, with the old master key or the new one:
+//   1. vault.json gains, in every slot, the new master key sealed as "pending";
+//   2. one catalog transaction rewraps every patient key and the index key, reseals every record and
+//      stores the new master key's check value;
+//   3. vault.json promotes "pending" to current.
+// Opening tries the current key, then the pending one, and takes whichever matches the catalog.
+import Foundation
+import GRDB
+public import VaultCrypto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `key list` shows of a slot. No key material.
+public struct KeySlotInfo: Sendable, Equatable {
+    public let id: String
+    public let kind: KeySlot.Kind
+    public let label: String
+    public let createdAt: String
+    /// The slot this process unlocked.
+    public let isCurrent: Bool
+}
+
+/// Test hook for crash-safety tests: `MEDVAULT_FAULT=<point>` makes the process SIGKILL itself at that
+/// point, exactly as a power cut or `kill -9` would stop it. Unset in normal use.
+enum FaultInjection {
+    static func point(_ name: String) {
+        if ProcessInfo.processInfo.environment["MEDVAULT_FAULT"] == name { kill(getpid(), SIGKILL) }
+    }
+}
+
+extension Vault {
+    /// Whether the catalog was last written with this process's master key (false after another process
+    /// rotated it).
+    /// The master key's generation this process holds (1 at `init`, +1 per rotation).
+    public var keyGeneration: Int { masterKeyGeneration }
+
+    public func isMasterKeyCurrent() -> Bool {
+        guard let check = try? catalog.vaultKey(Catalog.masterKeyCheckName) else { return false }
+        return constantTimeEquals(check, Keyring.masterKeyCheck(keyring.master, vaultID: config.vaultID))
+    }
+
+    func requireCurrentMasterKey() throws(VaultError) {
+        guard isMasterKeyCurrent() else { throw .keyRotated }
+    }
+
+    public func keySlots() throws(VaultError) -> [KeySlotInfo] {
+        try VaultConfig.load(from: layout.config).slots.map {
+            KeySlotInfo(id: $0.id, kind: $0.kind, label: $0.label, createdAt: $0.createdAt, isCurrent: $0.id == unlockedSlotID)
+        }
+    }
+
+    /// Replaces the slot this process was unlocked with by a new one for `newPassphrase`: new salt, new
+    /// key pair, the master key sealed to it. The old passphrase opens nothing afterwards.
+    public func changePassphrase(to newPassphrase: SecureBytes, kdf: Argon2idParameters = .moderate) throws(VaultError) {
+        try Passphrases.checkStrength(newPassphrase)
+        try updateConfig { (config: inout VaultConfig) throws(VaultError) in
+            guard let i = config.slots.firstIndex(where: { $0.id == unlockedSlotID }) else {
+                throw .slotRefused("the key slot this vault was opened with no longer exists")
+            }
+            guard config.slots[i].kind == .passphrase else {
+                throw .slotRefused("the vault was opened with the recovery key: add a passphrase with `medvault key add-slot` instead")
+            }
+            config.slots[i] = try Self.makePassphraseSlot(
+                id: config.slots[i].id, label: config.slots[i].label, master: keyring.master, generation: config.keyGeneration,
+                passphrase: newPassphrase, kdf: kdf, vaultID: config.vaultID)
+        }
+    }
+
+    /// Adds a passphrase slot (a second administrator). Returns the new slot's id.
+    @discardableResult
+    public func addPassphraseSlot(label: String, passphrase: SecureBytes, kdf: Argon2idParameters = .moderate) throws(VaultError) -> String {
+        try Passphrases.checkStrength(passphrase)
+        var id = ""
+        try updateConfig { (config: inout VaultConfig) throws(VaultError) in
+            guard !config.slots.contains(where: { $0.label == label }) else {
+                throw .slotRefused("a key slot labelled \"\(label)\" exists already; choose another label")
+            }
+            let slot = try Self.makePassphraseSlot(
+                label: label, master: keyring.master, generation: config.keyGeneration, passphrase: passphrase, kdf: kdf,
+                vaultID: config.vaultID)
+            id = slot.id
+            config.slots.append(slot)
+        }
+        return id
+    }
+
+    /// Removes a slot, by id or label. Refuses to remove the last passphrase slot, or the only way
+    /// left to open the vault.
+    public func removeSlot(_ idOrLabel: String) throws(VaultError) {
+        try updateConfig { (config: inout VaultConfig) throws(VaultError) in
+            let matches = config.slots.filter { $0.id == idOrLabel || $0.label == idOrLabel }
+            guard matches.count == 1, let slot = matches.first else {
+                throw .slotRefused(matches.isEmpty ? "no key slot has id or label \"\(idOrLabel)\"" : "\"\(idOrLabel)\" names several slots; use the id")
+            }
+            let remaining = config.slots.filter { $0.id != slot.id }
+            guard remaining.contains(where: { $0.kind == .passphrase }) else {
+                throw .slotRefused("refusing to remove the last passphrase slot: add another with `medvault key add-slot` first")
+            }
+            config.slots = remaining
+        }
+    }
+
+    /// Replaces the master key (see the top of this file). Returns the vault unlocked with the new key;
+    /// this value is stale afterwards. Blobs are not touched: their file keys hang off patient keys,
+    /// which only get rewrapped.
+    public func rotateMasterKey() throws(VaultError) -> Vault {
+        let lock: WriterLock
+        do { lock = try WriterLock(path: layout.lock, onWait: {}) } catch { throw .io(error) }
+        defer { withExtendedLifetime(lock) {} }
+        try requireCurrentMasterKey()
+        var config = try normalizedConfig()
+        let newMaster: SymmetricKey
+        do { newMaster = try SymmetricKey.random() } catch { throw .crypto(error) }
+        let generation = config.keyGeneration + 1
+
+        // Step 1: every slot gets the new key, sealed to its public key; no passphrase needed.
+        for i in config.slots.indices {
+            guard let publicKey = Data(base64Encoded: config.slots[i].publicKey) else {
+                throw .corruptConfig("key slot \(config.slots[i].id) is malformed")
+            }
+            let ad = VaultConfig.masterKeyAssociatedData(vaultID: config.vaultID, slotID: config.slots[i].id, generation: generation)
+            do { config.slots[i].pendingSealedMasterKey = Data(try KeySealing.seal(newMaster, to: Array(publicKey), associatedData: ad)).base64EncodedString() } catch {
+                throw .crypto(error)
+            }
+        }
+        config.pendingKeyGeneration = generation
+        try writeConfig(config)
+        FaultInjection.point("rotate.pending-written")
+
+        // Step 2: one transaction. Until it commits, the old key is the one that matches the catalog.
+        let newKeyring: Keyring
+        do { newKeyring = try Keyring(master: newMaster, indexKey: keyring.indexKey) } catch { throw .crypto(error) }
+        let newSealer = RecordSealer(key: newKeyring.catalogSeal)
+        do {
+            try catalog.pool.write { db in
+                for r in try Row.fetchAll(db, sql: "SELECT id, ref, wrappedKey, sealed FROM patient") {
+                    let ref = Array(r["ref"] as Data)
+                    let ad = Vault.patientKeyAssociatedData(ref)
+                    let patientKey = try KeyWrap.unwrap(Array(r["wrappedKey"] as Data), with: keyring.master, associatedData: ad)
+                    let resealed = try reseal(Array(r["sealed"] as Data), table: "patient", index: ref, with: newSealer)
+                    try db.execute(
+                        sql: "UPDATE patient SET wrappedKey = ?, sealed = ? WHERE id = ?",
+                        arguments: [Data(KeyWrap.wrap(patientKey, with: newMaster, associatedData: ad)), Data(resealed), r["id"] as Int64])
+                }
+                for table in ["study", "series", "instance"] {
+                    for r in try Row.fetchAll(db, sql: "SELECT id, uidIndex, sealed FROM \(table)") {
+                        let resealed = try reseal(Array(r["sealed"] as Data), table: table, index: Array(r["uidIndex"] as Data), with: newSealer)
+                        try db.execute(sql: "UPDATE \(table) SET sealed = ? WHERE id = ?", arguments: [Data(resealed), r["id"] as Int64])
+                    }
+                }
+                let wrappedIndex = KeyWrap.wrap(keyring.indexKey, with: newMaster, associatedData: Keyring.indexKeyAssociatedData(vaultID: config.vaultID))
+                try db.execute(sql: "UPDATE vaultKey SET value = ? WHERE name = ?", arguments: [Data(wrappedIndex), Catalog.wrappedIndexKeyName])
+                try db.execute(
+                    sql: "UPDATE vaultKey SET value = ? WHERE name = ?",
+                    arguments: [Data(Keyring.masterKeyCheck(newMaster, vaultID: config.vaultID)), Catalog.masterKeyCheckName])
+                FaultInjection.point("rotate.before-commit")
+            }
+        } catch let e as VaultError { throw e } catch {
+            throw .catalog("rotation stopped before its commit; the old key remains in force: \(error)")
+        }
+        FaultInjection.point("rotate.committed")
+
+        // Step 3: the pending key becomes the current one.
+        try writeConfig(Self.promotingPending(config))
+        FaultInjection.point("rotate.finished")
+        return Vault(
+            layout: layout, config: Self.promotingPending(config), keyring: newKeyring, catalog: catalog, slotID: unlockedSlotID,
+            generation: generation)
+    }
+
+    private func reseal(_ box: [UInt8], table: String, index: [UInt8], with newSealer: RecordSealer) throws -> [UInt8] {
+        var plain = try AEAD.open(box, key: keyring.catalogSeal, associatedData: RecordSealer.associatedData(table, index))
+        defer { wipe(&plain) }
+        return AEAD.seal(plain, key: newSealer.key, associatedData: RecordSealer.associatedData(table, index))
+    }
+
+    // MARK: vault.json updates
+
+    /// Loads vault.json under the writer lock, finishes or undoes an interrupted rotation, applies
+    /// `change`, and writes it back atomically.
+    func updateConfig(_ change: (inout VaultConfig) throws(VaultError) -> Void) throws(VaultError) {
+        let lock: WriterLock
+        do { lock = try WriterLock(path: layout.lock, onWait: {}) } catch { throw .io(error) }
+        defer { withExtendedLifetime(lock) {} }
+        try requireCurrentMasterKey()
+        var config = try normalizedConfig()
+        try change(&config)
+        try writeConfig(config)
+    }
+
+    /// vault.json as on disk, with an interrupted rotation settled. The caller holds the writer lock and
+    /// has checked that our master key is the catalog's: if ours is the pending one, the rotation's
+    /// catalog commit happened and the pending key becomes current; otherwise it never will, and is dropped.
+    func normalizedConfig() throws(VaultError) -> VaultConfig {
+        let config = try VaultConfig.load(from: layout.config)
+        guard let pending = config.pendingKeyGeneration else { return config }
+        return masterKeyGeneration == pending ? Self.promotingPending(config) : Self.droppingPending(config)
+    }
+
+    static func promotingPending(_ config: VaultConfig) -> VaultConfig {
+        var c = config
+        guard let generation = c.pendingKeyGeneration else { return c }
+        for i in c.slots.indices {
+            if let p = c.slots[i].pendingSealedMasterKey { c.slots[i].sealedMasterKey = p }
+            c.slots[i].pendingSealedMasterKey = nil
+        }
+        c.keyGeneration = generation
+        c.pendingKeyGeneration = nil
+        return c
+    }
+
+    static func droppingPending(_ config: VaultConfig) -> VaultConfig {
+        var c = config
+        for i in c.slots.indices { c.slots[i].pendingSealedMasterKey = nil }
+        c.pendingKeyGeneration = nil
+        return c
+    }
+
+    func writeConfig(_ config: VaultConfig) throws(VaultError) {
+        do {
+            try FileIO.writeAtomically(config.encoded(), to: layout.config, tmpDirectory: layout.tmp)
+            try FileIO.fsyncDirectory(layout.root)
+        } catch { throw .io(error) }
+    }
+}
