@@ -108,7 +108,9 @@ final class Catalog: Sendable {
         config.busyMode = .timeout(30)
         config.prepareDatabase { db in
             // Durability: a committed import survives power loss. Temporary tables stay in memory.
-            try db.execute(sql: "PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = ON")
+            // secure_delete: a deleted row (a forgotten patient's wrapped key) is overwritten with zeros,
+            // not left in a free page.
+            try db.execute(sql: "PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON")
         }
         pool = try DatabasePool(path: path, configuration: config)
         try Self.migrator.migrate(pool)

@@ -18,7 +18,7 @@ struct MedVault: ParsableCommand {
             MEDVAULT_VAULT may stand for --vault.
             Exit status: 0 success; 1 some files failed or verify found problems; 2 the command could not run.
             """,
-        subcommands: [Init.self, Import.self, List.self, Export.self, Verify.self, User.self, Token.self, Audit.self, Serve.self, Passphrase.self, Key.self])
+        subcommands: [Init.self, Import.self, List.self, Export.self, Verify.self, User.self, Token.self, Audit.self, Serve.self, Passphrase.self, Key.self, Forget.self, Retention.self])
 
     /// Process-wide hardening before anything is parsed: files this process creates are private to
     /// its user, and no core dump can carry a key or a patient's data out of memory.

@@ -1,0 +1,204 @@
+// Erasing patients for good (crypto-shredding) and applying a retention period. See docs/keys.md §5.
+//
+// A patient's blobs hang off one patient key, stored only in the catalog, wrapped by the master key.
+// Deleting that row (with SQLite's secure_delete on, and the WAL truncated afterwards) destroys the
+// only copy of the key in the vault: any copy of the blobs, anywhere, is then undecryptable by anyone,
+// the master key's holder included. The blobs themselves are deleted too. Backups drop them (and the
+// catalog snapshots holding the wrapped key) when they prune.
+//
+// Crash safety: one transaction deletes the rows and lists the blobs in `pendingBlob`; the files are
+// removed after the commit, then the list is cleared. A crash in between leaves blobs the next writer
+// removes and that verify does not count as orphans.
+public import Foundation
+import GRDB
+import VaultCrypto
+
+/// What an erasure removed (or, for a plan, would remove).
+public struct ErasureSummary: Sendable, Equatable {
+    public var patients = 0
+    public var studies = 0
+    public var instances = 0
+    public var bytes: Int64 = 0
+    /// Short keyed pseudonyms of the patients removed (for the audit log; not reversible without the keys).
+    public var pseudonyms: [String] = []
+}
+
+/// One study a retention run would remove.
+public struct RetentionItem: Sendable, Equatable {
+    public let patientID: String
+    public let studyUID: String
+    public let studyDate: String
+    public let instances: Int
+    public let bytes: Int64
+}
+
+public struct RetentionPlan: Sendable, Equatable {
+    /// Studies dated before this day (YYYYMMDD) are removed.
+    public let cutoff: String
+    public var items: [RetentionItem] = []
+    /// Studies without a usable StudyDate: kept, and reported, never guessed.
+    public var undatedStudies = 0
+    /// Patients left with no study, who are erased with their key.
+    public var patientsErased = 0
+    public var instances: Int { items.reduce(0) { $0 + $1.instances } }
+    public var bytes: Int64 { items.reduce(0) { $0 + $1.bytes } }
+}
+
+extension Vault {
+    /// What `forget(patientID:)` would remove: every patient record with that Patient ID (any issuer).
+    public func forgetPreview(patientID: String) throws -> ErasureSummary {
+        let rows = try patientRows(patientID: patientID)
+        return try summary(patients: rows.map(\.id), studies: nil)
+    }
+
+    /// Crypto-shreds every patient with this Patient ID: key, catalog rows and blobs.
+    public func forget(patientID: String) throws -> ErasureSummary {
+        try withErasureLock {
+            let rows = try patientRows(patientID: patientID)
+            guard !rows.isEmpty else { throw VaultError.notFound("no patient with that Patient ID is in the vault; nothing was changed") }
+            var s = try summary(patients: rows.map(\.id), studies: nil)
+            s.pseudonyms = rows.map { Self.pseudonym($0.ref) }
+            try erase(patients: rows.map(\.id), studies: [])
+            return s
+        }
+    }
+
+    /// Studies whose StudyDate is before `cutoff` (YYYYMMDD).
+    public func retentionPlan(cutoff: String) throws -> RetentionPlan {
+        var plan = RetentionPlan(cutoff: cutoff)
+        let c = try openCatalog(instances: false)
+        var remaining: [Int64: Int] = [:]  // patient → studies kept
+        for p in c.patients.keys { remaining[p] = 0 }
+        var perStudy: [Int64: (count: Int, bytes: Int64)] = [:]
+        for (seriesID, t) in c.tally {
+            guard let se = c.series[seriesID] else { continue }
+            perStudy[se.studyID, default: (0, 0)].count += t.count
+            perStudy[se.studyID, default: (0, 0)].bytes += t.bytes
+        }
+        for s in c.studies.values.sorted(by: { ($0.record.date, $0.record.studyUID) < ($1.record.date, $1.record.studyUID) }) {
+            let date = s.record.date.trimmingCharacters(in: .whitespaces)
+            guard date.count == 8, date.allSatisfy(\.isNumber) else {
+                plan.undatedStudies += 1
+                remaining[s.patientID, default: 0] += 1
+                continue
+            }
+            if date < cutoff {
+                let t = perStudy[s.id] ?? (0, 0)
+                plan.items.append(RetentionItem(
+                    patientID: c.patients[s.patientID]?.record.patientID ?? "", studyUID: s.record.studyUID, studyDate: date,
+                    instances: t.count, bytes: t.bytes))
+            } else {
+                remaining[s.patientID, default: 0] += 1
+            }
+        }
+        plan.patientsErased = remaining.values.filter { $0 == 0 }.count
+        return plan
+    }
+
+    /// Removes the plan's studies (recomputed under the lock, so a plan made earlier cannot remove a
+    /// study imported since); patients left without studies are erased with their key.
+    public func applyRetention(cutoff: String) throws -> (plan: RetentionPlan, erased: ErasureSummary) {
+        try withErasureLock {
+            let plan = try retentionPlan(cutoff: cutoff)
+            let wanted = Set(plan.items.map(\.studyUID))
+            let c = try openCatalog(instances: false)
+            let studyIDs = c.studies.values.filter { wanted.contains($0.record.studyUID) }.map(\.id)
+            var left: [Int64: Int] = [:]
+            for s in c.studies.values where !wanted.contains(s.record.studyUID) { left[s.patientID, default: 0] += 1 }
+            let emptied = c.patients.values.filter { left[$0.id, default: 0] == 0 }
+            var s = try summary(patients: emptied.map(\.id), studies: studyIDs)
+            s.pseudonyms = emptied.map { Self.pseudonym($0.ref) }
+            try erase(patients: emptied.map(\.id), studies: studyIDs)
+            return (plan, s)
+        }
+    }
+
+    // MARK: Internals
+
+    private func withErasureLock<T>(_ body: () throws -> T) throws -> T {
+        let lock: WriterLock
+        do { lock = try WriterLock(path: layout.lock, onWait: {}) } catch { throw VaultError.io(error) }
+        defer { withExtendedLifetime(lock) {} }
+        try requireCurrentMasterKey()
+        try recoverInterruptedWrites()
+        return try body()
+    }
+
+    private func patientRows(patientID: String) throws -> [(id: Int64, ref: [UInt8])] {
+        let index = keyring.blindIndex(.patientID, Normalize.identifier(patientID))
+        return try catalog.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, ref FROM patient WHERE patientIDIndex = ?", arguments: [Data(index)]).map {
+                (id: $0["id"], ref: Array($0["ref"] as Data))
+            }
+        }
+    }
+
+    /// Counts of what erasing these patients (all their studies) and these studies removes.
+    private func summary(patients: [Int64], studies: [Int64]?) throws -> ErasureSummary {
+        try catalog.pool.read { db in
+            let studyIDs = try Self.studyIDs(db, patients: patients, studies: studies ?? [])
+            let list = studyIDs.map(String.init).joined(separator: ",")
+            let row = try Row.fetchOne(
+                db, sql: """
+                    SELECT COUNT(*) AS n, COALESCE(SUM(i.plainSize), 0) AS bytes FROM instance i
+                    JOIN series se ON se.id = i.seriesID WHERE se.studyID IN (\(list))
+                    """)
+            return ErasureSummary(patients: patients.count, studies: studyIDs.count, instances: row?["n"] ?? 0, bytes: row?["bytes"] ?? 0)
+        }
+    }
+
+    private static func studyIDs(_ db: Database, patients: [Int64], studies: [Int64]) throws -> [Int64] {
+        let ofPatients = try Int64.fetchAll(db, sql: "SELECT id FROM study WHERE patientID IN (\(patients.map(String.init).joined(separator: ",")))")
+        return Array(Set(ofPatients + studies)).sorted()
+    }
+
+    /// The erasure itself: rows and keys in one transaction, then the blob files, then the WAL.
+    private func erase(patients: [Int64], studies: [Int64]) throws {
+        let blobIDs: [String] = try catalog.pool.write { db in
+            let studyIDs = try Self.studyIDs(db, patients: patients, studies: studies)
+            let list = studyIDs.map(String.init).joined(separator: ",")
+            let blobs = try String.fetchAll(
+                db, sql: "SELECT i.blobID FROM instance i JOIN series se ON se.id = i.seriesID WHERE se.studyID IN (\(list))")
+            for id in blobs { try db.execute(sql: "INSERT OR IGNORE INTO pendingBlob(blobID) VALUES (?)", arguments: [id]) }
+            // Foreign keys cascade to series and instances; patient rows take their wrapped key with them.
+            try db.execute(sql: "DELETE FROM study WHERE id IN (\(list))")
+            try db.execute(sql: "DELETE FROM patient WHERE id IN (\(patients.map(String.init).joined(separator: ",")))")
+            return blobs
+        }
+        FaultInjection.point("erase.committed")
+        do {
+            for id in blobIDs {
+                if let blob = BlobID(hex: id) { try FileIO.unlink(layout.blob(blob)) }
+            }
+            try FileIO.syncFilesystem(layout.blobs)
+        } catch { throw VaultError.io(error) }
+        try catalog.pool.write { db in
+            for id in blobIDs { try db.execute(sql: "DELETE FROM pendingBlob WHERE blobID = ?", arguments: [id]) }
+        }
+        // secure_delete zeroed the freed pages; the WAL still holds their earlier versions until it is
+        // checkpointed and truncated.
+        try catalog.pool.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
+    }
+
+    static func pseudonym(_ ref: [UInt8]) -> String { "patient-" + hex(Array(ref.prefix(6))) }
+}
+
+/// Retention periods as typed: `20y`, `18m` (months), `3650d`. The cutoff is that long before `now`, in UTC.
+public enum RetentionPeriod {
+    public static func cutoff(olderThan text: String, now: Date = Date()) -> String? {
+        guard let unit = text.last, let n = Int(text.dropLast()), n > 0, n <= 200 * 366 else { return nil }
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC") ?? calendar.timeZone
+        let date: Date?
+        switch unit {
+        case "y": date = calendar.date(byAdding: .year, value: -n, to: now)
+        case "m": date = calendar.date(byAdding: .month, value: -n, to: now)
+        case "d": date = calendar.date(byAdding: .day, value: -n, to: now)
+        default: return nil
+        }
+        guard let date else { return nil }
+        let c = calendar.dateComponents([.year, .month, .day], from: date)
+        guard let y = c.year, let m = c.month, let d = c.day else { return nil }
+        return String(format: "%04d%02d%02d", y, m, d)
+    }
+}

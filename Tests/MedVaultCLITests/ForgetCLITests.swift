@@ -1,0 +1,80 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// `medvault forget` and `medvault retention apply` end to end, including a forget killed halfway.
+@Suite struct ForgetCLITests {
+    let corpus = Corpus.shared
+
+    @Test func forgetNeedsConfirmationSurvivesAKillAndIsAuditedUnderAPseudonym() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let env = medvaultEnvironment(vault: dir.sub("vault"))
+        func mv(_ a: [String], _ extra: [String: String] = [:]) throws -> ProcessResult {
+            try run(medvaultBinary, a, environment: env.merging(extra) { $1 })
+        }
+        #expect(try mv(["init", "--kdf", "interactive"]).status == 0)
+        #expect(try mv(["import"] + corpus.valid.map { corpus.path($0) }).status == 0)
+        let pid = "MRN0012345"
+        let theirs = corpus.valid.filter { $0.patient_id == pid }
+        let blobsBefore = allFiles(under: dir.sub("vault/blobs")).count
+
+        // No terminal and no --yes: refused, nothing changed.
+        let refused = try mv(["forget", "--patient-id", pid])
+        #expect(refused.status == 2 && refused.stderr.contains("--yes"))
+        #expect(allFiles(under: dir.sub("vault/blobs")).count == blobsBefore)
+        #expect(try mv(["forget", "--patient-id", "NO-SUCH-ID", "--yes"]).status == 2)
+
+        // Killed after the catalog commit, before the blob files are gone: the vault still verifies,
+        // and the next writer finishes the job.
+        let killed = try mv(["forget", "--patient-id", pid, "--yes"], ["MEDVAULT_FAULT": "erase.committed"])
+        #expect(killed.status == SIGKILL)
+        let verify = try mv(["verify", "--json"])
+        #expect(verify.status == 0, "\(verify.stdout)")
+        #expect(try mv(["ls", "--patient-id", pid, "--json"]).stdout.contains(pid) == false)
+        #expect(try mv(["import"] + corpus.valid.filter { $0.patient_id != pid }.map { corpus.path($0) }).status == 0)
+        #expect(allFiles(under: dir.sub("vault/blobs")).count == blobsBefore - theirs.count)
+        #expect(try mv(["verify"]).status == 0)
+
+        // A second patient, cleanly; the audit log names neither in clear.
+        let other = "MRN0067890"
+        let done = try mv(["forget", "--patient-id", other, "--yes", "--json"])
+        #expect(done.status == 0, "\(done.stderr)")
+        let summary = try #require(try JSONSerialization.jsonObject(with: Data(done.stdout.utf8)) as? [String: Any])
+        #expect(summary["instances"] as? Int == corpus.valid.filter { $0.patient_id == other }.count)
+        let log = try mv(["audit", "show", "--json"])
+        let records = try #require(try JSONSerialization.jsonObject(with: Data(log.stdout.utf8)) as? [[String: Any]])
+        let forgets = records.filter { $0["action"] as? String == "forget" && $0["outcome"] as? String == "ok" }
+        #expect(forgets.count == 1)
+        #expect(forgets.allSatisfy { r in
+            let text = String(describing: r)
+            return !text.contains(other) && !text.contains(pid) && (r["detail"] as? String ?? "").contains("patient-")
+        })
+        #expect(try mv(["audit", "verify"]).status == 0)
+    }
+
+    @Test func retentionDryRunThenApply() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let env = medvaultEnvironment(vault: dir.sub("vault"))
+        func mv(_ a: [String]) throws -> ProcessResult { try run(medvaultBinary, a, environment: env) }
+        #expect(try mv(["init", "--kdf", "interactive"]).status == 0)
+        #expect(try mv(["import"] + corpus.valid.map { corpus.path($0) }).status == 0)
+        // Every corpus study is from 2021-2024: a 1-day period removes them all, 100 years none.
+        #expect(try mv(["retention", "apply", "--older-than", "100y", "--dry-run", "--json"]).stdout.contains("\"studies\" : 0"))
+        #expect(try mv(["retention", "apply", "--older-than", "soon", "--dry-run"]).status == 2)
+        let plan = try mv(["retention", "apply", "--older-than", "1d", "--dry-run", "--json"])
+        let p = try #require(try JSONSerialization.jsonObject(with: Data(plan.stdout.utf8)) as? [String: Any])
+        #expect(p["studies"] as? Int == Set(corpus.valid.compactMap(\.study_uid)).count)
+        #expect(p["instances"] as? Int == corpus.valid.count)
+        #expect(p["applied"] as? Bool == false)
+        #expect(allFiles(under: dir.sub("vault/blobs")).count == corpus.valid.count)  // the dry run removed nothing
+        #expect(try mv(["retention", "apply", "--older-than", "1d"]).status == 2)  // no terminal, no --yes
+        let applied = try mv(["retention", "apply", "--older-than", "1d", "--yes", "--json"])
+        #expect(applied.status == 0, "\(applied.stderr)")
+        #expect(allFiles(under: dir.sub("vault/blobs")).isEmpty)
+        let listed = try mv(["ls", "--json"])
+        #expect((try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [Any])?.isEmpty == true)
+        #expect(try mv(["verify"]).status == 0)
+    }
+}
