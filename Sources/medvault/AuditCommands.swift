@@ -115,21 +115,22 @@ struct Audit: ParsableCommand {
         func run() throws {
             try MedVault.guarded {
                 let now = Date()
-                let window = try TimeOptions.window(since: since, until: until, now: now)
+                // An explicit end, so that the report states the period it covers.
+                let window = try TimeOptions.window(since: since, until: until ?? "now", now: now)
                 let vault = try options.open()
                 let report = try vault.auditReport(window: window, now: now)
                 // Reading the report discloses patient identifiers: record it like `ls`. When the log is already
                 // damaged the report matters more than this record, so it is printed even if the record fails.
-                let since = AuditText.time(window.since ?? now), until = AuditText.time(window.until ?? now)
+                let from = AuditText.time(window.since ?? now), to = AuditText.time(window.until ?? now)
                 do {
                     try Auditing.record(
                         vault, action: "audit.report", outcome: "ok",
-                        detail: "\(format.rawValue) report for \(since) to \(until), \(report.summary.patients) patient(s)")
+                        detail: "\(format.rawValue) report for \(from) to \(to), \(report.summary.patients) patient(s)")
                 } catch where !report.integrity.ok {
                     Console.error("medvault: this report could not be recorded in the damaged audit log: \(error)")
                 }
                 switch format {
-                case .md: print(report.markdown())
+                case .md: print(report.markdown(), terminator: "")
                 case .json:
                     FileHandle.standardOutput.write(try report.jsonData())
                     FileHandle.standardOutput.write(Data("\n".utf8))
