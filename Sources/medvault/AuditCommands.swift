@@ -1,4 +1,4 @@
-// Recording CLI actions in the audit log, and `medvault audit verify|show`.
+// Recording CLI actions in the audit log, and `medvault audit verify|show|report`.
 import ArgumentParser
 import Foundation
 import VaultStore
@@ -26,7 +26,7 @@ enum Auditing {
 
 struct Audit: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check and read the tamper-evident audit log.", subcommands: [VerifyLog.self, Show.self])
+        abstract: "Check and read the tamper-evident audit log.", subcommands: [VerifyLog.self, Show.self, Report.self])
 
     struct VerifyLog: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -53,16 +53,25 @@ struct Audit: ParsableCommand {
     }
 
     struct Show: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print audit records (decrypted in memory).")
+        static let configuration = CommandConfiguration(
+            abstract: "Print audit records (decrypted in memory).",
+            discussion: TimeOptions.discussion)
         @OptionGroup var options: VaultOptions
+        @OptionGroup var time: TimeOptions
         @Option(help: "Only this actor.") var user: String?
         @Option(help: ArgumentHelp("Only records naming this Patient ID.", valueName: "id")) var patientId: String?
         @Flag(help: "Print the result as JSON.") var json = false
 
         func run() throws {
             try MedVault.guarded {
-                let records = try options.open().readAudit().records.filter {
-                    (user == nil || $0.event.actor == user) && (patientId == nil || $0.event.patientIDs.contains(patientId ?? ""))
+                let window = try time.window(now: Date())
+                let (all, verification) = try options.open().readAudit()
+                if !verification.ok {
+                    Console.error("medvault: warning: the audit log is damaged (\(verification.problems.count) problem(s)); run `medvault audit verify`")
+                }
+                let records = all.filter {
+                    window.contains($0.event.time) && (user == nil || $0.event.actor == user)
+                        && (patientId == nil || $0.event.patientIDs.contains(patientId ?? ""))
                 }
                 let f = ISO8601DateFormatter()
                 if json {
@@ -81,6 +90,77 @@ struct Audit: ParsableCommand {
                     }))
                 }
             }
+        }
+    }
+
+    struct Report: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The breach-notification report: who read or exported which patients' data in a period, refusals, alerts, changes.",
+            discussion: """
+                Reads and verifies the whole log first. If the log is damaged, the report says so at its top and the exit status is 1 (after the report is printed): a tampered log is itself a sign of a breach.
+
+                The report names patients: it is printed only for the administrator who unlocked the vault, and running it is itself recorded in the audit log (action audit.report).
+
+                \(TimeOptions.discussion)
+                """)
+
+        enum OutputFormat: String, ExpressibleByArgument, CaseIterable { case md, json }
+
+        @OptionGroup var options: VaultOptions
+        @Option(help: ArgumentHelp("Start of the period: a date, a date and time (UTC unless a zone is given), or a span such as 72h.", valueName: "time")) var since: String
+        @Option(help: ArgumentHelp("End of the period (default: now).", valueName: "time")) var until: String?
+        @Option(help: "md (a document for the data-protection officer, default) or json (stable field names for tools).")
+        var format: OutputFormat = .md
+
+        func run() throws {
+            try MedVault.guarded {
+                let now = Date()
+                // An explicit end, so that the report states the period it covers.
+                let window = try TimeOptions.window(since: since, until: until ?? "now", now: now)
+                let vault = try options.open()
+                let report = try vault.auditReport(window: window, now: now)
+                // Reading the report discloses patient identifiers: record it like `ls`. When the log is already
+                // damaged the report matters more than this record, so it is printed even if the record fails.
+                let from = AuditText.time(window.since ?? now), to = AuditText.time(window.until ?? now)
+                do {
+                    try Auditing.record(
+                        vault, action: "audit.report", outcome: "ok",
+                        detail: "\(format.rawValue) report for \(from) to \(to), \(report.summary.patients) patient(s)")
+                } catch where !report.integrity.ok {
+                    Console.error("medvault: this report could not be recorded in the damaged audit log: \(error)")
+                }
+                switch format {
+                case .md: print(report.markdown(), terminator: "")
+                case .json:
+                    FileHandle.standardOutput.write(try report.jsonData())
+                    FileHandle.standardOutput.write(Data("\n".utf8))
+                }
+                if !report.integrity.ok {
+                    Console.error("medvault: the audit log is damaged (\(report.integrity.problems.count) problem(s)); see the report's integrity section")
+                    throw ExitCode(1)
+                }
+            }
+        }
+    }
+}
+
+/// --since and --until, shared by `audit show` (both optional) and their parsing for `audit report`.
+struct TimeOptions: ParsableArguments {
+    static let discussion = """
+        Times for --since and --until: a date (2026-11-23), a date and time (2026-11-23T14:30, 2026-11-23 14:30:05, 2026-11-23T14:30:00+01:00; UTC when no zone is given), or a span before now (30m, 72h, 7d, 2w). Both ends are included; a date (or a time without seconds) given to --until includes the whole day (or minute).
+        """
+
+    @Option(help: ArgumentHelp("Only records from this time on (UTC unless a zone is given; or a span such as 72h).", valueName: "time")) var since: String?
+    @Option(help: ArgumentHelp("Only records up to this time.", valueName: "time")) var until: String?
+
+    func window(now: Date) throws -> AuditWindow { try Self.window(since: since, until: until, now: now) }
+
+    /// Bad times are reported like every other error that stops a command: one line, exit status 2.
+    static func window(since: String?, until: String?, now: Date) throws -> AuditWindow {
+        do {
+            return try AuditWindow.parse(since: since, until: until, now: now)
+        } catch {
+            throw CLIError(error.description)
         }
     }
 }
