@@ -67,6 +67,8 @@ enum WADO {
         headers[APIHeaders.auditStudies] = study
         headers[APIHeaders.auditPatients] = Array(Set(items.map(\.patientID))).sorted().joined(separator: ",")
         headers[APIHeaders.auditInstances] = "\(items.count)"
+        // The clear bytes of the instances sent (recorded when the response starts).
+        headers[APIHeaders.auditBytes] = "\(items.reduce(Int64(0)) { $0 + $1.size })"
         @Sendable func partHead(_ item: RetrievableInstance, first: Bool) -> String {
             (first ? "" : "\r\n") + "--\(boundary)\r\nContent-Type: application/dicom\r\nContent-Length: \(item.size)\r\n\r\n"
         }

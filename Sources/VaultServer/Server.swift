@@ -159,10 +159,12 @@ struct AuthAuditMiddleware: RouterMiddleware {
             if let touched = response.headers[APIHeaders.auditStudies] { event.studyUIDs = touched.split(separator: ",").map(String.init) }
             if let touched = response.headers[APIHeaders.auditPatients] { event.patientIDs = touched.split(separator: ",").map(String.init) }
             if let n = response.headers[APIHeaders.auditInstances] { event.instances = Int(n) ?? 0 }
+            if let n = response.headers[APIHeaders.auditBytes] { event.bytes = Int64(n) ?? 0 }
             var clean = response
             clean.headers[APIHeaders.auditStudies] = nil
             clean.headers[APIHeaders.auditPatients] = nil
             clean.headers[APIHeaders.auditInstances] = nil
+            clean.headers[APIHeaders.auditBytes] = nil
             try vault.audit(event)
             return clean
         } catch {
@@ -188,6 +190,7 @@ enum APIHeaders {
     static let auditStudies = HTTPField.Name("X-MedVault-Audit-Studies")!
     static let auditPatients = HTTPField.Name("X-MedVault-Audit-Patients")!
     static let auditInstances = HTTPField.Name("X-MedVault-Audit-Instances")!
+    static let auditBytes = HTTPField.Name("X-MedVault-Audit-Bytes")!
 }
 
 /// PS3.18 error responses: a status and a short JSON body.

@@ -223,9 +223,9 @@ public struct AuditBreachReport: Codable, Sendable, Equatable {
         public var instancesRetrieved = 0
         public var instancesMetadata = 0
         public var instancesExported = 0
-        /// Bytes of the records that carry a byte count (CLI exports); see `recordsWithoutByteCount`.
+        /// Bytes of the records that carry a byte count (exports, WADO retrievals); see `recordsWithoutByteCount`.
         public var bytes: Int64 = 0
-        /// Data-delivering records whose log entry carries no byte count (API retrievals today).
+        /// Data-delivering records whose log entry carries no byte count (metadata requests).
         public var recordsWithoutByteCount = 0
         public var searches = 0
         public var listings = 0
@@ -840,7 +840,7 @@ extension AuditBreachReport {
             if s.bytes > 0 || s.recordsWithoutByteCount > 0 {
                 bytesNote = s.recordsWithoutByteCount == 0
                     ? " Data sent: \(T.bytes(s.bytes))."
-                    : " Data sent: \(s.bytes > 0 ? T.bytes(s.bytes) + " by export" : "n/a"); bytes of \(T.plural(s.recordsWithoutByteCount, "API request")) not recorded (n/a)."
+                    : " Data sent: \(s.bytes > 0 ? T.bytes(s.bytes) : "n/a"); bytes of \(T.plural(s.recordsWithoutByteCount, "API request")) not recorded (n/a)."
             }
             parts.append("\(T.plural(s.accounts, "account")) accessed data of \(T.plural(s.patients, "patient")): "
                 + what.joined(separator: ", ") + "." + bytesNote)

@@ -95,8 +95,9 @@ import TestSupport
         #expect(s["instancesRetrieved"] as? Int == smith.count + 1)
         #expect(s["instancesMetadata"] as? Int == smith.filter { $0.series_uid == smithSeries }.count)
         #expect(s["instancesExported"] as? Int == exported.count)
-        #expect(s["bytes"] as? Int == exportedBytes)
-        #expect(s["recordsWithoutByteCount"] as? Int == 3)  // the API does not record bytes: n/a, not 0
+        let retrievedBytes = smith.reduce(0) { $0 + ($1.size ?? 0) } + (doeB.size ?? 0)
+        #expect(s["bytes"] as? Int == exportedBytes + retrievedBytes)
+        #expect(s["recordsWithoutByteCount"] as? Int == 1)  // metadata records no bytes: n/a, not 0
         #expect(s["searches"] as? Int == 1 && s["listings"] as? Int == 1)
         #expect(s["refused"] as? Int == 11 && s["refusedUnauthenticated"] as? Int == 10 && s["refusedForbidden"] as? Int == 1)
         #expect(s["bursts"] as? Int == 1 && s["alerts"] as? Int == 1)
@@ -114,6 +115,7 @@ import TestSupport
         #expect(doeCLI["peerUIDs"] as? [Int] == [Int(getuid())])
         let doeRad = try #require(list(doeRow["accessors"]).first { $0["account"] as? String == "rad" })
         #expect(dict(doeRad["figures"])["instancesRetrieved"] as? Int == 1)
+        #expect(dict(doeRad["figures"])["bytes"] as? Int == doeB.size)
         let smithRad = dict(try #require(list(smithRow["accessors"]).first { $0["account"] as? String == "rad" })["figures"])
         #expect(smithRad["retrievals"] as? Int == 1 && smithRad["instancesRetrieved"] as? Int == smith.count)
         #expect(smithRad["metadataRequests"] as? Int == 1 && smithRad["searches"] as? Int == 1)
