@@ -182,6 +182,16 @@ final class Catalog: Sendable {
                 CREATE INDEX token_account ON token(accountID);
                 """)
         }
+        m.registerMigration("v3-blob-hash") { db in
+            // Plain BLAKE2b-256 of each blob file's ciphertext, for the signed backup manifest
+            // (docs/backup.md). Filled at import; older rows are filled by the first snapshot.
+            try db.execute(sql: """
+                CREATE TABLE blobHash (
+                  blobID TEXT PRIMARY KEY NOT NULL REFERENCES instance(blobID) ON DELETE CASCADE,
+                  hash BLOB NOT NULL
+                );
+                """)
+        }
         return m
     }
 

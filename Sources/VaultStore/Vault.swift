@@ -90,10 +90,11 @@ public final class Vault: Sendable {
         let passphraseSlot = try makePassphraseSlot(
             id: hex(secureRandomBytes(8)), label: "admin", master: master, passphrase: passphrase, kdf: kdf, vaultID: vaultID)
         let recoverySlot = try makeRecoverySlot(id: hex(secureRandomBytes(8)), master: master, recovery: recovery, vaultID: vaultID)
-        let config = VaultConfig(
+        var config = VaultConfig(
             formatVersion: VaultConfig.currentFormatVersion, vaultID: vaultID,
             createdAt: ISO8601DateFormatter().string(from: Date()), blobChunkSize: BlobFormat.chunkSize,
             slots: [passphraseSlot, recoverySlot])
+        try ManifestSigningKey.install(in: &config, master: master)  // backup manifests (docs/backup.md)
         do {
             // The catalog first, vault.json last: a directory without vault.json is not yet a vault.
             let vault = try Vault(layout: layout, config: config, master: master, creating: true)

@@ -58,6 +58,10 @@ public struct VaultConfig: Codable, Sendable, Equatable {
     public var createdAt: String
     public var blobChunkSize: Int
     public var slots: [KeySlot]
+    /// Ed25519 public key (base64) that checks backup manifests; see docs/backup.md. Absent in older vaults.
+    public var manifestPublicKey: String? = nil
+    /// The manifest signing seed wrapped by MK (`ManifestSigningKey`), base64. Absent in older vaults.
+    public var wrappedManifestSigningSeed: String? = nil
 
     static func load(from path: String) throws(VaultError) -> VaultConfig {
         guard let data = FileManager.default.contents(atPath: path) else { throw .notAVault(parentDirectory(path)) }
