@@ -66,7 +66,9 @@ let package = Package(
             resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "MedVaultCLITests", dependencies: ["TestSupport"], swiftSettings: strict),
         .testTarget(
-            name: "VaultBackupTests", dependencies: ["VaultBackup", "VaultStore", "VaultCrypto", "TestSupport"], swiftSettings: strict),
+            name: "VaultBackupTests",
+            dependencies: ["VaultBackup", "VaultStore", "VaultCrypto", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict),
     ],
     cxxLanguageStandard: .cxx17
 )
