@@ -45,12 +45,15 @@ struct Backup: ParsableCommand {
         var to: String
         @Option(help: "Snapshot sets to keep at the destination.") var keep = 3
         @Flag(help: "Re-read every blob already at the destination and copy damaged ones again.") var rehash = false
+        @Option(help: ArgumentHelp("Files per commit at the destination (fewer: less work lost to an interruption).", valueName: "n"))
+        var batchFiles = 256
         @Option(help: ArgumentHelp("Rollback-detection state file (default: ~/.local/state/medvault/backup-state.json).", valueName: "file"))
         var state: String?
         @Flag(help: "Print the result as JSON.") var json = false
 
         func validate() throws {
             if keep < 1 { throw ValidationError("--keep must be at least 1") }
+            if batchFiles < 1 { throw ValidationError("--batch-files must be at least 1") }
         }
 
         func run() throws {
@@ -58,8 +61,10 @@ struct Backup: ParsableCommand {
                 let root = try vaultDirectory(vault)
                 let target = try DirectoryTarget(root: to, locking: .exclusive)
                 let bar = ProgressBar(label: "sync")
+                var options = SyncOptions(keep: keep, rehash: rehash)
+                options.batchFiles = batchFiles
                 let report = try BackupSync.run(
-                    vault: root, to: target, options: SyncOptions(keep: keep, rehash: rehash),
+                    vault: root, to: target, options: options,
                     state: BackupStateFile(path: state ?? BackupStateFile.defaultPath)
                 ) { p in bar.update(done: p.filesDone, total: p.filesTotal, bytes: p.bytesDone, totalBytes: p.bytesTotal) }
                 bar.finish()
