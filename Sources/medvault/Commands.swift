@@ -172,6 +172,7 @@ struct Import: ParsableCommand {
                 bar.finish()
                 report(aborted.partial)
                 try? audit(vault, aborted.partial, outcome: "failed", detail: aborted.reason)
+                if aborted.partial.count("imported") > 0 { Backup.publishAfterChange(vault) }  // what was committed
                 throw CLIError(aborted.description)
             }
             bar.finish()
