@@ -351,27 +351,4 @@ func corpusIdentifiers() -> [(String, [UInt8])] {
             #expect(g.status == 1, "grep found \(label): \(g.stdout)")
         }
     }
-
-    @Test func directoryTargetRefusesNamesOutsideTheBackupAndRecoversStaging() throws {
-        let dir = TempDir()
-        defer { dir.remove() }
-        let t = try DirectoryTarget(root: dir.sub("t"), locking: .exclusive)
-        for bad in ["../x", "/etc/passwd", "a//b", "tmp/x", "", "a/./b"] {
-            #expect(throws: BackupError.invalidName(bad)) { try t.put(bad, bytes: [1]) }
-        }
-        try t.put("blobs/ab/x", bytes: [1, 2, 3])
-        #expect(try t.size(of: "blobs/ab/x") == nil)  // staged, not visible
-        try t.commit()
-        #expect(try t.size(of: "blobs/ab/x") == 3)
-        struct Boom: Error {}
-        #expect(throws: Boom.self) { try t.put("blobs/ab/y") { write in try write(UnsafeRawBufferPointer(start: nil, count: 0)); throw Boom() } }
-        try t.commit()
-        #expect(try t.size(of: "blobs/ab/y") == nil)
-        try t.put("blobs/ab/z", bytes: [9])
-        try t.recover()  // an interrupted run: the staged object never appears
-        try t.commit()
-        #expect(try t.size(of: "blobs/ab/z") == nil)
-        #expect(try t.list(prefix: "").map(\.name) == ["blobs/ab/x"])
-        #expect(FileIO.list(dir.sub("t/tmp")) == ["lock"])
-    }
 }
