@@ -108,14 +108,14 @@ public enum BackupSync {
 
         // Never let an older vault state overwrite a newer backup (a vault restored from an old copy).
         let existing = try target.list(prefix: SnapshotNames.directory + "/")
-        if let newest = manifestCandidates(existing.map(\.name)).first(where: { $0.sequence >= manifest.sequence }),
-            let bytes = try target.read(newest.name),
-            (try? SignedManifest.parse(bytes, file: newest.name, publicKey: key)) != nil
-        {
-            if newest.sequence > manifest.sequence {
-                throw BackupError.backupIsNewer(location: target.location, backup: newest.sequence, vault: manifest.sequence)
+        for c in manifestCandidates(existing.map(\.name)) where c.sequence >= manifest.sequence {
+            guard let bytes = try target.read(c.name),
+                (try? SignedManifest.parse(bytes, file: c.name, publicKey: key))?.manifest.sequence == c.sequence
+            else { continue }  // does not verify: not a newer backup, and pruned below
+            if c.sequence > manifest.sequence {
+                throw BackupError.backupIsNewer(location: target.location, backup: c.sequence, vault: manifest.sequence)
             }
-            if bytes != signed.fileBytes { throw BackupError.forked(location: target.location, sequence: newest.sequence) }
+            if bytes != signed.fileBytes { throw BackupError.forked(location: target.location, sequence: c.sequence) }
         }
 
         let present = Dictionary(try target.list(prefix: "blobs/").map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
@@ -176,8 +176,17 @@ public enum BackupSync {
             try target.delete(name)
             report.blobsDeleted += 1
         }
-        let sets = manifestCandidates(try target.list(prefix: SnapshotNames.directory + "/").map(\.name))
-        let kept = Set(sets.prefix(options.keep).map(\.sequence))
+        // Kept: this manifest and the newest older ones that verify. A manifest that does not verify
+        // (a higher sequence included: a valid one would have stopped the sync above) is not kept.
+        var kept: Set<UInt64> = [manifest.sequence]
+        for c in manifestCandidates(try target.list(prefix: SnapshotNames.directory + "/").map(\.name))
+        where c.sequence < manifest.sequence && kept.count < options.keep {
+            if let bytes = try target.read(c.name),
+                (try? SignedManifest.parse(bytes, file: c.name, publicKey: key))?.manifest.sequence == c.sequence
+            {
+                kept.insert(c.sequence)
+            }
+        }
         for obj in try target.list(prefix: SnapshotNames.directory + "/") {
             let file = String(obj.name.dropFirst(SnapshotNames.directory.count + 1))
             guard let p = SnapshotNames.parse(file), !file.contains("/") else {

@@ -351,4 +351,32 @@ func corpusIdentifiers() -> [(String, [UInt8])] {
             #expect(g.status == 1, "grep found \(label): \(g.stdout)")
         }
     }
+
+    @Test func syncKeepsTheNewestSnapshotSetsAndNeverAForgedManifest() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let vault = try makeVault(dir)
+        try importFiles(Array(Corpus.shared.valid.prefix(2)), into: vault, dir: dir, batch: "1")
+        let dest = dir.sub("backup")
+        func sync(keep: Int) throws -> SyncReport {
+            try BackupSync.run(vault: vault.layout.root, to: try DirectoryTarget(root: dest, locking: .exclusive), options: SyncOptions(keep: keep))
+        }
+        for _ in 0..<4 {
+            try vault.publishSnapshot()
+            _ = try sync(keep: 2)
+        }
+        let newest = try newestManifest(vault).manifest.sequence
+        func manifests() -> [String] { FileIO.list(dest + "/snapshots").filter { $0.hasPrefix("manifest-") }.sorted() }
+        #expect(manifests() == [newest - 1, newest].map { String(SnapshotNames.manifest($0).dropFirst(10)) })
+        #expect(FileIO.list(dest + "/snapshots").count == 6)
+        // A manifest with a higher sequence that does not verify (forged, or damaged) neither stops the
+        // sync nor survives it, even with --keep 1.
+        let forged = dest + "/" + SnapshotNames.manifest(newest + 100)
+        try writeBytes(forged, readBytes(dest + "/" + SnapshotNames.manifest(newest)))
+        try vault.publishSnapshot()
+        let r = try sync(keep: 1)
+        #expect(r.sequence == newest + 1)
+        #expect(manifests() == [String(SnapshotNames.manifest(newest + 1).dropFirst(10))])
+        #expect(try BackupVerifier.run(try DirectoryTarget(root: dest, locking: .shared), publicKey: try publicKey(vault)).ok)
+    }
 }
