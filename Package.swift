@@ -46,10 +46,14 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             swiftSettings: strict),
+        // Backups that never hold a key: targets, sync, verify, restore (docs/backup.md).
+        .target(name: "VaultBackup", dependencies: ["VaultStore", "VaultCrypto", "CSysShim"], swiftSettings: strict),
         .executableTarget(
             name: "medvault",
             // VaultCrypto only for SecureBytes: the passphrase is read straight into secure memory.
-            dependencies: ["VaultStore", "VaultServer", "VaultCrypto", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "VaultStore", "VaultServer", "VaultBackup", "VaultCrypto", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             swiftSettings: strict),
 
         // Tests run on real bytes: real libsodium, real DCMTK, real SQLite, real processes.
@@ -61,6 +65,10 @@ let package = Package(
             name: "VaultStoreTests", dependencies: ["VaultStore", "VaultCrypto", "VaultDICOM", "TestSupport"],
             resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "MedVaultCLITests", dependencies: ["TestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "VaultBackupTests",
+            dependencies: ["VaultBackup", "VaultStore", "VaultCrypto", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict),
     ],
     cxxLanguageStandard: .cxx17
 )

@@ -91,6 +91,8 @@ struct BlobDigest: Sendable, Equatable {
     var blobSize: Int64
     /// Keyed BLAKE2b of the clear bytes.
     var contentMAC: [UInt8]
+    /// Plain BLAKE2b-256 of the blob file as written (empty when the blob was read, not written).
+    var ciphertextHash: [UInt8] = []
 }
 
 /// Streams a clear file into a blob and a blob back out, in fixed-size buffers: memory does not
@@ -125,6 +127,9 @@ enum BlobCodec {
         let wrapped = KeyWrap.wrap(fileKey, with: patientKey, associatedData: BlobFormat.fileKeyAssociatedData(id: id))
         let authenticatedHeader = BlobFormat.prefix(id: id) + wrapped
         let stream = StreamEncryptor(key: fileKey)
+        // The ciphertext is hashed as it is written: the backup manifest needs it (docs/backup.md).
+        let cipherHasher = BLAKE2bHasher()
+        cipherHasher.update(authenticatedHeader + stream.header)
         try out.writeAll(authenticatedHeader + stream.header)
 
         let hasher = KeyedHasher(key: contentKey)
@@ -155,6 +160,7 @@ enum BlobCodec {
                 let plain = UnsafeRawBufferPointer(rebasing: current[0..<currentCount])
                 hasher.update(plain)
                 if pending + BlobFormat.encryptedChunkSize > writeCapacity {
+                    cipherHasher.update(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
                     try out.writeAll(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
                     pending = 0
                 }
@@ -169,9 +175,10 @@ enum BlobCodec {
                 swap(&current, &next)
                 currentCount = nextCount
             }
+            cipherHasher.update(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
             try out.writeAll(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
         }
-        return BlobDigest(plainSize: plainSize, blobSize: blobSize, contentMAC: hasher.finalize())
+        return BlobDigest(plainSize: plainSize, blobSize: blobSize, contentMAC: hasher.finalize(), ciphertextHash: cipherHasher.finalize())
     }
 
     /// The id a blob's header claims (unauthenticated; for diagnostics only), or nil if unreadable.

@@ -189,6 +189,16 @@ final class Catalog: Sendable {
             // value telling which master key the catalog was last written with (see Keyring).
             try db.execute(sql: "CREATE TABLE vaultKey (name TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)")
         }
+        m.registerMigration("v3-blob-hash") { db in
+            // Plain BLAKE2b-256 of each blob file's ciphertext, for the signed backup manifest
+            // (docs/backup.md). Filled at import; older rows are filled by the first snapshot.
+            try db.execute(sql: """
+                CREATE TABLE blobHash (
+                  blobID TEXT PRIMARY KEY NOT NULL REFERENCES instance(blobID) ON DELETE CASCADE,
+                  hash BLOB NOT NULL
+                );
+                """)
+        }
         return m
     }
 

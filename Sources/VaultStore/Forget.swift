@@ -3,8 +3,9 @@
 // A patient's blobs hang off one patient key, stored only in the catalog, wrapped by the master key.
 // Deleting that row (with SQLite's secure_delete on, and the WAL truncated afterwards) destroys the
 // only copy of the key in the vault: any copy of the blobs, anywhere, is then undecryptable by anyone,
-// the master key's holder included. The blobs themselves are deleted too. Backups drop them (and the
-// catalog snapshots holding the wrapped key) when they prune.
+// the master key's holder included. The blobs themselves are deleted too, and the vault's older catalog
+// snapshots (which hold the wrapped key) are replaced by a new one. Backups drop the blobs at their next
+// sync and the old snapshots when they prune.
 //
 // Crash safety: one transaction deletes the rows and lists the blobs in `pendingBlob`; the files are
 // removed after the commit, then the list is cleared. A crash in between leaves blobs the next writer
@@ -21,6 +22,9 @@ public struct ErasureSummary: Sendable, Equatable {
     public var bytes: Int64 = 0
     /// Short keyed pseudonyms of the patients removed (for the audit log; not reversible without the keys).
     public var pseudonyms: [String] = []
+    /// Whether a new backup snapshot replaced the older ones (which hold the erased keys). When false,
+    /// every snapshot was removed from the vault instead, and `backup publish` should be run.
+    public var snapshotPublished = true
 }
 
 /// One study a retention run would remove.
@@ -59,6 +63,7 @@ extension Vault {
             var s = try summary(patients: rows.map(\.id), studies: nil)
             s.pseudonyms = rows.map { Self.pseudonym($0.ref) }
             try erase(patients: rows.map(\.id), studies: [])
+            s.snapshotPublished = replaceSnapshotsAfterErasure()
             return s
         }
     }
@@ -109,6 +114,7 @@ extension Vault {
             var s = try summary(patients: emptied.map(\.id), studies: studyIDs)
             s.pseudonyms = emptied.map { Self.pseudonym($0.ref) }
             try erase(patients: emptied.map(\.id), studies: studyIDs)
+            s.snapshotPublished = replaceSnapshotsAfterErasure()
             return (plan, s)
         }
     }
@@ -178,6 +184,18 @@ extension Vault {
         // secure_delete zeroed the freed pages; the WAL still holds their earlier versions until it is
         // checkpointed and truncated.
         try catalog.pool.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
+    }
+
+    /// The vault's older catalog snapshots still hold the erased patients' wrapped keys: a new snapshot
+    /// replaces them all (backups drop theirs when they prune). If it cannot be written, they go anyway.
+    private func replaceSnapshotsAfterErasure() -> Bool {
+        do {
+            try publishSnapshot(keeping: 1)
+            return true
+        } catch {
+            removeAllSnapshots()
+            return false
+        }
     }
 
     static func pseudonym(_ ref: [UInt8]) -> String { "patient-" + hex(Array(ref.prefix(6))) }

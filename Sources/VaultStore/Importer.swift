@@ -553,6 +553,10 @@ struct ImportSession {
                         seriesID, Data(s.instanceIndex), s.blobID.hexString, s.digest.plainSize, s.digest.blobSize,
                         Data(s.digest.contentMAC), Data(sealer.seal(record, table: "instance", index: s.instanceIndex)),
                     ])
+                if !s.digest.ciphertextHash.isEmpty {  // for the backup manifest (Snapshot.swift)
+                    try db.execute(
+                        sql: "INSERT INTO blobHash(blobID, hash) VALUES (?, ?)", arguments: [s.blobID.hexString, Data(s.digest.ciphertextHash)])
+                }
                 try db.execute(sql: "DELETE FROM pendingBlob WHERE blobID = ?", arguments: [s.blobID.hexString])
             }
         }

@@ -129,6 +129,12 @@ extension Vault {
             }
         }
         config.pendingKeyGeneration = generation
+        // The backup manifest signing seed is wrapped by MK too: rewrapped, not replaced, so that every
+        // backup keeps trusting the same public key.
+        if let wrapped = config.wrappedManifestSigningSeed {
+            let seed = try ManifestSigningKey.unwrap(wrapped, master: keyring.master, vaultID: config.vaultID)
+            config.pendingWrappedManifestSigningSeed = ManifestSigningKey.wrap(seed: seed, master: newMaster, vaultID: config.vaultID)
+        }
         try writeConfig(config)
         FaultInjection.point("rotate.pending-written")
 
@@ -211,6 +217,8 @@ extension Vault {
         }
         c.keyGeneration = generation
         c.pendingKeyGeneration = nil
+        if let seed = c.pendingWrappedManifestSigningSeed { c.wrappedManifestSigningSeed = seed }
+        c.pendingWrappedManifestSigningSeed = nil
         return c
     }
 
@@ -218,6 +226,7 @@ extension Vault {
         var c = config
         for i in c.slots.indices { c.slots[i].pendingSealedMasterKey = nil }
         c.pendingKeyGeneration = nil
+        c.pendingWrappedManifestSigningSeed = nil
         return c
     }
 

@@ -91,10 +91,11 @@ public final class Vault: Sendable {
         let vaultID = hex(secureRandomBytes(16))
         let passphraseSlot = try makePassphraseSlot(label: "admin", master: master, generation: 1, passphrase: passphrase, kdf: kdf, vaultID: vaultID)
         let recoverySlot = try makeRecoverySlot(master: master, generation: 1, recovery: recovery, vaultID: vaultID)
-        let config = VaultConfig(
+        var config = VaultConfig(
             formatVersion: VaultConfig.currentFormatVersion, vaultID: vaultID,
             createdAt: ISO8601DateFormatter().string(from: Date()), blobChunkSize: BlobFormat.chunkSize,
             keyGeneration: 1, pendingKeyGeneration: nil, slots: [passphraseSlot, recoverySlot])
+        try ManifestSigningKey.install(in: &config, master: master)  // backup manifests (docs/backup.md)
         do {
             // The catalog first, vault.json last: a directory without vault.json is not yet a vault.
             let catalog = try Catalog(path: layout.catalog)
@@ -127,6 +128,21 @@ public final class Vault: Sendable {
         ProcessHardening.disableCoreDumps()
         let layout = VaultLayout(root: path)
         let config = try VaultConfig.load(from: layout.config)
+        let (slot, secret) = try findSlot(config, passphrase: passphrase)
+        return try unlock(layout: layout, config: config, slot: slot, secret: secret)
+    }
+
+    /// Opens the vault with the printed recovery key (when every passphrase is lost).
+    public static func open(at path: String, recoveryKey: String) throws(VaultError) -> Vault {
+        ProcessHardening.disableCoreDumps()
+        let layout = VaultLayout(root: path)
+        let config = try VaultConfig.load(from: layout.config)
+        let (slot, secret) = try findSlot(config, recoveryKey: recoveryKey)
+        return try unlock(layout: layout, config: config, slot: slot, secret: secret)
+    }
+
+    /// The passphrase slot this passphrase opens (Argon2id once per passphrase slot tried).
+    static func findSlot(_ config: VaultConfig, passphrase: SecureBytes) throws(VaultError) -> (KeySlot, SealingKeyPair) {
         for slot in config.slots where slot.kind == .passphrase {
             guard let kdf = slot.kdf, kdf.algorithm == "argon2id13", let salt = Data(base64Encoded: kdf.salt) else {
                 throw .corruptConfig("key slot \(slot.id) is malformed")
@@ -137,29 +153,41 @@ public final class Vault: Sendable {
                     passphrase: passphrase, salt: Array(salt),
                     parameters: Argon2idParameters(opsLimit: kdf.opsLimit, memLimit: kdf.memLimit))
             } catch { throw .crypto(error) }
-            if let secret = try slotSecret(slot, kek: kek, vaultID: config.vaultID) {
-                return try unlock(layout: layout, config: config, slot: slot, secret: secret)
-            }
+            if let secret = try slotSecret(slot, kek: kek, vaultID: config.vaultID) { return (slot, secret) }
         }
         throw .wrongPassphrase
     }
 
-    /// Opens the vault with the printed recovery key (when every passphrase is lost).
-    public static func open(at path: String, recoveryKey: String) throws(VaultError) -> Vault {
-        ProcessHardening.disableCoreDumps()
-        let layout = VaultLayout(root: path)
-        let config = try VaultConfig.load(from: layout.config)
+    /// The recovery slot this recovery key opens.
+    static func findSlot(_ config: VaultConfig, recoveryKey: String) throws(VaultError) -> (KeySlot, SealingKeyPair) {
         guard var bytes = RecoveryKey.parse(recoveryKey) else { throw .wrongPassphrase }
         let recovery: SymmetricKey
         do { recovery = try SymmetricKey(consuming: &bytes) } catch { throw .crypto(error) }
         for slot in config.slots where slot.kind == .recovery {
             let kek: SymmetricKey
             do { kek = try recovery.deriveSubkey(id: 1, context: "MVrecovr") } catch { throw .crypto(error) }
-            if let secret = try slotSecret(slot, kek: kek, vaultID: config.vaultID) {
-                return try unlock(layout: layout, config: config, slot: slot, secret: secret)
-            }
+            if let secret = try slotSecret(slot, kek: kek, vaultID: config.vaultID) { return (slot, secret) }
         }
         throw .wrongPassphrase
+    }
+
+    /// The master keys sealed in a slot: the current one, then the pending one while a rotation is
+    /// unfinished. Which one is in force is for the catalog to say (`unlock`).
+    static func sealedMasterKeys(_ config: VaultConfig, slot: KeySlot, secret: SealingKeyPair) throws(VaultError) -> [(key: SymmetricKey, generation: Int)] {
+        var candidates: [(sealed: String, generation: Int)] = [(slot.sealedMasterKey, config.keyGeneration)]
+        if let pending = slot.pendingSealedMasterKey, let generation = config.pendingKeyGeneration {
+            candidates.append((pending, generation))
+        }
+        var keys: [(key: SymmetricKey, generation: Int)] = []
+        for candidate in candidates {
+            guard let sealed = Data(base64Encoded: candidate.sealed) else { throw .corruptConfig("key slot \(slot.id) is malformed") }
+            let ad = VaultConfig.masterKeyAssociatedData(vaultID: config.vaultID, slotID: slot.id, generation: candidate.generation)
+            guard let master = try? KeySealing.open(Array(sealed), with: secret, associatedData: ad) else {
+                throw .corruptConfig("key slot \(slot.id): the sealed master key fails authentication")
+            }
+            keys.append((master, candidate.generation))
+        }
+        return keys
     }
 
     /// The slot's X25519 key pair, or nil when `kek` is not this slot's.
@@ -184,10 +212,7 @@ public final class Vault: Sendable {
         guard FileIO.exists(layout.catalog) else {
             throw .catalog("catalog.sqlite is missing from \(layout.root); restore it from a backup")
         }
-        var candidates: [(sealed: String, generation: Int)] = [(slot.sealedMasterKey, config.keyGeneration)]
-        if let pending = slot.pendingSealedMasterKey, let generation = config.pendingKeyGeneration {
-            candidates.append((pending, generation))
-        }
+        let candidates = try sealedMasterKeys(config, slot: slot, secret: secret)
         let catalog: Catalog
         let check: [UInt8]?, wrappedIndexKey: [UInt8]?
         do {
@@ -197,11 +222,7 @@ public final class Vault: Sendable {
         } catch { throw .catalog(String(describing: error)) }
         guard let check, let wrappedIndexKey else { throw .catalog("the catalog holds no key record; it is not a format-2 catalog") }
         for candidate in candidates {
-            guard let sealed = Data(base64Encoded: candidate.sealed) else { throw .corruptConfig("key slot \(slot.id) is malformed") }
-            let ad = VaultConfig.masterKeyAssociatedData(vaultID: config.vaultID, slotID: slot.id, generation: candidate.generation)
-            guard let master = try? KeySealing.open(Array(sealed), with: secret, associatedData: ad) else {
-                throw .corruptConfig("key slot \(slot.id): the sealed master key fails authentication")
-            }
+            let master = candidate.key
             guard constantTimeEquals(Keyring.masterKeyCheck(master, vaultID: config.vaultID), check) else { continue }
             do {
                 let indexKey = try KeyWrap.unwrap(wrappedIndexKey, with: master, associatedData: Keyring.indexKeyAssociatedData(vaultID: config.vaultID))

@@ -85,6 +85,12 @@ public struct VaultConfig: Codable, Sendable, Equatable {
     /// Set only between the two steps of a rotation (see `Vault.rotateMasterKey`).
     public var pendingKeyGeneration: Int?
     public var slots: [KeySlot]
+    /// Ed25519 public key (base64) that checks backup manifests; see docs/backup.md. Absent in older vaults.
+    public var manifestPublicKey: String? = nil
+    /// The manifest signing seed wrapped by MK (`ManifestSigningKey`), base64. Absent in older vaults.
+    public var wrappedManifestSigningSeed: String? = nil
+    /// Only while `key rotate` runs: the seed wrapped by the next master key.
+    public var pendingWrappedManifestSigningSeed: String? = nil
 
     static func load(from path: String) throws(VaultError) -> VaultConfig {
         guard let data = FileManager.default.contents(atPath: path) else { throw .notAVault(parentDirectory(path)) }

@@ -26,6 +26,7 @@ struct User: ParsableCommand {
                 let vault = try options.open()
                 try vault.addUser(name, role: role.role)
                 try Auditing.record(vault, action: "user.add", outcome: "ok", detail: "\(name) as \(role.rawValue)")
+                Backup.publishAfterChange(vault)
                 print("added \(name) (\(role.rawValue))")
             }
         }
@@ -61,6 +62,7 @@ struct User: ParsableCommand {
                 let vault = try options.open()
                 try vault.disableUser(name)
                 try Auditing.record(vault, action: "user.disable", outcome: "ok", detail: name)
+                Backup.publishAfterChange(vault)
                 print("disabled \(name); its tokens are revoked")
             }
         }
@@ -85,6 +87,7 @@ struct Token: ParsableCommand {
                 let vault = try options.open()
                 let (token, info) = try vault.issueToken(for: name, lifetime: lifetime)
                 try Auditing.record(vault, action: "token.issue", outcome: "ok", detail: "token \(info.id) for \(name), \(expires)")
+                Backup.publishAfterChange(vault)
                 let until = ISO8601DateFormatter().string(from: info.expiresAt)
                 if json {
                     Console.json(["token": token, "id": info.id, "user": name, "expires": until])
@@ -134,10 +137,12 @@ struct Token: ParsableCommand {
                 if let id {
                     try vault.revokeToken(id: id)
                     try Auditing.record(vault, action: "token.revoke", outcome: "ok", detail: "token \(id)")
+                    Backup.publishAfterChange(vault)
                     print("revoked token \(id)")
                 } else if let user {
                     let n = try vault.revokeTokens(user: user)
                     try Auditing.record(vault, action: "token.revoke", outcome: "ok", detail: "\(n) token(s) of \(user)")
+                    Backup.publishAfterChange(vault)
                     print("revoked \(n) active token(s) of \(user)")
                 }
             }

@@ -18,7 +18,7 @@ struct MedVault: ParsableCommand {
             MEDVAULT_VAULT may stand for --vault.
             Exit status: 0 success; 1 some files failed or verify found problems; 2 the command could not run.
             """,
-        subcommands: [Init.self, Import.self, List.self, Export.self, Verify.self, User.self, Token.self, Audit.self, Serve.self, Passphrase.self, Key.self, Forget.self, Retention.self])
+        subcommands: [Init.self, Import.self, List.self, Export.self, Verify.self, User.self, Token.self, Audit.self, Serve.self, Passphrase.self, Key.self, Forget.self, Retention.self, Backup.self])
 
     /// Process-wide hardening before anything is parsed: files this process creates are private to
     /// its user, and no core dump can carry a key or a patient's data out of memory.
@@ -111,6 +111,7 @@ struct Init: ParsableCommand {
             let path = try options.vaultPath
             let pass = try options.passphrase(confirm: true)
             let (vault, recovery) = try Vault.create(at: path, passphrase: pass, kdf: kdf.strength.parameters)
+            Backup.publishAfterChange(vault)  // a first (empty) snapshot, so that `backup sync` works at once
             if json {
                 Console.json(["vault": vault.layout.root, "recoveryKey": recovery])
             } else {
@@ -171,12 +172,14 @@ struct Import: ParsableCommand {
                 bar.finish()
                 report(aborted.partial)
                 try? audit(vault, aborted.partial, outcome: "failed", detail: aborted.reason)
+                if aborted.partial.count("imported") > 0 { Backup.publishAfterChange(vault) }  // what was committed
                 throw CLIError(aborted.description)
             }
             bar.finish()
             try audit(vault, summary, outcome: summary.anyFailed ? "partial" : "ok", detail: "")
+            let published = summary.count("imported") == 0 || Backup.publishAfterChange(vault)
             report(summary)
-            if summary.anyFailed { throw ExitCode(1) }
+            if summary.anyFailed || !published { throw ExitCode(1) }
         }
     }
 

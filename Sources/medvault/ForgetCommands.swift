@@ -56,6 +56,10 @@ struct Forget: ParsableCommand {
             try Auditing.record(
                 vault, action: "forget", outcome: "ok", instances: done.instances, bytes: done.bytes,
                 detail: "erased \(done.pseudonyms.joined(separator: ", ")): \(done.studies) studies")
+            if !done.snapshotPublished {
+                Console.error("medvault: warning: no new backup snapshot could be written; the older ones were removed from the vault "
+                    + "because they held the erased key. Run `medvault backup publish` before the next `backup sync`.")
+            }
             if json {
                 Console.json(["patients": done.patients, "studies": done.studies, "instances": done.instances, "bytes": done.bytes,
                               "pseudonyms": done.pseudonyms] as [String: Any])
@@ -108,6 +112,9 @@ struct Retention: ParsableCommand {
                 try Auditing.record(
                     vault, action: "retention.apply", outcome: "ok", instances: erased.instances, bytes: erased.bytes,
                     detail: "cutoff \(cutoff): \(erased.studies) studies removed; patients erased: \(erased.pseudonyms.joined(separator: ", "))")
+                if !erased.snapshotPublished {
+                    Console.error("medvault: warning: no new backup snapshot could be written; run `medvault backup publish`")
+                }
                 show(applied, applied: true)
             }
         }

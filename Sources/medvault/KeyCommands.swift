@@ -23,6 +23,7 @@ struct Passphrase: ParsableCommand {
                 let new = try PassphraseSource.readNew(file: newPassphraseFile)
                 try vault.changePassphrase(to: new, kdf: kdf.strength.parameters)
                 try Auditing.record(vault, action: "key.passphrase-change", outcome: "ok", detail: "slot \(vault.unlockedSlotID)")
+                Backup.publishAfterChange(vault)  // backups carry vault.json: give them the new slot
                 print("passphrase changed for key slot \(vault.unlockedSlotID); the old passphrase no longer opens the vault")
             }
         }
@@ -70,6 +71,7 @@ struct Key: ParsableCommand {
                 let new = try PassphraseSource.readNew(file: newPassphraseFile)
                 let id = try vault.addPassphraseSlot(label: label, passphrase: new, kdf: kdf.strength.parameters)
                 try Auditing.record(vault, action: "key.add-slot", outcome: "ok", detail: "slot \(id) (\(label))")
+                Backup.publishAfterChange(vault)
                 print("added key slot \(id) (\(label))")
             }
         }
@@ -86,6 +88,7 @@ struct Key: ParsableCommand {
                 let vault = try options.open()
                 try vault.removeSlot(slot)
                 try Auditing.record(vault, action: "key.remove-slot", outcome: "ok", detail: "slot \(slot)")
+                Backup.publishAfterChange(vault)
                 print("removed key slot \(slot)")
             }
         }
@@ -101,6 +104,7 @@ struct Key: ParsableCommand {
                 let vault = try options.open()
                 let rotated = try vault.rotateMasterKey()
                 try Auditing.record(rotated, action: "key.rotate", outcome: "ok", detail: "master key generation \(rotated.keyGeneration)")
+                Backup.publishAfterChange(rotated)
                 print("master key rotated (generation \(rotated.keyGeneration)); every key slot and the recovery key still open the vault")
             }
         }

@@ -53,6 +53,39 @@ import TestSupport
         #expect(try mv(["audit", "verify"]).status == 0)
     }
 
+    /// The backup proof with a real `forget`: the patient's blobs leave the backup at the next
+    /// sync, the vault keeps only the new snapshot, and the backup still verifies and restores.
+    @Test func aForgottenPatientLeavesTheBackupAtTheNextSync() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        var env = medvaultEnvironment(vault: dir.sub("vault"))
+        env["XDG_STATE_HOME"] = dir.sub("state")
+        var job = env
+        job.removeValue(forKey: "MEDVAULT_PASSPHRASE")
+        func mv(_ a: [String], _ e: [String: String]) throws -> ProcessResult { try run(medvaultBinary, a, environment: e) }
+        #expect(try mv(["init", "--kdf", "interactive"], env).status == 0)
+        #expect(try mv(["import"] + corpus.valid.map { corpus.path($0) }, env).status == 0)
+        let dest = dir.sub("backup")
+        #expect(try mv(["backup", "sync", "--to", dest], job).status == 0)
+        #expect(allFiles(under: dest + "/blobs").count == corpus.valid.count)
+
+        let pid = "MRN0012345"
+        let theirs = corpus.valid.filter { $0.patient_id == pid }
+        #expect(try mv(["forget", "--patient-id", pid, "--yes"], env).status == 0)
+        let manifests = FileManager.default.subpaths(atPath: dir.sub("vault/snapshots"))?.filter { $0.hasSuffix(".manifest") } ?? []
+        #expect(manifests.count == 1, "older snapshots hold the erased key and must go: \(manifests)")
+        let synced = try mv(["backup", "sync", "--to", dest, "--keep", "1"], job)
+        #expect(synced.status == 0, "\(synced.stderr)")
+        #expect(allFiles(under: dest + "/blobs").count == corpus.valid.count - theirs.count)
+        #expect(try mv(["backup", "verify", dest], job).status == 0)
+        let restored = dir.sub("restored")
+        #expect(try mv(["backup", "restore", "--from", dest, "--to", restored], env).status == 0)
+        var restoredEnv = env
+        restoredEnv["MEDVAULT_VAULT"] = restored
+        #expect(try mv(["verify"], restoredEnv).status == 0)
+        #expect(!(try mv(["ls", "--json"], restoredEnv).stdout.contains(pid)))
+    }
+
     @Test func retentionDryRunThenApply() throws {
         let dir = TempDir()
         defer { dir.remove() }

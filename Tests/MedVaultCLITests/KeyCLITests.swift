@@ -95,5 +95,19 @@ import TestSupport
         #expect(try s.exportAll(studies, "final") == original)
         let log = try s.mv(["audit", "show", "--json"])
         #expect(log.stdout.contains("key.rotate"))
+
+        // The backup follows the rotation: a keyless sync, a verify against the same public key, and a
+        // restore opened with the recovery key printed at `init`.
+        var job = s.env
+        job.removeValue(forKey: "MEDVAULT_PASSPHRASE")
+        job["XDG_STATE_HOME"] = s.dir.sub("state")
+        let dest = s.dir.sub("backup")
+        let synced = try run(medvaultBinary, ["backup", "sync", "--to", dest], environment: job)
+        #expect(synced.status == 0, "\(synced.stderr)")
+        #expect(try run(medvaultBinary, ["backup", "verify", dest], environment: job).status == 0)
+        let restored = s.dir.sub("restored")
+        let r = try s.mv(["backup", "restore", "--from", dest, "--to", restored, "--recovery-key-file", s.recoveryFile])
+        #expect(r.status == 0, "\(r.stdout) \(r.stderr)")
+        #expect(try s.exportAll(studies, "restored-export", extra: ["MEDVAULT_VAULT": restored]) == original)
     }
 }

@@ -1,0 +1,240 @@
+// `medvault backup sync`: copies what the vault's newest signed manifest lists, as opaque bytes,
+// and removes from the backup what it no longer lists. No passphrase, no key, no catalog.
+import Foundation
+import VaultCrypto
+import VaultStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct SyncOptions: Sendable {
+    /// Snapshot sets (manifest, sealed catalog, vault.json copy) kept at the destination.
+    public var keep = 3
+    /// Re-read every blob already at the destination and replace those whose hash is wrong.
+    public var rehash = false
+    /// Objects and bytes per commit (one durability barrier each): what a kill can cost.
+    public var batchFiles = 256
+    public var batchBytes: Int64 = 256 << 20
+    public init(keep: Int = 3, rehash: Bool = false) {
+        self.keep = max(1, keep)
+        self.rehash = rehash
+    }
+}
+
+public struct SyncProgress: Sendable {
+    public var filesDone: Int
+    public var filesTotal: Int
+    public var bytesDone: Int64
+    public var bytesTotal: Int64
+}
+
+public struct SyncReport: Sendable {
+    public var sequence: UInt64 = 0
+    public var blobsListed = 0
+    public var blobsCopied = 0
+    public var bytesCopied: Int64 = 0
+    /// Present at the destination with the right size (and, with `rehash`, the right hash).
+    public var blobsAlreadyPresent = 0
+    /// Destination copies found damaged by `rehash` and copied again.
+    public var blobsRepaired = 0
+    public var blobsDeleted = 0
+    public var snapshotsDeleted = 0
+    public var seconds: Double = 0
+}
+
+public enum BackupSync {
+    /// Brings `target` up to the newest manifest in `vault`'s snapshots/. Idempotent and resumable:
+    /// run it again after any interruption. `state`, if given, records the sequence written.
+    public static func run(
+        vault: String, to target: any BackupTarget, options: SyncOptions = SyncOptions(), state: BackupStateFile? = nil,
+        progress: (SyncProgress) -> Void = { _ in }
+    ) throws -> SyncReport {
+        let started = Date()
+        let info = try VaultPublicInfo.load(vault: vault)
+        guard let key = info.manifestPublicKey else { throw SnapshotError.noPublicKey(VaultLayout(root: vault).config) }
+        let source = VaultSource(root: vault)
+        try target.recover()
+        let marker = try ensureMarker(target, vaultID: info.vaultID)
+
+        // The vault may publish (and prune) while we copy: if a listed file vanishes, start again from
+        // the newer manifest; what was already copied is not copied twice.
+        var attempt = 0
+        while true {
+            attempt += 1
+            let signed = try source.newestManifest(key: key)
+            guard signed.manifest.vaultID == info.vaultID else {
+                throw BackupError.wrongVault(location: vault, expected: info.vaultID, found: signed.manifest.vaultID)
+            }
+            do {
+                var report = try syncOnce(signed, source: source, target: target, key: key, options: options, progress: progress)
+                try? state?.record(
+                    vaultID: info.vaultID, backupID: marker.backupID, sequence: signed.manifest.sequence,
+                    manifestHash: blake2bHex(signed.fileBytes))
+                report.seconds = Date().timeIntervalSince(started)
+                return report
+            } catch let BackupError.sourceChanged(why) {
+                if attempt >= 5 { throw BackupError.sourceChanged(why + "; the vault keeps changing, run the sync again") }
+                let newer = try? source.newestManifest(key: key)
+                if (newer?.manifest.sequence ?? 0) <= signed.manifest.sequence {
+                    throw BackupError.sourceChanged(why + "; run `medvault verify` on the vault")
+                }
+            }
+        }
+    }
+
+    static func ensureMarker(_ target: any BackupTarget, vaultID: String) throws -> BackupMarker {
+        if let m = try BackupMarker.load(target) {
+            guard m.vaultID == vaultID else { throw BackupError.wrongVault(location: target.location, expected: vaultID, found: m.vaultID) }
+            return m
+        }
+        guard try target.list(prefix: "").isEmpty else { throw BackupError.notABackup(target.location + " (and it is not empty)") }
+        var g = SystemRandomNumberGenerator()
+        let m = BackupMarker(
+            vaultID: vaultID, backupID: hexString((0..<16).map { _ in UInt8.random(in: 0...255, using: &g) }),
+            createdAt: ISO8601DateFormatter().string(from: Date()))
+        try target.put(BackupMarker.name, bytes: m.encoded())
+        try target.commit()
+        return m
+    }
+
+    private static func syncOnce(
+        _ signed: SignedManifest, source: VaultSource, target: any BackupTarget, key: Ed25519PublicKey, options: SyncOptions,
+        progress: (SyncProgress) -> Void
+    ) throws -> SyncReport {
+        let manifest = signed.manifest
+        var report = SyncReport()
+        report.sequence = manifest.sequence
+        report.blobsListed = manifest.blobs.count
+
+        // Never let an older vault state overwrite a newer backup (a vault restored from an old copy).
+        let existing = try target.list(prefix: SnapshotNames.directory + "/")
+        for c in manifestCandidates(existing.map(\.name)) where c.sequence >= manifest.sequence {
+            guard let bytes = try target.read(c.name),
+                (try? SignedManifest.parse(bytes, file: c.name, publicKey: key))?.manifest.sequence == c.sequence
+            else { continue }  // does not verify: not a newer backup, and pruned below
+            if c.sequence > manifest.sequence {
+                throw BackupError.backupIsNewer(location: target.location, backup: c.sequence, vault: manifest.sequence)
+            }
+            if bytes != signed.fileBytes { throw BackupError.forked(location: target.location, sequence: c.sequence) }
+        }
+
+        let present = Dictionary(try target.list(prefix: "blobs/").map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
+        var work: [BackupManifest.File] = []
+        for b in manifest.blobs {
+            if present[b.path] == b.size {
+                if options.rehash, try hashObject(target, b.path) != b.blake2b256 {
+                    report.blobsRepaired += 1
+                    work.append(.init(name: b.path, size: b.size, blake2b256: b.blake2b256))
+                } else {
+                    report.blobsAlreadyPresent += 1
+                }
+            } else {
+                work.append(.init(name: b.path, size: b.size, blake2b256: b.blake2b256))
+            }
+        }
+        // The snapshot and vault.json copy after the blobs, the manifest last: a manifest at the
+        // destination always finds everything it lists.
+        for f in [manifest.snapshot, manifest.vaultConfig] where try target.size(of: f.name) != f.size || options.rehash && hashObject(target, f.name) != f.blake2b256 {
+            work.append(f)
+        }
+        var state = SyncProgress(filesDone: 0, filesTotal: work.count, bytesDone: 0, bytesTotal: work.reduce(0) { $0 + $1.size })
+        progress(state)
+        var batchFiles = 0
+        var batchBytes: Int64 = 0
+        var lastReport = Date.distantPast
+        for f in work {
+            try copy(f, from: source, to: target) { n in
+                state.bytesDone += Int64(n)
+                if Date().timeIntervalSince(lastReport) > 0.1 {
+                    progress(state)
+                    lastReport = Date()
+                }
+            }
+            state.filesDone += 1
+            if f.name.hasPrefix("blobs/") {
+                report.blobsCopied += 1
+                report.bytesCopied += f.size
+            }
+            batchFiles += 1
+            batchBytes += f.size
+            if batchFiles >= options.batchFiles || batchBytes >= options.batchBytes {
+                try target.commit()
+                batchFiles = 0
+                batchBytes = 0
+            }
+        }
+        try target.commit()
+        report.blobsCopied -= report.blobsRepaired
+        try target.put(SnapshotNames.manifest(manifest.sequence), bytes: signed.fileBytes)
+        try target.commit()
+        progress(state)
+
+        // Prune: blobs the manifest no longer lists (a forgotten patient's leave the backup too), and
+        // snapshot sets beyond the newest `keep`.
+        let listed = Set(manifest.blobs.map(\.path))
+        for name in present.keys where !listed.contains(name) {
+            try target.delete(name)
+            report.blobsDeleted += 1
+        }
+        // Kept: this manifest and the newest older ones that verify. A manifest that does not verify
+        // (a higher sequence included: a valid one would have stopped the sync above) is not kept.
+        var kept: Set<UInt64> = [manifest.sequence]
+        for c in manifestCandidates(try target.list(prefix: SnapshotNames.directory + "/").map(\.name))
+        where c.sequence < manifest.sequence && kept.count < options.keep {
+            if let bytes = try target.read(c.name),
+                (try? SignedManifest.parse(bytes, file: c.name, publicKey: key))?.manifest.sequence == c.sequence
+            {
+                kept.insert(c.sequence)
+            }
+        }
+        for obj in try target.list(prefix: SnapshotNames.directory + "/") {
+            let file = String(obj.name.dropFirst(SnapshotNames.directory.count + 1))
+            guard let p = SnapshotNames.parse(file), !file.contains("/") else {
+                try target.delete(obj.name)  // not ours: snapshots/ is the backup's namespace
+                continue
+            }
+            if !kept.contains(p.sequence) {
+                if p.kind == .manifest { report.snapshotsDeleted += 1 }
+                try target.delete(obj.name)
+            }
+        }
+        try target.commit()
+        return report
+    }
+
+    /// Copies one vault file to the target, hashing it on the way; a file that does not match the
+    /// manifest is never committed.
+    private static func copy(_ f: BackupManifest.File, from source: VaultSource, to target: any BackupTarget, progress: (Int) -> Void) throws {
+        let file: PosixFile
+        do { file = try PosixFile(source.path(f.name), flags: O_RDONLY) } catch let BackupError.io(_, path, e) where e == ENOENT {
+            throw BackupError.sourceChanged("\(path) is listed in the vault's newest manifest but is gone from the vault")
+        }
+        _ = posix_fadvise(file.fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
+        try target.put(f.name) { write in
+            let hasher = BLAKE2bHasher()
+            let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+            defer { buf.deallocate() }
+            var size: Int64 = 0
+            while true {
+                let n = try file.read(into: buf)
+                if n == 0 { break }
+                let piece = UnsafeRawBufferPointer(rebasing: buf[0..<n])
+                hasher.update(piece)
+                try write(piece)
+                size += Int64(n)
+                progress(n)
+            }
+            guard size == f.size, hexString(hasher.finalize()) == f.blake2b256 else {
+                throw BackupError.blobDamaged(
+                    "\(source.path(f.name)) does not match the vault's signed manifest (\(size) of \(f.size) bytes, or altered): not copied; run `medvault verify` on the vault")
+            }
+        }
+        try file.close()
+    }
+
+    static func hashObject(_ target: any BackupTarget, _ name: String) throws -> String {
+        let hasher = BLAKE2bHasher()
+        try target.read(name) { hasher.update($0) }
+        return hexString(hasher.finalize())
+    }
+}

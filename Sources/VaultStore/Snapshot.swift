@@ -1,0 +1,648 @@
+// Sealed catalog snapshots and signed backup manifests: everything a backup job needs, so that it
+// never needs a key (docs/backup.md). The vault writes them; `VaultBackup` copies and checks them.
+import Foundation
+import GRDB
+public import VaultCrypto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a snapshot or manifest could not be written or read. Names the file; never a patient value.
+public enum SnapshotError: Error, Equatable, Sendable, CustomStringConvertible {
+    case malformed(file: String, reason: String)
+    /// The signature does not verify with the public key given: altered, or another vault's manifest.
+    case badSignature(file: String)
+    case wrongVault(file: String, expected: String, found: String)
+    /// vault.json has no manifest public key (a vault made before signed manifests, never snapshotted).
+    case noPublicKey(String)
+    /// The signing seed in vault.json does not open with this process's master key, or does not match the public key.
+    case signingKeyMismatch(String)
+    case blobDamaged(id: String, reason: String)
+    case io(IOFailure)
+    case catalog(String)
+    case changedDuringSnapshot
+
+    public var description: String {
+        switch self {
+        case .malformed(let f, let r): "\(f) is not a valid MedVault file: \(r)"
+        case .badSignature(let f): "\(f): the signature does not verify (altered, or signed by another vault's key)"
+        case .wrongVault(let f, let e, let found): "\(f) belongs to vault \(found), not to vault \(e)"
+        case .noPublicKey(let p): "\(p) has no manifest public key yet; run `medvault backup publish` once (needs the passphrase)"
+        case .signingKeyMismatch(let m): "the manifest signing key does not match: \(m)"
+        case .blobDamaged(let id, let r): "blob \(id) in the vault is \(r); run `medvault verify` (the backup keeps its previous snapshot)"
+        case .io(let f): f.description
+        case .catalog(let m): "catalog error while snapshotting: \(m)"
+        case .changedDuringSnapshot: "vault.json kept changing during the snapshot (a key change in progress?); run it again"
+        }
+    }
+}
+
+// MARK: The signing key
+
+/// The vault's Ed25519 manifest signing key: a 32-byte seed wrapped by MK in vault.json, the public
+/// half next to it in clear. One place for wrap and unwrap, so that `key rotate` can rewrap it.
+enum ManifestSigningKey {
+    static func associatedData(vaultID: String) -> [UInt8] {
+        Array("medvault.v1.manifest-signing-key|\(vaultID)".utf8)
+    }
+
+    static func wrap(seed: SymmetricKey, master: SymmetricKey, vaultID: String) -> String {
+        Data(KeyWrap.wrap(seed, with: master, associatedData: associatedData(vaultID: vaultID))).base64EncodedString()
+    }
+
+    static func unwrap(_ wrapped: String, master: SymmetricKey, vaultID: String) throws(VaultError) -> SymmetricKey {
+        guard let box = Data(base64Encoded: wrapped) else { throw .corruptConfig("wrappedManifestSigningSeed is not base64") }
+        do { return try KeyWrap.unwrap(Array(box), with: master, associatedData: associatedData(vaultID: vaultID)) } catch {
+            throw .crypto(error)
+        }
+    }
+
+    /// A fresh key pair: the wrapped seed and the public key are written into `config`.
+    static func install(in config: inout VaultConfig, master: SymmetricKey) throws(VaultError) {
+        do {
+            let seed = try SymmetricKey.random()
+            let key = try Ed25519SigningKey(seed: seed)
+            config.wrappedManifestSigningSeed = wrap(seed: seed, master: master, vaultID: config.vaultID)
+            config.manifestPublicKey = key.publicKey.base64
+        } catch { throw .crypto(error) }
+    }
+
+    /// The signing key of `config`, checked against its published public key.
+    static func signingKey(_ config: VaultConfig, master: SymmetricKey) throws(SnapshotError) -> Ed25519SigningKey {
+        guard let wrapped = config.wrappedManifestSigningSeed, let published = config.manifestPublicKey.flatMap(Ed25519PublicKey.init(base64:))
+        else { throw .signingKeyMismatch("vault.json lacks the signing key fields") }
+        let key: Ed25519SigningKey
+        do {
+            let seed = try unwrap(wrapped, master: master, vaultID: config.vaultID)
+            key = try Ed25519SigningKey(seed: seed)
+        } catch {
+            throw .signingKeyMismatch("the wrapped seed in vault.json does not open with this process's master key (were the keys rotated meanwhile?)")
+        }
+        guard key.publicKey == published else { throw .signingKeyMismatch("manifestPublicKey in vault.json is not the wrapped seed's") }
+        return key
+    }
+}
+
+// MARK: Names and public information
+
+/// File names of the snapshot sets, relative to the vault (or backup) root. One set per sequence number.
+public enum SnapshotNames {
+    public static let directory = "snapshots"
+    static let digits = 12
+
+    static func padded(_ sequence: UInt64) -> String {
+        let s = String(sequence)
+        return String(repeating: "0", count: max(0, digits - s.count)) + s
+    }
+
+    public static func snapshot(_ sequence: UInt64) -> String { "\(directory)/snapshot-\(padded(sequence)).mvsnap" }
+    public static func vaultConfig(_ sequence: UInt64) -> String { "\(directory)/vault-\(padded(sequence)).json" }
+    public static func manifest(_ sequence: UInt64) -> String { "\(directory)/manifest-\(padded(sequence)).manifest" }
+
+    /// The sequence and kind of a file name in snapshots/ (without the directory), or nil for any other name.
+    public static func parse(_ fileName: String) -> (sequence: UInt64, kind: Kind)? {
+        for kind in Kind.allCases {
+            let (prefix, suffix) = kind.affixes
+            guard fileName.hasPrefix(prefix), fileName.hasSuffix(suffix) else { continue }
+            let middle = fileName.dropFirst(prefix.count).dropLast(suffix.count)
+            guard middle.count == digits, middle.allSatisfy({ $0.isASCII && $0.isNumber }), let n = UInt64(middle) else { return nil }
+            return (n, kind)
+        }
+        return nil
+    }
+
+    public enum Kind: CaseIterable, Sendable {
+        case snapshot, vaultConfig, manifest
+        var affixes: (String, String) {
+            switch self {
+            case .snapshot: ("snapshot-", ".mvsnap")
+            case .vaultConfig: ("vault-", ".json")
+            case .manifest: ("manifest-", ".manifest")
+            }
+        }
+    }
+
+    /// `blobs/ab/<id>` for a blob id in 32 lowercase hex characters, or nil for anything else.
+    public static func blobPath(_ id: String) -> String? { BlobID(hex: id)?.relativePath }
+}
+
+/// What a keyless reader may take from vault.json: the vault id and the manifest public key.
+/// Decodes only those fields, so that it works whatever the key-slot format is.
+public struct VaultPublicInfo: Sendable, Equatable {
+    public let vaultID: String
+    public let manifestPublicKey: Ed25519PublicKey?
+
+    private struct Fields: Decodable {
+        var format: String
+        var vaultID: String
+        var manifestPublicKey: String?
+    }
+
+    public static func parse(_ bytes: [UInt8], file: String) throws(SnapshotError) -> VaultPublicInfo {
+        guard let f = try? JSONDecoder().decode(Fields.self, from: Data(bytes)), f.format == "medvault-vault" else {
+            throw .malformed(file: file, reason: "not a vault.json")
+        }
+        var key: Ed25519PublicKey?
+        if let k = f.manifestPublicKey {
+            guard let parsed = Ed25519PublicKey(base64: k) else { throw .malformed(file: file, reason: "manifestPublicKey is not a 32-byte base64 key") }
+            key = parsed
+        }
+        return VaultPublicInfo(vaultID: f.vaultID, manifestPublicKey: key)
+    }
+
+    public static func load(vault root: String) throws(SnapshotError) -> VaultPublicInfo {
+        let path = VaultLayout(root: root).config
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw .io(IOFailure(operation: "read", path: path, errno: FileIO.exists(path) ? EACCES : ENOENT))
+        }
+        return try parse(Array(data), file: path)
+    }
+}
+
+// MARK: The manifest
+
+/// What one snapshot of the vault holds, as the backup needs it: no patient value, no key.
+public struct BackupManifest: Codable, Sendable, Equatable {
+    public struct File: Codable, Sendable, Equatable {
+        /// Relative to the vault or backup root.
+        public var name: String
+        public var size: Int64
+        /// BLAKE2b-256 of the file's bytes, hex.
+        public var blake2b256: String
+        public init(name: String, size: Int64, blake2b256: String) {
+            self.name = name
+            self.size = size
+            self.blake2b256 = blake2b256
+        }
+    }
+
+    public struct Blob: Codable, Sendable, Equatable {
+        public var id: String
+        public var size: Int64
+        public var blake2b256: String
+        public var path: String { SnapshotNames.blobPath(id) ?? "blobs/invalid" }
+    }
+
+    public struct AuditHead: Codable, Sendable, Equatable {
+        public var sequence: UInt64
+        public var mac: String
+    }
+
+    public static let formatName = "medvault-backup-manifest"
+    public var format = BackupManifest.formatName
+    public var formatVersion = 1
+    public var vaultID: String
+    public var sequence: UInt64
+    public var createdAt: String
+    public var snapshot: File
+    public var vaultConfig: File
+    public var auditHead: AuditHead?
+    /// Sorted by id.
+    public var blobs: [Blob]
+    public var blobBytes: Int64
+
+    /// Every file of this snapshot set other than the manifest itself: blobs, snapshot, vault.json copy.
+    public var files: [File] {
+        [snapshot, vaultConfig] + blobs.map { File(name: $0.path, size: $0.size, blake2b256: $0.blake2b256) }
+    }
+
+    /// Rejects anything a correct writer never produces (names outside the layout, bad hashes).
+    func validate(file: String) throws(SnapshotError) {
+        func bad(_ r: String) -> SnapshotError { .malformed(file: file, reason: r) }
+        guard format == Self.formatName else { throw bad("format is not \(Self.formatName)") }
+        guard formatVersion == 1 else { throw bad("manifest format version \(formatVersion) is not supported; upgrade medvault") }
+        guard snapshot.name == SnapshotNames.snapshot(sequence), vaultConfig.name == SnapshotNames.vaultConfig(sequence) else {
+            throw bad("snapshot file names do not match sequence \(sequence)")
+        }
+        var previous = ""
+        for b in blobs {
+            guard SnapshotNames.blobPath(b.id) != nil, b.id > previous else { throw bad("blob ids must be sorted, unique, 32 lowercase hex") }
+            previous = b.id
+            guard b.size >= 0, b.blake2b256.utf8.count == 64, unhex(b.blake2b256) != nil else { throw bad("blob \(b.id) has a bad size or hash") }
+        }
+        for f in [snapshot, vaultConfig] where f.size < 0 || f.blake2b256.utf8.count != 64 || unhex(f.blake2b256) == nil {
+            throw bad("\(f.name) has a bad size or hash")
+        }
+    }
+}
+
+/// A manifest file: one header line `medvault-manifest-v1 ed25519 <base64 signature>`, then the
+/// manifest's JSON. The signature covers `"medvault.v1.manifest\0" ‖ JSON bytes`, exactly as stored.
+public struct SignedManifest: Sendable {
+    public let manifest: BackupManifest
+    /// The whole file, to copy as it is.
+    public let fileBytes: [UInt8]
+
+    static let magic = "medvault-manifest-v1 ed25519 "
+    static func signedMessage(_ body: [UInt8]) -> [UInt8] { Array("medvault.v1.manifest".utf8) + [0] + body }
+
+    static func encode(_ manifest: BackupManifest, key: Ed25519SigningKey) -> [UInt8] {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let body = Array((try? enc.encode(manifest)) ?? Data()) + [0x0A]
+        let sig = key.sign(signedMessage(body))
+        return Array((magic + Data(sig).base64EncodedString() + "\n").utf8) + body
+    }
+
+    /// Parses and authenticates a manifest file. Nothing in it is trusted before the signature verifies.
+    public static func parse(_ bytes: [UInt8], file: String, publicKey: Ed25519PublicKey) throws(SnapshotError) -> SignedManifest {
+        guard let nl = bytes.firstIndex(of: 0x0A) else { throw .malformed(file: file, reason: "no header line") }
+        let header = String(decoding: bytes[..<nl], as: UTF8.self)
+        guard header.hasPrefix(magic), let sig = Data(base64Encoded: String(header.dropFirst(magic.count))) else {
+            throw .malformed(file: file, reason: "bad header line")
+        }
+        let body = Array(bytes[(nl + 1)...])
+        guard publicKey.isValidSignature(Array(sig), for: signedMessage(body)) else { throw .badSignature(file: file) }
+        let manifest: BackupManifest
+        do { manifest = try JSONDecoder().decode(BackupManifest.self, from: Data(body)) } catch {
+            throw .malformed(file: file, reason: "signed, but not a manifest this medvault understands")
+        }
+        try manifest.validate(file: file)
+        return SignedManifest(manifest: manifest, fileBytes: bytes)
+    }
+}
+
+// MARK: Writing snapshots
+
+public struct SnapshotInfo: Sendable, Equatable {
+    public let sequence: UInt64
+    public let blobs: Int
+    public let blobBytes: Int64
+    public let snapshotBytes: Int64
+}
+
+/// Snapshot file: `"MEDVSNAP" ‖ version u16 BE (1) ‖ 0x0000 ‖ sequence u64 BE ‖ vault id (16 bytes)`
+/// (36 bytes, the AD of every chunk), a secretstream header (24), then 64 KiB chunks, the last FINAL.
+/// Key: crypto_kdf(MK, id 4 "snapshot", "MVaultv1").
+enum SnapshotFormat {
+    static let magic: [UInt8] = Array("MEDVSNAP".utf8)
+    static let version: UInt16 = 1
+    static let prefixLength = 36
+    static let chunkSize = 64 * 1024
+    /// Snapshot sets kept in the vault's snapshots/ (the backup keeps its own number, `--keep`).
+    static let keepInVault = 3
+
+    static func prefix(sequence: UInt64, vaultID: String) -> [UInt8]? {
+        guard let id = unhex(vaultID), id.count == 16 else { return nil }
+        return magic + [UInt8(version >> 8), UInt8(version & 0xFF), 0, 0] + AuditFormat.be64(sequence) + id
+    }
+}
+
+extension Vault {
+    var snapshotKey: SymmetricKey {
+        get throws(CryptoError) { try keyring.master.deriveSubkey(id: Keyring.SubkeyID.snapshot.rawValue, context: "MVaultv1") }
+    }
+
+    /// The manifest public key, after checking that the wrapped seed in vault.json opens with this
+    /// vault's master key and matches it (a restore uses this to tie the backup to the passphrase).
+    public func checkedManifestPublicKey() throws -> Ed25519PublicKey {
+        try ManifestSigningKey.signingKey(config, master: keyring.master).publicKey
+    }
+
+    /// Writes a new sealed catalog snapshot, a copy of vault.json and a signed manifest to snapshots/,
+    /// then keeps the newest few. Call after every change to the catalog. Safe to call while imports
+    /// and other publishers run (publishers take snapshots/lock; it does not take the writer lock).
+    /// `keeping` is how many snapshots stay in the vault, this one included; an erasure keeps only the
+    /// new one, because the older ones still hold the erased patient's wrapped key.
+    @discardableResult
+    public func publishSnapshot(keeping: Int? = nil) throws -> SnapshotInfo {
+        let lock: WriterLock
+        do { lock = try WriterLock(path: layout.snapshots + "/lock", onWait: {}) } catch { throw SnapshotError.io(error) }
+        defer { withExtendedLifetime(lock) {} }
+        for name in FileIO.list(layout.snapshots) where name.hasPrefix(".staging-") || name.hasSuffix(".tmp") {
+            try? FileIO.unlink(layout.snapshots + "/" + name)  // an interrupted publish
+        }
+        for attempt in 1...3 {
+            if let info = try publishOnce(keeping: max(1, keeping ?? SnapshotFormat.keepInVault)) { return info }
+            if attempt == 3 { break }
+        }
+        throw SnapshotError.changedDuringSnapshot
+    }
+
+    /// One try; nil if vault.json changed while the catalog was copied.
+    private func publishOnce(keeping: Int) throws -> SnapshotInfo? {
+        var configBytes = try readConfigBytes()
+        var config = try decodeConfig(configBytes)
+        if config.wrappedManifestSigningSeed == nil {
+            // A vault made before signed manifests: give it a key now (we hold MK).
+            try ManifestSigningKey.install(in: &config, master: keyring.master)
+            try FileIO.writeAtomically(config.encoded(), to: layout.config, tmpDirectory: layout.snapshots)
+            configBytes = try readConfigBytes()
+            config = try decodeConfig(configBytes)
+        }
+        let signer = try ManifestSigningKey.signingKey(config, master: keyring.master)
+        try fillMissingBlobHashes()
+
+        let staging = layout.snapshots + "/.staging-" + FileIO.randomHex(8)
+        defer { for s in ["", "-journal", "-wal", "-shm"] { _ = Glibc.unlink(staging + ".sqlite" + s) } }
+        let blobs = try copyCatalog(to: staging + ".sqlite")
+        guard try readConfigBytes() == configBytes else { return nil }
+
+        let existing = snapshotSequences()
+        let sequence = (existing.last ?? 0) + 1
+        guard let prefix = SnapshotFormat.prefix(sequence: sequence, vaultID: config.vaultID) else {
+            throw SnapshotError.malformed(file: layout.config, reason: "vaultID is not 32 hex characters")
+        }
+        let snapshotPath = layout.root + "/" + SnapshotNames.snapshot(sequence)
+        let sealed = try sealFile(staging + ".sqlite", to: staging + ".mvsnap", prefix: prefix)
+        do { try FileIO.rename(staging + ".mvsnap", snapshotPath) } catch { throw SnapshotError.io(error) }
+        let configCopy = SnapshotNames.vaultConfig(sequence)
+        do { try FileIO.writeAtomically(configBytes, to: layout.root + "/" + configCopy, tmpDirectory: layout.snapshots) } catch {
+            throw SnapshotError.io(error)
+        }
+        let head = readAuditHead().map { BackupManifest.AuditHead(sequence: $0.sequence, mac: hex($0.mac)) }
+        let manifest = BackupManifest(
+            vaultID: config.vaultID, sequence: sequence, createdAt: ISO8601DateFormatter().string(from: Date()),
+            snapshot: .init(name: SnapshotNames.snapshot(sequence), size: sealed.size, blake2b256: hex(sealed.hash)),
+            vaultConfig: .init(name: configCopy, size: Int64(configBytes.count), blake2b256: hex(configBytes.withUnsafeBytes { blake2b256($0) })),
+            auditHead: head, blobs: blobs, blobBytes: blobs.reduce(0) { $0 + $1.size })
+        // The manifest last: whoever sees it finds its snapshot and vault.json copy durable.
+        do {
+            try FileIO.writeAtomically(
+                SignedManifest.encode(manifest, key: signer), to: layout.root + "/" + SnapshotNames.manifest(sequence),
+                tmpDirectory: layout.snapshots)
+        } catch { throw SnapshotError.io(error) }
+        pruneSnapshots(keeping: keeping)
+        return SnapshotInfo(sequence: sequence, blobs: blobs.count, blobBytes: manifest.blobBytes, snapshotBytes: sealed.size)
+    }
+
+    private func readConfigBytes() throws(SnapshotError) -> [UInt8] {
+        guard let d = FileManager.default.contents(atPath: layout.config) else {
+            throw .io(IOFailure(operation: "read", path: layout.config, errno: ENOENT))
+        }
+        return Array(d)
+    }
+
+    private func decodeConfig(_ bytes: [UInt8]) throws -> VaultConfig {
+        guard let c = try? JSONDecoder().decode(VaultConfig.self, from: Data(bytes)) else {
+            throw VaultError.corruptConfig("not valid JSON for a vault configuration")
+        }
+        guard c.vaultID == config.vaultID else { throw SnapshotError.wrongVault(file: layout.config, expected: config.vaultID, found: c.vaultID) }
+        return c
+    }
+
+    /// Sequence numbers of the manifests in snapshots/, ascending.
+    func snapshotSequences() -> [UInt64] {
+        FileIO.list(layout.snapshots).compactMap { SnapshotNames.parse($0) }.filter { $0.kind == .manifest }.map(\.sequence).sorted()
+    }
+
+    /// Removes every snapshot from the vault (manifests first). For an erasure whose new snapshot could
+    /// not be written: no snapshot is better than one holding an erased patient's key.
+    func removeAllSnapshots() {
+        pruneSnapshots(keeping: 0)
+    }
+
+    private func pruneSnapshots(keeping n: Int) {
+        let all = snapshotSequences()
+        guard all.count > n else { return }
+        for seq in all.dropLast(n) {
+            // The manifest first, so that no manifest ever names a file already gone.
+            for name in [SnapshotNames.manifest(seq), SnapshotNames.snapshot(seq), SnapshotNames.vaultConfig(seq)] {
+                try? FileIO.unlink(layout.root + "/" + name)
+            }
+        }
+        try? FileIO.fsyncDirectory(layout.snapshots)
+    }
+
+    /// Hashes the blob files of instances imported before the hash was recorded at import.
+    private func fillMissingBlobHashes() throws {
+        let missing = try catalog.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT blobID, blobSize FROM instance WHERE blobID NOT IN (SELECT blobID FROM blobHash)")
+                .map { (id: $0["blobID"] as String, size: $0["blobSize"] as Int64) }
+        }
+        guard !missing.isEmpty else { return }
+        var hashes: [(String, [UInt8])] = []
+        for m in missing { hashes.append((m.id, try hashBlob(id: m.id, expectedSize: m.size))) }
+        try catalog.pool.write { db in
+            for (id, h) in hashes {
+                // The instance may have been deleted meanwhile (forget): then there is nothing to record.
+                try db.execute(
+                    sql: "INSERT OR REPLACE INTO blobHash(blobID, hash) SELECT ?, ? WHERE EXISTS (SELECT 1 FROM instance WHERE blobID = ?)",
+                    arguments: [id, Data(h), id])
+            }
+        }
+    }
+
+    private func hashBlob(id: String, expectedSize: Int64) throws(SnapshotError) -> [UInt8] {
+        guard let blob = BlobID(hex: id) else { throw .blobDamaged(id: id, reason: "named by an invalid id in the catalog") }
+        let path = layout.blob(blob)
+        let result: (size: Int64, hash: [UInt8])
+        do { result = try hashFile(path) } catch {
+            throw .blobDamaged(id: id, reason: error.errno == ENOENT ? "missing" : "unreadable (\(error))")
+        }
+        guard result.size == expectedSize else { throw .blobDamaged(id: id, reason: "\(result.size) bytes instead of \(expectedSize)") }
+        return result.hash
+    }
+
+    /// A consistent copy of the catalog (SQLite online backup, from one read transaction), and the
+    /// blob list read from that very copy, so that the manifest and the snapshot always agree.
+    private func copyCatalog(to path: String) throws -> [BackupManifest.Blob] {
+        var rows: [(id: String, size: Int64, hash: [UInt8]?)] = []
+        var patientSample: (ref: [UInt8], wrapped: [UInt8])?
+        do {
+            let copy = try DatabaseQueue(path: path)
+            _ = chmod(path, 0o600)
+            try catalog.pool.backup(to: copy)
+            try copy.writeWithoutTransaction { db in
+                // One self-contained file: no -wal beside it.
+                try db.execute(sql: "PRAGMA journal_mode = DELETE")
+            }
+            try copy.read { db in
+                rows = try Row.fetchAll(
+                    db, sql: "SELECT i.blobID, i.blobSize, h.hash FROM instance i LEFT JOIN blobHash h ON h.blobID = i.blobID ORDER BY i.blobID"
+                ).map { (id: $0["blobID"], size: $0["blobSize"], hash: ($0["hash"] as Data?).map { Array($0) }) }
+                patientSample = try Row.fetchOne(db, sql: "SELECT ref, wrappedKey FROM patient LIMIT 1").map {
+                    (ref: Array($0["ref"] as Data), wrapped: Array($0["wrappedKey"] as Data))
+                }
+            }
+            try copy.close()
+        } catch let e as DatabaseError {
+            throw SnapshotError.catalog(e.message ?? "\(e.resultCode)")
+        }
+        // The catalog must be the one this process's MK opens (not one resealed by a key rotation meanwhile).
+        if let p = patientSample, (try? KeyWrap.unwrap(p.wrapped, with: keyring.master, associatedData: Vault.patientKeyAssociatedData(p.ref))) == nil {
+            throw SnapshotError.signingKeyMismatch("the catalog's patient keys do not open with this process's master key (were the keys rotated meanwhile?)")
+        }
+        var out: [BackupManifest.Blob] = []
+        out.reserveCapacity(rows.count)
+        for r in rows {
+            // Imported by an older medvault between the fill and the copy: hash it now.
+            let h = try r.hash ?? hashBlob(id: r.id, expectedSize: r.size)
+            out.append(.init(id: r.id, size: r.size, blake2b256: hex(h)))
+        }
+        return out
+    }
+
+    /// Encrypts `source` into `destination` (new file) as a snapshot and makes it durable.
+    private func sealFile(_ source: String, to destination: String, prefix: [UInt8]) throws -> (size: Int64, hash: [UInt8]) {
+        let key = try snapshotKey
+        let input = try FileIO.Descriptor.open(source, flags: O_RDONLY)
+        let out = try FileIO.Descriptor.open(destination, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+        let stream = StreamEncryptor(key: key)
+        let hasher = BLAKE2bHasher()
+        var size: Int64 = 0
+        func emit(_ bytes: UnsafeRawBufferPointer) throws {
+            hasher.update(bytes)
+            try out.writeAll(bytes)
+            size += Int64(bytes.count)
+        }
+        try (prefix + stream.header).withUnsafeBytes { b in try emit(b) }
+        let chunk = SnapshotFormat.chunkSize
+        var current = [UInt8](repeating: 0, count: chunk), next = [UInt8](repeating: 0, count: chunk)
+        var sealed = [UInt8](repeating: 0, count: chunk + SecretStream.chunkOverhead)
+        var count = try current.withUnsafeMutableBytes { (b) throws(IOFailure) in try input.readFully(into: b) }
+        try prefix.withUnsafeBytes { ad in
+            while true {
+                var nextCount = 0
+                var isFinal = count < chunk
+                if !isFinal {
+                    nextCount = try next.withUnsafeMutableBytes { (b) throws(IOFailure) in try input.readFully(into: b) }
+                    isFinal = nextCount == 0
+                }
+                let n = current.withUnsafeBytes { c in
+                    sealed.withUnsafeMutableBytes { s in
+                        stream.push(UnsafeRawBufferPointer(rebasing: c[0..<count]), final: isFinal, associatedData: ad, into: s)
+                    }
+                }
+                try sealed.withUnsafeBytes { s in try emit(UnsafeRawBufferPointer(rebasing: s[0..<n])) }
+                if isFinal { break }
+                swap(&current, &next)
+                count = nextCount
+            }
+        }
+        try out.sync()
+        try out.close()
+        try input.close()
+        return (size, hasher.finalize())
+    }
+
+    /// Decrypts a snapshot of this vault into a new file at `destination`, checking every chunk, the
+    /// header's vault id and `sequence`.
+    func openSnapshot(_ path: String, sequence: UInt64, to destination: String) throws {
+        try Self.openSnapshot(path, sequence: sequence, vaultID: config.vaultID, key: try snapshotKey, configPath: layout.config, to: destination)
+    }
+
+    /// Decrypts a snapshot with the snapshot key of a given master key (a restore has no catalog yet).
+    static func openSnapshot(_ path: String, sequence: UInt64, vaultID: String, key snapshotKey: SymmetricKey, configPath: String, to destination: String) throws {
+        guard let prefix = SnapshotFormat.prefix(sequence: sequence, vaultID: vaultID) else {
+            throw SnapshotError.malformed(file: configPath, reason: "vaultID is not 32 hex characters")
+        }
+        let input = try FileIO.Descriptor.open(path, flags: O_RDONLY)
+        var header = [UInt8](repeating: 0, count: SnapshotFormat.prefixLength + SecretStream.headerByteCount)
+        let got = try header.withUnsafeMutableBytes { (b) throws(IOFailure) in try input.readFully(into: b) }
+        guard got == header.count, Array(header[0..<8]) == SnapshotFormat.magic else {
+            throw SnapshotError.malformed(file: path, reason: "not a MedVault snapshot")
+        }
+        guard Array(header[0..<SnapshotFormat.prefixLength]) == prefix else {
+            throw SnapshotError.malformed(file: path, reason: "its header names another vault, sequence or version")
+        }
+        let stream: StreamDecryptor
+        do { stream = try StreamDecryptor(key: snapshotKey, header: Array(header[SnapshotFormat.prefixLength...])) } catch {
+            throw SnapshotError.malformed(file: path, reason: "the stream header does not authenticate")
+        }
+        let out = try FileIO.Descriptor.open(destination, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
+        var cipher = [UInt8](repeating: 0, count: SnapshotFormat.chunkSize + SecretStream.chunkOverhead)
+        var plain = [UInt8](repeating: 0, count: SnapshotFormat.chunkSize)
+        do {
+            try prefix.withUnsafeBytes { ad in
+                while true {
+                    let n = try cipher.withUnsafeMutableBytes { (b) throws(IOFailure) in try input.readFully(into: b) }
+                    if n == 0 { throw SnapshotError.malformed(file: path, reason: "truncated") }
+                    let r: (count: Int, isFinal: Bool)
+                    do {
+                        r = try cipher.withUnsafeBytes { c in
+                            try plain.withUnsafeMutableBytes { p in
+                                try stream.pull(UnsafeRawBufferPointer(rebasing: c[0..<n]), associatedData: ad, into: p)
+                            }
+                        }
+                    } catch { throw SnapshotError.malformed(file: path, reason: "altered or truncated: a chunk fails authentication") }
+                    try plain.withUnsafeBytes { p in try out.writeAll(UnsafeRawBufferPointer(rebasing: p[0..<r.count])) }
+                    if r.isFinal { break }
+                    if n < cipher.count { throw SnapshotError.malformed(file: path, reason: "truncated") }
+                }
+                var extra: UInt8 = 0
+                if try withUnsafeMutableBytes(of: &extra, { (b) throws(IOFailure) in try input.readFully(into: b) }) > 0 {
+                    throw SnapshotError.malformed(file: path, reason: "unexpected bytes after the final chunk")
+                }
+            }
+            try out.sync()
+            try out.close()
+        } catch {
+            _ = Glibc.unlink(destination)
+            throw error
+        }
+    }
+}
+
+/// BLAKE2b-256 and size of a file, read in 1 MiB pieces.
+public func hashFile(_ path: String) throws(IOFailure) -> (size: Int64, hash: [UInt8]) {
+    let d = try FileIO.Descriptor.open(path, flags: O_RDONLY)
+    let hasher = BLAKE2bHasher()
+    let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
+    defer { buf.deallocate() }
+    var size: Int64 = 0
+    while true {
+        let n = try d.readFully(into: buf)
+        if n == 0 { break }
+        hasher.update(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
+        size += Int64(n)
+    }
+    try d.close()
+    return (size, hasher.finalize())
+}
+
+// MARK: Restoring a catalog
+
+/// How to unlock a vault: a passphrase, or the printed recovery key.
+public enum VaultUnlock: Sendable {
+    case passphrase(SecureBytes)
+    case recoveryKey(String)
+
+    func open(_ path: String) throws -> Vault {
+        switch self {
+        case .passphrase(let p): try Vault.open(at: path, passphrase: p)
+        case .recoveryKey(let k): try Vault.open(at: path, recoveryKey: k)
+        }
+    }
+
+    func slot(in config: VaultConfig) throws(VaultError) -> (KeySlot, SealingKeyPair) {
+        switch self {
+        case .passphrase(let p): try Vault.findSlot(config, passphrase: p)
+        case .recoveryKey(let k): try Vault.findSlot(config, recoveryKey: k)
+        }
+    }
+}
+
+extension Vault {
+    /// Rebuilds `root/catalog.sqlite` from a sealed snapshot. `root` must already hold the
+    /// vault.json that goes with the snapshot (the manifest's copy) and a `tmp/` directory. The
+    /// master key is unlocked from that vault.json in a scratch directory under tmp/, so the same
+    /// unlock code as `Vault.open` is used whatever the key-slot format. Returns the opened vault.
+    public static func restoreCatalog(at root: String, snapshot: String, sequence: UInt64, unlock: VaultUnlock) throws -> Vault {
+        let layout = VaultLayout(root: root)
+        guard !FileIO.exists(layout.catalog) else { throw VaultError.alreadyExists(layout.catalog) }
+        let staged = layout.tmp + "/" + FileIO.randomHex(16) + ".catalog.partial"
+        defer { _ = Glibc.unlink(staged) }
+        // The catalog is not there yet, so the slot's master keys cannot be checked against it: the one
+        // whose snapshot key authenticates the snapshot is the right one (mid-rotation, a slot holds two).
+        func decrypt() throws {
+            let config = try VaultConfig.load(from: layout.config)
+            let (slot, secret) = try unlock.slot(in: config)
+            var lastError: (any Error)?
+            for candidate in try Vault.sealedMasterKeys(config, slot: slot, secret: secret) {
+                do {
+                    let key = try candidate.key.deriveSubkey(id: Keyring.SubkeyID.snapshot.rawValue, context: "MVaultv1")
+                    try openSnapshot(snapshot, sequence: sequence, vaultID: config.vaultID, key: key, configPath: layout.config, to: staged)
+                    return
+                } catch {
+                    lastError = error
+                }
+            }
+            throw lastError ?? VaultError.wrongPassphrase
+        }
+        try decrypt()
+        try FileIO.rename(staged, layout.catalog)
+        try FileIO.fsyncDirectory(layout.root)
+        return try unlock.open(root)
+    }
+}
