@@ -139,29 +139,45 @@ public enum BackupSync {
         }
         var state = SyncProgress(filesDone: 0, filesTotal: work.count, bytesDone: 0, bytesTotal: work.reduce(0) { $0 + $1.size })
         progress(state)
-        var batchFiles = 0
-        var batchBytes: Int64 = 0
         var lastReport = Date.distantPast
-        for f in work {
-            try copy(f, from: source, to: target) { n in
-                state.bytesDone += Int64(n)
-                if Date().timeIntervalSince(lastReport) > 0.1 {
-                    progress(state)
-                    lastReport = Date()
-                }
+        var start = 0
+        while start < work.count {
+            // One commit's worth of files: copied by several workers at once (hashing and copying are
+            // CPU-bound once the page cache holds the blobs), made durable together.
+            var end = start, bytes: Int64 = 0
+            while end < work.count && end - start < options.batchFiles && bytes < options.batchBytes {
+                bytes += work[end].size
+                end += 1
             }
-            state.filesDone += 1
-            if f.name.hasPrefix("blobs/") {
+            let batch = Array(work[start..<end])
+            if batch.count == 1 {
+                // A single (typically large) file: on this thread, with live progress.
+                try copy(batch[0], from: source, to: target) { n in
+                    state.bytesDone += Int64(n)
+                    if Date().timeIntervalSince(lastReport) > 0.1 {
+                        progress(state)
+                        lastReport = Date()
+                    }
+                }
+            } else {
+                let failures = FirstError()
+                DispatchQueue.concurrentPerform(iterations: min(Self.workers, batch.count)) { worker in
+                    for i in stride(from: worker, to: batch.count, by: Self.workers) where !failures.isSet {
+                        do { try copy(batch[i], from: source, to: target) { _ in } } catch { failures.set(error, at: i) }
+                    }
+                }
+                if let e = failures.error { throw e }
+                state.bytesDone += bytes
+            }
+            state.filesDone += batch.count
+            progress(state)
+            lastReport = Date()
+            for f in batch where f.name.hasPrefix("blobs/") {
                 report.blobsCopied += 1
                 report.bytesCopied += f.size
             }
-            batchFiles += 1
-            batchBytes += f.size
-            if batchFiles >= options.batchFiles || batchBytes >= options.batchBytes {
-                try target.commit()
-                batchFiles = 0
-                batchBytes = 0
-            }
+            try target.commit()
+            start = end
         }
         try target.commit()
         report.blobsCopied -= report.blobsRepaired
@@ -232,9 +248,26 @@ public enum BackupSync {
         try file.close()
     }
 
+    /// Copy workers: one per core, at least two (one reads while the other hashes and writes).
+    static let workers = max(2, ProcessInfo.processInfo.activeProcessorCount)
+
     static func hashObject(_ target: any BackupTarget, _ name: String) throws -> String {
         let hasher = BLAKE2bHasher()
         try target.read(name) { hasher.update($0) }
         return hexString(hasher.finalize())
+    }
+}
+
+/// The first error of a parallel batch (by position, so the message does not depend on scheduling).
+private final class FirstError: @unchecked Sendable {
+    private let lock = NSLock()
+    private var first: (index: Int, error: any Error)?
+    var isSet: Bool { lock.withLock { first != nil } }
+    var error: (any Error)? { lock.withLock { first?.error } }
+    func set(_ e: any Error, at i: Int) {
+        lock.withLock {
+            if let f = first, f.index <= i { return }
+            first = (i, e)
+        }
     }
 }
