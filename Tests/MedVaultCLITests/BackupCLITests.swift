@@ -40,7 +40,9 @@ import Glibc
         defer { dir.remove() }
         let v = dir.sub("vault"), dest = dir.sub("backup")
         func mv(_ a: [String], _ env: [String: String]) throws -> ProcessResult { try run(medvaultBinary, a, environment: env) }
-        #expect(try mv(["init", "--kdf", "interactive"], owner(dir)).status == 0)
+        let created = try mv(["init", "--kdf", "interactive", "--json"], owner(dir))
+        #expect(created.status == 0)
+        let recovery = try #require(try json(created)["recoveryKey"] as? String)
         let first = Array(corpus.valid.prefix(corpus.valid.count / 2)), rest = Array(corpus.valid.dropFirst(first.count))
         try stage(first, dir.sub("in1"))
         try stage(rest, dir.sub("in2"))
@@ -109,6 +111,11 @@ import Glibc
         wrong["MEDVAULT_PASSPHRASE"] = "not the passphrase"
         let w = try mv(["backup", "restore", "--from", dest, "--to", dir.sub("r2")], wrong)
         #expect(w.status == 2 && w.stderr.contains("wrong passphrase"), "\(w.stderr)")
+        // Every passphrase lost: the printed recovery key restores the backup too.
+        try Data((recovery + "\n").utf8).write(to: URL(fileURLWithPath: dir.sub("recovery.txt")))
+        let rk = try mv(["backup", "restore", "--from", dest, "--to", dir.sub("r3"), "--recovery-key-file", dir.sub("recovery.txt")], backupJob(dir))
+        #expect(rk.status == 0, "\(rk.stdout) \(rk.stderr)")
+        #expect(rk.stdout.hasPrefix("OK: snapshot"), "\(rk.stdout)")
     }
 
     /// `kill -9` of the sync at random moments, then a re-run: the previous backup is never damaged
