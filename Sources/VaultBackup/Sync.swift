@@ -119,6 +119,7 @@ public enum BackupSync {
         }
 
         let present = Dictionary(try target.list(prefix: "blobs/").map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
+        let presentAudit = Dictionary(try target.list(prefix: "audit/").map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
         var work: [BackupManifest.File] = []
         for b in manifest.blobs {
             if present[b.path] == b.size {
@@ -134,6 +135,9 @@ public enum BackupSync {
         }
         // The snapshot and vault.json copy after the blobs, the manifest last: a manifest at the
         // destination always finds everything it lists.
+        for f in manifest.auditLog?.segments ?? [] where try presentAudit[f.name] != f.size || options.rehash && hashObject(target, f.name) != f.blake2b256 {
+            work.append(f)
+        }
         for f in [manifest.snapshot, manifest.vaultConfig] where try target.size(of: f.name) != f.size || options.rehash && hashObject(target, f.name) != f.blake2b256 {
             work.append(f)
         }
@@ -192,6 +196,10 @@ public enum BackupSync {
             try target.delete(name)
             report.blobsDeleted += 1
         }
+        if let log = manifest.auditLog {
+            let segments = Set(log.segments.map(\.name))
+            for name in presentAudit.keys where !segments.contains(name) { try target.delete(name) }
+        }
         // Kept: this manifest and the newest older ones that verify. A manifest that does not verify
         // (a higher sequence included: a valid one would have stopped the sync above) is not kept.
         var kept: Set<UInt64> = [manifest.sequence]
@@ -226,13 +234,16 @@ public enum BackupSync {
             throw BackupError.sourceChanged("\(path) is listed in the vault's newest manifest but is gone from the vault")
         }
         _ = posix_fadvise(file.fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
+        // Audit segments only grow: their listed prefix is what this snapshot holds. Any other file
+        // must be exactly as listed.
+        let limit = f.name.hasPrefix("audit/") ? f.size : Int64.max
         try target.put(f.name) { write in
             let hasher = BLAKE2bHasher()
             let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
             defer { buf.deallocate() }
             var size: Int64 = 0
-            while true {
-                let n = try file.read(into: buf)
+            while size < limit {
+                let n = try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<Int(min(Int64(buf.count), limit - size))]))
                 if n == 0 { break }
                 let piece = UnsafeRawBufferPointer(rebasing: buf[0..<n])
                 hasher.update(piece)
