@@ -60,6 +60,15 @@ import Glibc
         //   mv(["forget", "--patient-id", "MRN0012345", …]) → sync → "deleted" == that patient's blob count.
         let ok = try mv(["backup", "verify", dest, "--json"], backupJob(dir))
         #expect(ok.status == 0, "\(ok.stdout)")
+        // The backup (blobs, sealed snapshots, manifests, the audit log that names patients sealed)
+        // holds no identifier in any form an auditor's grep would find.
+        #expect(!allFiles(under: dest + "/audit").isEmpty)
+        let identifiers = Set(corpus.valid.flatMap { [$0.patient_id, $0.patient_name, $0.study_uid, $0.accession].compactMap { $0 } })
+            .filter { $0.utf8.count >= 6 }
+        for value in identifiers {
+            let g = try run("/usr/bin/grep", ["-r", "-l", "-F", value, dest])
+            #expect(g.status == 1, "grep found \(value): \(g.stdout)")
+        }
 
         // Damage the backup: verify names each problem and exits 1.
         let blobs = allFiles(under: dest + "/blobs")
