@@ -333,9 +333,8 @@ extension Vault {
         for name in FileIO.list(layout.snapshots) where name.hasPrefix(".staging-") || name.hasSuffix(".tmp") {
             try? FileIO.unlink(layout.snapshots + "/" + name)  // an interrupted publish
         }
-        for attempt in 1...3 {
+        for _ in 1...3 {
             if let info = try publishOnce() { return info }
-            if attempt == 3 { break }
         }
         throw SnapshotError.changedDuringSnapshot
     }
