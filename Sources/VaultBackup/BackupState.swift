@@ -43,7 +43,9 @@ public struct BackupStateFile: Sendable {
     }
 
     public let path: String
-    public init(path: String) { self.path = path }
+    public init(path: String) {
+        self.path = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+    }
 
     public static var defaultPath: String {
         let env = ProcessInfo.processInfo.environment

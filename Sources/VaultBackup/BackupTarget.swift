@@ -303,7 +303,7 @@ enum Posix {
 
     /// Makes `path` and any missing parents below `root`.
     static func makeDirectories(_ path: String, under root: String) throws {
-        if path == root || isDirectory(path) { return }
+        if path.isEmpty || path == "/" || path == "." || path == root || isDirectory(path) { return }
         try makeDirectories((path as NSString).deletingLastPathComponent, under: root)
         try makeDirectory(path)
     }

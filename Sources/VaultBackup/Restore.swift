@@ -60,7 +60,7 @@ public enum BackupRestore {
                     bytes += f.size
                 }
             } catch let p as BackupProblem {
-                guard f.name.hasPrefix("blobs/") else {
+                guard f.name.hasPrefix("blobs/") || f.name.hasPrefix("audit/") else {
                     throw BackupError.blobDamaged("\(target.location)/\(f.name): \(p.detail); restore from another backup or an older snapshot (--sequence)")
                 }
                 problems.append(p)
@@ -72,6 +72,10 @@ public enum BackupRestore {
             }
         }
         progress(placeholder.progress)
+        if let head = m.auditHeadBytes {
+            // The audit log as of the snapshot: segments copied above, and the head that closes them.
+            try Posix.writeAtomically(head, to: root + "/audit/head")
+        }
         try Posix.writeAtomically(signed.fileBytes, to: root + "/" + SnapshotNames.manifest(m.sequence))
         try Posix.writeAtomically(configBytes, to: root + "/vault.json")
         try Posix.syncFilesystem(root)

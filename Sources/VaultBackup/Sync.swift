@@ -119,6 +119,7 @@ public enum BackupSync {
         }
 
         let present = Dictionary(try target.list(prefix: "blobs/").map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
+        let presentAudit = Dictionary(try target.list(prefix: "audit/").map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
         var work: [BackupManifest.File] = []
         for b in manifest.blobs {
             if present[b.path] == b.size {
@@ -134,34 +135,53 @@ public enum BackupSync {
         }
         // The snapshot and vault.json copy after the blobs, the manifest last: a manifest at the
         // destination always finds everything it lists.
+        for f in manifest.auditLog?.segments ?? [] where try presentAudit[f.name] != f.size || options.rehash && hashObject(target, f.name) != f.blake2b256 {
+            work.append(f)
+        }
         for f in [manifest.snapshot, manifest.vaultConfig] where try target.size(of: f.name) != f.size || options.rehash && hashObject(target, f.name) != f.blake2b256 {
             work.append(f)
         }
         var state = SyncProgress(filesDone: 0, filesTotal: work.count, bytesDone: 0, bytesTotal: work.reduce(0) { $0 + $1.size })
         progress(state)
-        var batchFiles = 0
-        var batchBytes: Int64 = 0
         var lastReport = Date.distantPast
-        for f in work {
-            try copy(f, from: source, to: target) { n in
-                state.bytesDone += Int64(n)
-                if Date().timeIntervalSince(lastReport) > 0.1 {
-                    progress(state)
-                    lastReport = Date()
-                }
+        var start = 0
+        while start < work.count {
+            // One commit's worth of files: copied by several workers at once (hashing and copying are
+            // CPU-bound once the page cache holds the blobs), made durable together.
+            var end = start, bytes: Int64 = 0
+            while end < work.count && end - start < options.batchFiles && bytes < options.batchBytes {
+                bytes += work[end].size
+                end += 1
             }
-            state.filesDone += 1
-            if f.name.hasPrefix("blobs/") {
+            let batch = Array(work[start..<end])
+            if batch.count == 1 {
+                // A single (typically large) file: on this thread, with live progress.
+                try copy(batch[0], from: source, to: target) { n in
+                    state.bytesDone += Int64(n)
+                    if Date().timeIntervalSince(lastReport) > 0.1 {
+                        progress(state)
+                        lastReport = Date()
+                    }
+                }
+            } else {
+                let failures = FirstError()
+                DispatchQueue.concurrentPerform(iterations: min(Self.workers, batch.count)) { worker in
+                    for i in stride(from: worker, to: batch.count, by: Self.workers) where !failures.isSet {
+                        do { try copy(batch[i], from: source, to: target) { _ in } } catch { failures.set(error, at: i) }
+                    }
+                }
+                if let e = failures.error { throw e }
+                state.bytesDone += bytes
+            }
+            state.filesDone += batch.count
+            progress(state)
+            lastReport = Date()
+            for f in batch where f.name.hasPrefix("blobs/") {
                 report.blobsCopied += 1
                 report.bytesCopied += f.size
             }
-            batchFiles += 1
-            batchBytes += f.size
-            if batchFiles >= options.batchFiles || batchBytes >= options.batchBytes {
-                try target.commit()
-                batchFiles = 0
-                batchBytes = 0
-            }
+            try target.commit()
+            start = end
         }
         try target.commit()
         report.blobsCopied -= report.blobsRepaired
@@ -175,6 +195,10 @@ public enum BackupSync {
         for name in present.keys where !listed.contains(name) {
             try target.delete(name)
             report.blobsDeleted += 1
+        }
+        if let log = manifest.auditLog {
+            let segments = Set(log.segments.map(\.name))
+            for name in presentAudit.keys where !segments.contains(name) { try target.delete(name) }
         }
         // Kept: this manifest and the newest older ones that verify. A manifest that does not verify
         // (a higher sequence included: a valid one would have stopped the sync above) is not kept.
@@ -210,13 +234,16 @@ public enum BackupSync {
             throw BackupError.sourceChanged("\(path) is listed in the vault's newest manifest but is gone from the vault")
         }
         _ = posix_fadvise(file.fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
+        // Audit segments only grow: their listed prefix is what this snapshot holds. Any other file
+        // must be exactly as listed.
+        let limit = f.name.hasPrefix("audit/") ? f.size : Int64.max
         try target.put(f.name) { write in
             let hasher = BLAKE2bHasher()
             let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
             defer { buf.deallocate() }
             var size: Int64 = 0
-            while true {
-                let n = try file.read(into: buf)
+            while size < limit {
+                let n = try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<Int(min(Int64(buf.count), limit - size))]))
                 if n == 0 { break }
                 let piece = UnsafeRawBufferPointer(rebasing: buf[0..<n])
                 hasher.update(piece)
@@ -232,9 +259,31 @@ public enum BackupSync {
         try file.close()
     }
 
-    static func hashObject(_ target: any BackupTarget, _ name: String) throws -> String {
+    /// Copy workers: one per core, at least two (one reads while the other hashes and writes).
+    static let workers = max(2, ProcessInfo.processInfo.activeProcessorCount)
+
+    static func hashObject(_ target: any BackupTarget, _ name: String, prefix limit: Int64 = .max) throws -> String {
         let hasher = BLAKE2bHasher()
-        try target.read(name) { hasher.update($0) }
+        var remaining = limit
+        try target.read(name) { chunk in
+            let n = Int(min(Int64(chunk.count), remaining))
+            if n > 0 { hasher.update(UnsafeRawBufferPointer(rebasing: chunk[0..<n])) }
+            remaining -= Int64(n)
+        }
         return hexString(hasher.finalize())
+    }
+}
+
+/// The first error of a parallel batch (by position, so the message does not depend on scheduling).
+private final class FirstError: @unchecked Sendable {
+    private let lock = NSLock()
+    private var first: (index: Int, error: any Error)?
+    var isSet: Bool { lock.withLock { first != nil } }
+    var error: (any Error)? { lock.withLock { first?.error } }
+    func set(_ e: any Error, at i: Int) {
+        lock.withLock {
+            if let f = first, f.index <= i { return }
+            first = (i, e)
+        }
     }
 }

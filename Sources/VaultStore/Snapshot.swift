@@ -122,6 +122,13 @@ public enum SnapshotNames {
         }
     }
 
+    /// `audit/segment-NNNNNN.log`, as the audit log names its segments.
+    public static func isAuditSegment(_ name: String) -> Bool {
+        guard name.hasPrefix("audit/segment-"), name.hasSuffix(".log") else { return false }
+        let digits = name.dropFirst("audit/segment-".count).dropLast(4)
+        return !digits.isEmpty && digits.count <= 12 && digits.allSatisfy { $0.isASCII && $0.isNumber }
+    }
+
     /// `blobs/ab/<id>` for a blob id in 32 lowercase hex characters, or nil for anything else.
     public static func blobPath(_ id: String) -> String? { BlobID(hex: id)?.relativePath }
 }
@@ -188,6 +195,13 @@ public struct BackupManifest: Codable, Sendable, Equatable {
         public var mac: String
     }
 
+    /// The audit log as of the snapshot: its head file (base64, 72 bytes) and each segment's first
+    /// `size` bytes (segments only grow; a copy takes that prefix).
+    public struct AuditLog: Codable, Sendable, Equatable {
+        public var head: String
+        public var segments: [File]
+    }
+
     public static let formatName = "medvault-backup-manifest"
     public var format = BackupManifest.formatName
     public var formatVersion = 1
@@ -197,14 +211,19 @@ public struct BackupManifest: Codable, Sendable, Equatable {
     public var snapshot: File
     public var vaultConfig: File
     public var auditHead: AuditHead?
+    /// Absent when the vault had no audit log yet, or from a medvault that did not back it up.
+    public var auditLog: AuditLog? = nil
     /// Sorted by id.
     public var blobs: [Blob]
     public var blobBytes: Int64
 
     /// Every file of this snapshot set other than the manifest itself: blobs, snapshot, vault.json copy.
     public var files: [File] {
-        [snapshot, vaultConfig] + blobs.map { File(name: $0.path, size: $0.size, blake2b256: $0.blake2b256) }
+        [snapshot, vaultConfig] + (auditLog?.segments ?? []) + blobs.map { File(name: $0.path, size: $0.size, blake2b256: $0.blake2b256) }
     }
+
+    /// The audit head bytes to restore, if the manifest carries the log.
+    public var auditHeadBytes: [UInt8]? { auditLog.flatMap { Data(base64Encoded: $0.head) }.map { Array($0) } }
 
     /// Rejects anything a correct writer never produces (names outside the layout, bad hashes).
     func validate(file: String) throws(SnapshotError) {
@@ -220,8 +239,12 @@ public struct BackupManifest: Codable, Sendable, Equatable {
             previous = b.id
             guard b.size >= 0, b.blake2b256.utf8.count == 64, unhex(b.blake2b256) != nil else { throw bad("blob \(b.id) has a bad size or hash") }
         }
-        for f in [snapshot, vaultConfig] where f.size < 0 || f.blake2b256.utf8.count != 64 || unhex(f.blake2b256) == nil {
+        for f in [snapshot, vaultConfig] + (auditLog?.segments ?? []) where f.size < 0 || f.blake2b256.utf8.count != 64 || unhex(f.blake2b256) == nil {
             throw bad("\(f.name) has a bad size or hash")
+        }
+        if let log = auditLog {
+            guard auditHeadBytes?.count == 72 else { throw bad("the audit head is not 72 bytes of base64") }
+            for f in log.segments where !SnapshotNames.isAuditSegment(f.name) { throw bad("\(f.name) is not an audit segment name") }
         }
     }
 }
@@ -312,9 +335,8 @@ extension Vault {
         for name in FileIO.list(layout.snapshots) where name.hasPrefix(".staging-") || name.hasSuffix(".tmp") {
             try? FileIO.unlink(layout.snapshots + "/" + name)  // an interrupted publish
         }
-        for attempt in 1...3 {
+        for _ in 1...3 {
             if let info = try publishOnce(keeping: max(1, keeping ?? SnapshotFormat.keepInVault)) { return info }
-            if attempt == 3 { break }
         }
         throw SnapshotError.changedDuringSnapshot
     }
@@ -355,7 +377,7 @@ extension Vault {
             vaultID: config.vaultID, sequence: sequence, createdAt: ISO8601DateFormatter().string(from: Date()),
             snapshot: .init(name: SnapshotNames.snapshot(sequence), size: sealed.size, blake2b256: hex(sealed.hash)),
             vaultConfig: .init(name: configCopy, size: Int64(configBytes.count), blake2b256: hex(configBytes.withUnsafeBytes { blake2b256($0) })),
-            auditHead: head, blobs: blobs, blobBytes: blobs.reduce(0) { $0 + $1.size })
+            auditHead: head, auditLog: try auditLogState(), blobs: blobs, blobBytes: blobs.reduce(0) { $0 + $1.size })
         // The manifest last: whoever sees it finds its snapshot and vault.json copy durable.
         do {
             try FileIO.writeAtomically(
@@ -364,6 +386,36 @@ extension Vault {
         } catch { throw SnapshotError.io(error) }
         pruneSnapshots(keeping: keeping)
         return SnapshotInfo(sequence: sequence, blobs: blobs.count, blobBytes: manifest.blobBytes, snapshotBytes: sealed.size)
+    }
+
+    /// The audit log's head and segment prefixes, read under the audit lock so that they agree.
+    /// Closed segments never change: their hashes come from a cache (`snapshots/audit-hashes.json`,
+    /// a plain optimisation; a wrong entry would only make the backup's verify report the segment).
+    private func auditLogState() throws -> BackupManifest.AuditLog? {
+        let lock: WriterLock
+        do { lock = try WriterLock(path: layout.audit + "/lock", onWait: {}) } catch { throw SnapshotError.io(error) }
+        defer { withExtendedLifetime(lock) {} }
+        guard let head = FileManager.default.contents(atPath: layout.audit + "/head"), head.count == 72 else { return nil }
+        let cachePath = layout.snapshots + "/audit-hashes.json"
+        var cache = (FileManager.default.contents(atPath: cachePath)).flatMap { try? JSONDecoder().decode([String: BackupManifest.File].self, from: $0) } ?? [:]
+        var segments: [BackupManifest.File] = []
+        for name in auditSegments() {
+            let rel = "audit/" + name
+            guard let size = FileIO.fileSize(layout.root + "/" + rel) else { continue }
+            if let c = cache[rel], c.size == size {
+                segments.append(c)
+                continue
+            }
+            let h: (size: Int64, hash: [UInt8])
+            do { h = try hashFile(layout.root + "/" + rel, limit: size) } catch { throw SnapshotError.io(error) }
+            let f = BackupManifest.File(name: rel, size: h.size, blake2b256: hex(h.hash))
+            segments.append(f)
+            cache[rel] = f
+        }
+        let enc = JSONEncoder()
+        enc.outputFormatting = .sortedKeys
+        if let data = try? enc.encode(cache) { try? FileIO.writeAtomically(Array(data), to: cachePath, tmpDirectory: layout.snapshots) }
+        return BackupManifest.AuditLog(head: head.base64EncodedString(), segments: segments)
     }
 
     private func readConfigBytes() throws(SnapshotError) -> [UInt8] {
@@ -574,15 +626,15 @@ extension Vault {
     }
 }
 
-/// BLAKE2b-256 and size of a file, read in 1 MiB pieces.
-public func hashFile(_ path: String) throws(IOFailure) -> (size: Int64, hash: [UInt8]) {
+/// BLAKE2b-256 and size of a file (or of its first `limit` bytes), read in 1 MiB pieces.
+public func hashFile(_ path: String, limit: Int64 = .max) throws(IOFailure) -> (size: Int64, hash: [UInt8]) {
     let d = try FileIO.Descriptor.open(path, flags: O_RDONLY)
     let hasher = BLAKE2bHasher()
     let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
     defer { buf.deallocate() }
     var size: Int64 = 0
-    while true {
-        let n = try d.readFully(into: buf)
+    while size < limit {
+        let n = try d.readFully(into: UnsafeMutableRawBufferPointer(rebasing: buf[0..<Int(min(Int64(buf.count), limit - size))]))
         if n == 0 { break }
         hasher.update(UnsafeRawBufferPointer(rebasing: buf[0..<n]))
         size += Int64(n)
@@ -616,7 +668,7 @@ public enum VaultUnlock: Sendable {
 extension Vault {
     /// Rebuilds `root/catalog.sqlite` from a sealed snapshot. `root` must already hold the
     /// vault.json that goes with the snapshot (the manifest's copy) and a `tmp/` directory. The
-    /// master key is unlocked from that vault.json in a scratch directory under tmp/, so the same
+    /// master key is the slot's key whose snapshot key authenticates the snapshot (no catalog yet), so the same
     /// unlock code as `Vault.open` is used whatever the key-slot format. Returns the opened vault.
     public static func restoreCatalog(at root: String, snapshot: String, sequence: UInt64, unlock: VaultUnlock) throws -> Vault {
         let layout = VaultLayout(root: root)
