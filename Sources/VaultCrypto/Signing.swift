@@ -109,7 +109,8 @@ func encodeBase64(_ bytes: [UInt8]) -> String {
     let n = sodium_base64_encoded_len(bytes.count, variant)
     var out = [CChar](repeating: 0, count: n)
     bytes.withUnsafeBufferPointer { b in _ = sodium_bin2base64(&out, n, b.baseAddress, b.count, variant) }
-    return String(cString: out)
+    let end = out.firstIndex(of: 0) ?? out.count
+    return String(decoding: out[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 func decodeBase64(_ text: String) -> [UInt8]? {

@@ -108,6 +108,7 @@ extension Vault {
 
     /// Writes the selected originals under `outputDirectory` as `<study>/<series>/<instance>.dcm`.
     /// Each file appears only once complete (temp name, fsync, rename); existing files are never overwritten.
+    @discardableResult
     public func export(
         _ selection: ExportSelection, to outputDirectory: String, progress: (ExportProgress) -> Void = { _ in }
     ) throws -> ExportSummary {
