@@ -179,7 +179,8 @@ struct AuthAuditMiddleware: RouterMiddleware {
         guard let provider = channel as? any SocketOptionProvider else { return nil }
         let future: EventLoopFuture<mv_sys_ucred> = provider.unsafeGetSocketOption(
             level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
-        guard let cred = try? await future.get() else { return nil }
+        // On a TCP socket the kernel answers with no process: uid -1, pid 0. That is "unknown", not a uid.
+        guard let cred = try? await future.get(), cred.pid > 0, cred.uid != UInt32.max else { return nil }
         return (cred.uid, Int32(cred.pid))
     }
 }

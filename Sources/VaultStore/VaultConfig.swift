@@ -26,7 +26,11 @@ public enum VaultError: Error, Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .alreadyExists(let p): "a vault (or other files) already exists at \(p); refusing to overwrite it"
         case .notAVault(let p): "\(p) is not a MedVault vault (no vault.json); create one with `medvault init`"
-        case .unsupportedFormat(let v): "vault format version \(v) is not supported by this medvault; upgrade medvault"
+        case .unsupportedFormat(let v):
+            v > VaultConfig.currentFormatVersion
+                ? "vault format version \(v) is newer than this medvault reads (\(VaultConfig.currentFormatVersion)); upgrade medvault"
+                : "vault format version \(v) predates the key-slot format this medvault reads (\(VaultConfig.currentFormatVersion)); "
+                    + "there is no converter: export the studies with the medvault that made it and import them into a new vault"
         case .corruptConfig(let m): "vault.json is damaged: \(m)"
         case .wrongPassphrase: "wrong passphrase or recovery key"
         case .passphraseRejected(let m): m

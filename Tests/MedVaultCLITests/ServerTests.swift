@@ -278,6 +278,11 @@ import TestSupport
         #expect(code == "200")
         let anon = try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/dicom-web/studies"])
         #expect(anon.stdout == "401")
+        // A TCP peer has no credentials: recorded as unknown (shown as -1), not as uid 4294967295.
+        let log = try s.mv(["audit", "show", "--json"])
+        let records = try #require(try JSONSerialization.jsonObject(with: Data(log.stdout.utf8)) as? [[String: Any]])
+        let overTCP = records.filter { $0["action"] as? String == "GET /dicom-web/studies" && $0["actor"] as? String == "rad" }
+        #expect(!overTCP.isEmpty && overTCP.allSatisfy { $0["peerUID"] as? Int == -1 && $0["peerPID"] as? Int == -1 })
     }
 
     /// A large instance streams with flat server memory, and a client that goes away stops the
