@@ -75,10 +75,15 @@ enum WADO {
         let tail = "\r\n--\(boundary)--\r\n"
         let length = items.enumerated().reduce(tail.utf8.count) { $0 + partHead($1.element, first: $1.offset == 0).utf8.count + Int($1.element.size) }
         let body = ResponseBody(contentLength: length) { writer in
+            // The next instance is already being decrypted while this one is sent (a few chunks ahead,
+            // bounded like the current one), so the two cores overlap decryption and sending.
+            var upcoming: DecryptingStream? = items.first.map { DecryptingStream(item: $0, vault: vault) }
+            defer { upcoming?.cancel() }
             for (i, item) in items.enumerated() {
-                try await writer.write(ByteBuffer(string: partHead(item, first: i == 0)))
-                let stream = DecryptingStream(item: item, vault: vault)
+                guard let stream = upcoming else { break }
                 defer { stream.cancel() }
+                upcoming = i + 1 < items.count ? DecryptingStream(item: items[i + 1], vault: vault) : nil
+                try await writer.write(ByteBuffer(string: partHead(item, first: i == 0)))
                 for try await chunk in stream.chunks {
                     // A client that went away stops the work: no more decryption for nobody.
                     guard channel.isActive else { throw CancellationError() }

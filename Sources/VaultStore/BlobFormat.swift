@@ -193,8 +193,10 @@ enum BlobCodec {
 
     /// Decrypts the blob at `path`, checking every tag, and hands the clear bytes to `sink` in
     /// chunks of at most 64 KiB. Nothing is handed over before its chunk has authenticated.
+    /// With `fingerprint` false the keyed fingerprint of the clear bytes is not computed (its
+    /// `contentMAC` is empty): the AEAD still authenticates every chunk and the blob id.
     static func decrypt(
-        path: String, id: BlobID, patientKey: SymmetricKey, contentKey: SymmetricKey,
+        path: String, id: BlobID, patientKey: SymmetricKey, contentKey: SymmetricKey, fingerprint: Bool = true,
         sink: (UnsafeRawBufferPointer) throws -> Void
     ) throws -> BlobDigest {
         let input: FileIO.Descriptor
@@ -221,7 +223,7 @@ enum BlobCodec {
         do { stream = try StreamDecryptor(key: fileKey, header: Array(header[BlobFormat.authenticatedHeaderLength...])) } catch {
             throw BlobError.tampered
         }
-        let hasher = KeyedHasher(key: contentKey)
+        let hasher = fingerprint ? KeyedHasher(key: contentKey) : nil
         let ec = BlobFormat.encryptedChunkSize
         let cbuf = UnsafeMutableRawBufferPointer.allocate(byteCount: ec, alignment: 64)
         let pbuf = UnsafeMutableRawBufferPointer.allocate(byteCount: BlobFormat.chunkSize, alignment: 64)
@@ -246,7 +248,7 @@ enum BlobCodec {
                     throw BlobError.tampered
                 }
                 let plain = UnsafeRawBufferPointer(rebasing: pbuf[0..<result.count])
-                hasher.update(plain)
+                hasher?.update(plain)
                 try sink(plain)
                 plainSize += Int64(result.count)
                 if result.isFinal { break }
@@ -256,7 +258,7 @@ enum BlobCodec {
             let more = try withUnsafeMutableBytes(of: &extra) { (b) throws(IOFailure) in try input.readFully(into: b) }
             if more > 0 { throw BlobError.trailingData }
         }
-        return BlobDigest(plainSize: plainSize, blobSize: blobSize, contentMAC: hasher.finalize())
+        return BlobDigest(plainSize: plainSize, blobSize: blobSize, contentMAC: hasher?.finalize() ?? [])
     }
 }
 
