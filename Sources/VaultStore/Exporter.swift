@@ -34,7 +34,9 @@ public struct ExportSummary: Sendable {
 /// One instance ready to be decrypted: where its blob is and which patient key opens it.
 struct ResolvedInstance {
     let row: InstanceRow
-    let record: InstanceRecord
+    /// The SOP Instance UID, when the caller asked for it (export names files by it; the API does not
+    /// need it, and skipping 300 record decryptions brings a series' first byte forward).
+    let sopInstanceUID: String?
     let seriesUID: String
     let studyUID: String
     let patientRef: [UInt8]
@@ -44,7 +46,7 @@ struct ResolvedInstance {
 
 extension Vault {
     /// Finds the instances a selection names. Unknown UIDs are `VaultError.notFound`.
-    func resolve(_ selection: ExportSelection) throws -> [ResolvedInstance] {
+    func resolve(_ selection: ExportSelection, instanceUIDs: Bool = true) throws -> [ResolvedInstance] {
         let (column, index): (String, [UInt8]) =
             switch selection {
             case .study(let uid): ("st.uidIndex", keyring.blindIndex(.studyUID, Normalize.identifier(uid)))
@@ -86,7 +88,9 @@ extension Vault {
                 patientIDs[pRef] = try sealer.open(PatientRecord.self, Array(r["pSealed"] as Data), table: "patient", index: pRef).patientID
             }
             return ResolvedInstance(
-                row: row, record: try sealer.open(InstanceRecord.self, row.sealed, table: "instance", index: row.uidIndex),
+                row: row,
+                sopInstanceUID: instanceUIDs
+                    ? try sealer.open(InstanceRecord.self, row.sealed, table: "instance", index: row.uidIndex).sopInstanceUID : nil,
                 seriesUID: seriesUIDs[seIndex] ?? "", studyUID: studyUIDs[stIndex] ?? "", patientRef: pRef,
                 patientID: patientIDs[pRef] ?? "", wrappedPatientKey: Array(r["pKey"] as Data))
         }
@@ -127,7 +131,7 @@ extension Vault {
         var lastReport = Date()
         for inst in instances {
             let dir = Self.safeName(inst.studyUID) + "/" + Self.safeName(inst.seriesUID)
-            let rel = dir + "/" + Self.safeName(inst.record.sopInstanceUID) + ".dcm"
+            let rel = dir + "/" + Self.safeName(inst.sopInstanceUID ?? "") + ".dcm"
             try FileIO.makeDirectory(outputDirectory + "/" + Self.safeName(inst.studyUID), mode: 0o700)
             try FileIO.makeDirectory(outputDirectory + "/" + dir, mode: 0o700)
             let final = outputDirectory + "/" + rel
@@ -193,7 +197,9 @@ extension Vault {
     /// UIDs are unknown or do not belong together.
     public func instancesForRetrieval(study: String, series: String? = nil) throws -> [RetrievableInstance] {
         let found: [ResolvedInstance]
-        do { found = try series.map { try resolve(.series($0)) } ?? resolve(.study(study)) } catch VaultError.notFound { return [] }
+        do { found = try series.map { try resolve(.series($0), instanceUIDs: false) } ?? resolve(.study(study), instanceUIDs: false) } catch VaultError.notFound {
+            return []
+        }
         return found.filter { $0.studyUID == study }.map(RetrievableInstance.init)
     }
 
