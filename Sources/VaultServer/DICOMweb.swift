@@ -102,13 +102,18 @@ enum WADO {
 /// reader thread waits until the client has taken the previous chunks (memory stays flat), and stops
 /// when the consumer goes away (a client that disconnects stops the work).
 final class DecryptingStream: @unchecked Sendable {
-    private let gate = DispatchSemaphore(value: 4)
+    /// At most `window` decrypted chunks wait for the client. The semaphore starts at 0 and is signalled
+    /// `window` times: libdispatch kills the process when a semaphore is freed below its *initial* value,
+    /// which an aborted stream (chunks taken, never consumed) would otherwise do.
+    private static let window = 4
+    private let gate = DispatchSemaphore(value: 0)
     private let lock = NSLock()
     private var cancelled = false
     let chunks: AsyncThrowingStream<ByteBuffer, any Error>
     private let continuation: AsyncThrowingStream<ByteBuffer, any Error>.Continuation
 
     init(item: RetrievableInstance, vault: Vault) {
+        for _ in 0..<Self.window { gate.signal() }
         (chunks, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
         continuation.onTermination = { [weak self] _ in self?.cancel() }
         let continuation = self.continuation

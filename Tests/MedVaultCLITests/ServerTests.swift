@@ -45,9 +45,12 @@ import TestSupport
             return (Int(r.stdout) ?? -1, body)
         }
 
+        /// Stops the server and checks that it was still running and exits cleanly.
         func stop() {
+            #expect(process.isRunning, "the server died during the test")
             process.interrupt()
             process.waitUntilExit()
+            #expect(process.terminationReason == .exit && process.terminationStatus == 0, "server exit: \(process.terminationStatus)")
         }
 
         deinit { if process.isRunning { process.terminate() }; dir.remove() }
@@ -329,6 +332,24 @@ import TestSupport
             back = status("Threads") <= threadsIdle
         }
         #expect(back, "the decrypting thread kept running after the client left")
+        // …and the server is alive and still answering (an aborted stream once crashed it).
+        #expect(s.process.isRunning)
+        #expect(try s.get("/dicom-web/studies", token: s.tokens["rad"]).0 == 200)
+        // Several clients giving up mid-series, with the next instance already being decrypted.
+        let series = "/dicom-web/studies/\(meta["study_uid"]!)"
+        for _ in 0..<3 {
+            let quitter = Process()
+            quitter.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+            quitter.arguments = ["-s", "--limit-rate", "1M", "-o", "/dev/null", "--unix-socket", s.socket,
+                                 "-H", "Authorization: Bearer \(s.tokens["rad"]!)", "http://localhost" + series]
+            try quitter.run()
+            usleep(300_000)
+            kill(quitter.processIdentifier, SIGKILL)
+            quitter.waitUntilExit()
+        }
+        usleep(500_000)
+        #expect(s.process.isRunning)
+        #expect(try s.get("/dicom-web/studies", token: s.tokens["rad"]).0 == 200)
     }
 
     @Test func noTCPListenerAndCleanShutdown() throws {
