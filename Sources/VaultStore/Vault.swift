@@ -224,6 +224,14 @@ public final class Vault: Sendable {
         for candidate in candidates {
             let master = candidate.key
             guard constantTimeEquals(Keyring.masterKeyCheck(master, vaultID: config.vaultID), check) else { continue }
+            if config.pendingKeyGeneration != nil {
+                // A rotation was interrupted (or is running in another process): settle it first, so that
+                // everything reading vault.json afterwards (snapshots, slot commands) sees one key.
+                try settleInterruptedRotation(layout: layout, catalog: catalog, master: master, generation: candidate.generation)
+                let settled = try VaultConfig.load(from: layout.config)
+                guard let sameSlot = settled.slots.first(where: { $0.id == slot.id }) else { throw .wrongPassphrase }
+                return try unlock(layout: layout, config: settled, slot: sameSlot, secret: secret)
+            }
             do {
                 let indexKey = try KeyWrap.unwrap(wrappedIndexKey, with: master, associatedData: Keyring.indexKeyAssociatedData(vaultID: config.vaultID))
                 return Vault(layout: layout, config: config, keyring: try Keyring(master: master, indexKey: indexKey), catalog: catalog, slotID: slot.id,
@@ -233,6 +241,25 @@ public final class Vault: Sendable {
             }
         }
         throw .keyMismatch
+    }
+
+    /// Under the writer lock (a running rotation holds it, so this waits for it): if vault.json still
+    /// has a pending key and the catalog still matches `master`, promote the pending key when `master`
+    /// is it, drop it otherwise.
+    private static func settleInterruptedRotation(layout: VaultLayout, catalog: Catalog, master: SymmetricKey, generation: Int) throws(VaultError) {
+        let lock: WriterLock
+        do { lock = try WriterLock(path: layout.lock, onWait: {}) } catch { throw .io(error) }
+        defer { withExtendedLifetime(lock) {} }
+        let config = try VaultConfig.load(from: layout.config)
+        guard let pending = config.pendingKeyGeneration else { return }  // finished meanwhile
+        let check: [UInt8]?
+        do { check = try catalog.vaultKey(Catalog.masterKeyCheckName) } catch { throw .catalog(String(describing: error)) }
+        guard let check, constantTimeEquals(check, Keyring.masterKeyCheck(master, vaultID: config.vaultID)) else { throw .keyRotated }
+        let settled = generation == pending ? promotingPending(config) : droppingPending(config)
+        do {
+            try FileIO.writeAtomically(settled.encoded(), to: layout.config, tmpDirectory: layout.tmp)
+            try FileIO.fsyncDirectory(layout.root)
+        } catch { throw .io(error) }
     }
 
     static func makePassphraseSlot(

@@ -74,6 +74,8 @@ import TestSupport
         for (i, point) in ["rotate.pending-written", "rotate.before-commit", "rotate.committed", "rotate.finished"].enumerated() {
             let killed = try s.mv(["key", "rotate"], extra: ["MEDVAULT_FAULT": point])
             #expect(killed.status == SIGKILL, "\(point): \(killed.status) \(killed.stderr)")
+            // Pending state is left in vault.json only when the process died between the steps…
+            #expect((s.config["pendingKeyGeneration"] as? Int != nil) == (point != "rotate.finished"), "\(point)")
             // Committed or not decides which key is in force; either way the vault is whole.
             if point == "rotate.committed" || point == "rotate.finished" { generation += 1 }
             let verify = try s.mv(["verify", "--json"])
@@ -82,9 +84,12 @@ import TestSupport
             #expect(byRecovery.status == 0, "\(point): \(byRecovery.stderr)")
             #expect(try s.exportAll(studies, "after-\(i)") == original, "\(point)")
             #expect(try s.mv(["audit", "verify"]).status == 0)
-            // Pending state is left in vault.json only when the process died between the steps.
-            let pending = s.config["pendingKeyGeneration"] as? Int
-            #expect((pending != nil) == (point != "rotate.finished"), "\(point)")
+            // …and the first open settles it: one key in vault.json, the one the catalog uses, so that
+            // backup snapshots (signed with the seed that key wraps) can be published again.
+            #expect(s.config["pendingKeyGeneration"] == nil && s.config["pendingWrappedManifestSigningSeed"] == nil, "\(point)")
+            #expect(s.config["keyGeneration"] as? Int == generation, "\(point)")
+            let published = try s.mv(["backup", "publish"])
+            #expect(published.status == 0, "\(point): \(published.stderr)")
         }
         let finish = try s.mv(["key", "rotate"])
         #expect(finish.status == 0, "\(finish.stderr)")
