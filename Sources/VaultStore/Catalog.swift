@@ -199,6 +199,11 @@ final class Catalog: Sendable {
                 );
                 """)
         }
+        m.registerMigration("v4-pending-erasure") { db in
+            // An erasure committed but not yet finished (blob files, WAL, snapshots, audit record): the
+            // next writer finishes it. Holds counts and keyed pseudonyms only, never an identifier.
+            try db.execute(sql: "CREATE TABLE pendingErasure (id INTEGER PRIMARY KEY, action TEXT NOT NULL, summary TEXT NOT NULL)")
+        }
         return m
     }
 

@@ -13,9 +13,12 @@
 public import Foundation
 import GRDB
 import VaultCrypto
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What an erasure removed (or, for a plan, would remove).
-public struct ErasureSummary: Sendable, Equatable {
+public struct ErasureSummary: Sendable, Equatable, Codable {
     public var patients = 0
     public var studies = 0
     public var instances = 0
@@ -62,9 +65,7 @@ extension Vault {
             guard !rows.isEmpty else { throw VaultError.notFound("no patient with that Patient ID is in the vault; nothing was changed") }
             var s = try summary(patients: rows.map(\.id), studies: nil)
             s.pseudonyms = rows.map { Self.pseudonym($0.ref) }
-            try erase(patients: rows.map(\.id), studies: [])
-            s.snapshotPublished = replaceSnapshotsAfterErasure()
-            return s
+            return try erase(patients: rows.map(\.id), studies: [], action: "forget", summary: s)
         }
     }
 
@@ -113,9 +114,7 @@ extension Vault {
             let emptied = c.patients.values.filter { left[$0.id, default: 0] == 0 }
             var s = try summary(patients: emptied.map(\.id), studies: studyIDs)
             s.pseudonyms = emptied.map { Self.pseudonym($0.ref) }
-            try erase(patients: emptied.map(\.id), studies: studyIDs)
-            s.snapshotPublished = replaceSnapshotsAfterErasure()
-            return (plan, s)
+            return (plan, try erase(patients: emptied.map(\.id), studies: studyIDs, action: "retention.apply", summary: s))
         }
     }
 
@@ -158,9 +157,13 @@ extension Vault {
         return Array(Set(ofPatients + studies)).sorted()
     }
 
-    /// The erasure itself: rows and keys in one transaction, then the blob files, then the WAL.
-    private func erase(patients: [Int64], studies: [Int64]) throws {
-        let blobIDs: [String] = try catalog.pool.write { db in
+    /// The erasure itself. One transaction deletes the rows and keys, lists the blobs in `pendingBlob`
+    /// and records the erasure in `pendingErasure`; then `finishErasures` removes the files, truncates
+    /// the WAL, replaces the snapshots and writes the audit record. If the process dies after the
+    /// commit, the next writer runs `finishErasures` (`recoverInterruptedWrites`).
+    private func erase(patients: [Int64], studies: [Int64], action: String, summary: ErasureSummary) throws -> ErasureSummary {
+        let encoded = String(decoding: (try? JSONEncoder().encode(summary)) ?? Data(), as: UTF8.self)
+        try catalog.pool.write { db in
             let studyIDs = try Self.studyIDs(db, patients: patients, studies: studies)
             let list = studyIDs.map(String.init).joined(separator: ",")
             let blobs = try String.fetchAll(
@@ -169,21 +172,52 @@ extension Vault {
             // Foreign keys cascade to series and instances; patient rows take their wrapped key with them.
             try db.execute(sql: "DELETE FROM study WHERE id IN (\(list))")
             try db.execute(sql: "DELETE FROM patient WHERE id IN (\(patients.map(String.init).joined(separator: ",")))")
-            return blobs
+            try db.execute(sql: "INSERT INTO pendingErasure(action, summary) VALUES (?, ?)", arguments: [action, encoded])
         }
         FaultInjection.point("erase.committed")
+        return try finishErasures(interrupted: false).last ?? summary
+    }
+
+    /// Finishes every committed erasure: deletes the blobs still listed, truncates the WAL (it holds
+    /// the earlier page images; secure_delete zeroed the pages themselves), replaces the snapshots, and
+    /// writes one audit record per erasure. Called with the writer lock held.
+    @discardableResult
+    func finishErasures(interrupted: Bool) throws -> [ErasureSummary] {
+        let pending = try catalog.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT id, action, summary FROM pendingErasure ORDER BY id").map {
+                (id: $0["id"] as Int64, action: $0["action"] as String, summary: $0["summary"] as String)
+            }
+        }
+        guard !pending.isEmpty else { return [] }
+        let leftovers = try catalog.pool.read { db in
+            try String.fetchAll(db, sql: "SELECT blobID FROM pendingBlob WHERE blobID NOT IN (SELECT blobID FROM instance)")
+        }
         do {
-            for id in blobIDs {
+            for id in leftovers {
                 if let blob = BlobID(hex: id) { try FileIO.unlink(layout.blob(blob)) }
             }
             try FileIO.syncFilesystem(layout.blobs)
         } catch { throw VaultError.io(error) }
         try catalog.pool.write { db in
-            for id in blobIDs { try db.execute(sql: "DELETE FROM pendingBlob WHERE blobID = ?", arguments: [id]) }
+            for id in leftovers { try db.execute(sql: "DELETE FROM pendingBlob WHERE blobID = ?", arguments: [id]) }
         }
-        // secure_delete zeroed the freed pages; the WAL still holds their earlier versions until it is
-        // checkpointed and truncated.
         try catalog.pool.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
+        let published = replaceSnapshotsAfterErasure()
+        var done: [ErasureSummary] = []
+        for p in pending {
+            var s = (try? JSONDecoder().decode(ErasureSummary.self, from: Data(p.summary.utf8))) ?? ErasureSummary()
+            s.snapshotPublished = published
+            var event = AuditEvent(actor: currentOSUser(), role: "cli", peerUID: getuid(), peerPID: getpid(), action: p.action, outcome: "ok")
+            event.instances = s.instances
+            event.bytes = s.bytes
+            event.detail = (interrupted ? "finished after an interruption: " : "")
+                + "erased \(s.pseudonyms.isEmpty ? "no patient" : s.pseudonyms.joined(separator: ", ")): \(s.studies) studies"
+                + (published ? "" : "; no new snapshot could be written, every older one was removed")
+            try audit(event)
+            try catalog.pool.write { db in try db.execute(sql: "DELETE FROM pendingErasure WHERE id = ?", arguments: [p.id]) }
+            done.append(s)
+        }
+        return done
     }
 
     /// The vault's older catalog snapshots still hold the erased patients' wrapped keys: a new snapshot

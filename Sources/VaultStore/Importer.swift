@@ -200,6 +200,9 @@ extension Vault {
         let leftovers = try catalog.pool.read { db in
             try String.fetchAll(db, sql: "SELECT blobID FROM pendingBlob WHERE blobID NOT IN (SELECT blobID FROM instance)")
         }
+        // An erasure that committed but did not finish: its blobs are among the leftovers; finishing it
+        // also truncates the WAL, replaces the snapshots and writes its audit record.
+        try finishErasures(interrupted: true)
         for id in leftovers {
             if let blob = BlobID(hex: id) { try FileIO.unlink(layout.blob(blob)) }
         }

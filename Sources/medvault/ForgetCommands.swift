@@ -53,9 +53,7 @@ struct Forget: ParsableCommand {
                 try? Auditing.record(vault, action: "forget", outcome: "failed", detail: String(describing: error))
                 throw error
             }
-            try Auditing.record(
-                vault, action: "forget", outcome: "ok", instances: done.instances, bytes: done.bytes,
-                detail: "erased \(done.pseudonyms.joined(separator: ", ")): \(done.studies) studies")
+            // The erasure wrote its own audit record (also when finished after an interruption).
             if !done.snapshotPublished {
                 Console.error("medvault: warning: no new backup snapshot could be written; the older ones were removed from the vault "
                     + "because they held the erased key. Run `medvault backup publish` before the next `backup sync`.")
@@ -108,10 +106,7 @@ struct Retention: ParsableCommand {
                             + "\(Format.megabytes(plan.bytes))) and erases \(plan.patientsErased) patients. It cannot be undone.",
                         answer: "remove")
                 }
-                let (applied, erased) = try vault.applyRetention(cutoff: cutoff)
-                try Auditing.record(
-                    vault, action: "retention.apply", outcome: "ok", instances: erased.instances, bytes: erased.bytes,
-                    detail: "cutoff \(cutoff): \(erased.studies) studies removed; patients erased: \(erased.pseudonyms.joined(separator: ", "))")
+                let (applied, erased) = try vault.applyRetention(cutoff: cutoff)  // audited by the erasure itself
                 if !erased.snapshotPublished {
                     Console.error("medvault: warning: no new backup snapshot could be written; run `medvault backup publish`")
                 }

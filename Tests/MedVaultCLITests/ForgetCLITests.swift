@@ -26,7 +26,9 @@ import TestSupport
         #expect(try mv(["forget", "--patient-id", "NO-SUCH-ID", "--yes"]).status == 2)
 
         // Killed after the catalog commit, before the blob files are gone: the vault still verifies,
-        // and the next writer finishes the job.
+        // and the next writer finishes the job (files, WAL, snapshots, audit record).
+        let snapshotsBefore = Set(FileManager.default.subpaths(atPath: dir.sub("vault/snapshots")) ?? [])
+        #expect(snapshotsBefore.contains { $0.hasSuffix(".mvsnap") })
         let killed = try mv(["forget", "--patient-id", pid, "--yes"], ["MEDVAULT_FAULT": "erase.committed"])
         #expect(killed.status == SIGKILL)
         let verify = try mv(["verify", "--json"])
@@ -35,6 +37,10 @@ import TestSupport
         #expect(try mv(["import"] + corpus.valid.filter { $0.patient_id != pid }.map { corpus.path($0) }).status == 0)
         #expect(allFiles(under: dir.sub("vault/blobs")).count == blobsBefore - theirs.count)
         #expect(try mv(["verify"]).status == 0)
+        let snapshotsAfter = Set(FileManager.default.subpaths(atPath: dir.sub("vault/snapshots")) ?? [])
+        #expect(snapshotsAfter.isDisjoint(with: snapshotsBefore.filter { $0.hasSuffix(".mvsnap") }), "a snapshot holding the erased key survived")
+        let wal = (try? FileManager.default.attributesOfItem(atPath: dir.sub("vault/catalog.sqlite-wal"))[.size] as? Int) ?? 0
+        #expect(wal < 1 << 20)
 
         // A second patient, cleanly; the audit log names neither in clear.
         let other = "MRN0067890"
@@ -45,7 +51,8 @@ import TestSupport
         let log = try mv(["audit", "show", "--json"])
         let records = try #require(try JSONSerialization.jsonObject(with: Data(log.stdout.utf8)) as? [[String: Any]])
         let forgets = records.filter { $0["action"] as? String == "forget" && $0["outcome"] as? String == "ok" }
-        #expect(forgets.count == 1)
+        #expect(forgets.count == 2)  // the interrupted one, finished by the next writer, and this one
+        #expect(forgets.filter { ($0["detail"] as? String ?? "").hasPrefix("finished after an interruption") }.count == 1)
         #expect(forgets.allSatisfy { r in
             let text = String(describing: r)
             return !text.contains(other) && !text.contains(pid) && (r["detail"] as? String ?? "").contains("patient-")

@@ -46,6 +46,9 @@ import TestSupport
         })
         let other = try #require(corpus.valid.first { $0.patient_id == "MRN0024680" })
 
+        try vault.publishSnapshot()
+        let snapshotsBefore = Set(FileIO.list(vault.layout.snapshots).filter { $0.hasSuffix(".mvsnap") })
+        #expect(!snapshotsBefore.isEmpty)
         let preview = try vault.forgetPreview(patientID: pid)
         let done = try vault.forget(patientID: pid)
         #expect(done.patients == 1 && preview.patients == 1)
@@ -53,6 +56,9 @@ import TestSupport
         #expect(done.bytes == Int64(theirs.compactMap(\.size).reduce(0, +)))
         #expect(done.pseudonyms.count == 1 && !done.pseudonyms[0].contains(pid))
 
+        // The older snapshots (sealed copies of the catalog with the wrapped key) are gone; one new one.
+        let snapshotsAfter = Set(FileIO.list(vault.layout.snapshots).filter { $0.hasSuffix(".mvsnap") })
+        #expect(done.snapshotPublished && snapshotsAfter.count == 1 && snapshotsAfter.isDisjoint(with: snapshotsBefore))
         // Rows and blobs gone; the wrapped key is in no file of the vault (catalog, WAL, anything).
         #expect(try vault.listPatients(patientID: pid).isEmpty)
         for (blob, _) in aside { #expect(!FileManager.default.fileExists(atPath: vault.layout.blob(blob))) }
