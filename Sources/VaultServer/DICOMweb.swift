@@ -52,8 +52,8 @@ enum WADO {
         json += "]"
         var headers = HTTPFields()
         headers[.contentType] = "application/dicom+json"
-        headers[APIHeaders.auditStudies] = study
-        headers[APIHeaders.auditPatients] = Array(Set(items.map(\.patientID))).sorted().joined(separator: ",")
+        headers[APIHeaders.auditStudies] = APIHeaders.list([study])
+        headers[APIHeaders.auditPatients] = APIHeaders.list(items.map(\.patientID))
         headers[APIHeaders.auditInstances] = "\(items.count)"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: json)))
     }
@@ -64,8 +64,8 @@ enum WADO {
         let boundary = "medvault-" + UUID().uuidString
         var headers = HTTPFields()
         headers[.contentType] = "multipart/related; type=\"application/dicom\"; boundary=\(boundary)"
-        headers[APIHeaders.auditStudies] = study
-        headers[APIHeaders.auditPatients] = Array(Set(items.map(\.patientID))).sorted().joined(separator: ",")
+        headers[APIHeaders.auditStudies] = APIHeaders.list([study])
+        headers[APIHeaders.auditPatients] = APIHeaders.list(items.map(\.patientID))
         headers[APIHeaders.auditInstances] = "\(items.count)"
         // The clear bytes of the instances sent (recorded when the response starts).
         headers[APIHeaders.auditBytes] = "\(items.reduce(Int64(0)) { $0 + $1.size })"

@@ -225,8 +225,8 @@ enum QIDO {
             let names = selection.unsupported.map { $0.filter { $0.isLetter || $0.isNumber } }.joined(separator: ", ")
             headers[HTTPField.Name("Warning")!] = "299 MedVault: \"The fields: \(names) are not supported and were not returned\""
         }
-        headers[APIHeaders.auditPatients] = Array(Set(patients)).sorted().joined(separator: ",")
-        headers[APIHeaders.auditStudies] = Array(Set(studies)).sorted().joined(separator: ",")
+        headers[APIHeaders.auditPatients] = APIHeaders.list(patients)
+        headers[APIHeaders.auditStudies] = APIHeaders.list(studies)
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 

@@ -145,7 +145,7 @@ struct AuthAuditMiddleware: RouterMiddleware {
         }
         // After `key rotate` in another process our master key no longer opens the catalog: say so
         // instead of failing on every record.
-        guard vault.isMasterKeyCurrent() else {
+        guard try vault.masterKeyIsCurrent() else {
             event.outcome = "failed"
             event.detail = "503 master key rotated"
             try vault.audit(event)
@@ -156,8 +156,8 @@ struct AuthAuditMiddleware: RouterMiddleware {
             let response = try await next(request, context)
             event.outcome = response.status.code < 400 ? "ok" : "failed"
             event.detail = "\(response.status.code)"
-            if let touched = response.headers[APIHeaders.auditStudies] { event.studyUIDs = touched.split(separator: ",").map(String.init) }
-            if let touched = response.headers[APIHeaders.auditPatients] { event.patientIDs = touched.split(separator: ",").map(String.init) }
+            if let touched = response.headers[APIHeaders.auditStudies] { event.studyUIDs = APIHeaders.values(touched) }
+            if let touched = response.headers[APIHeaders.auditPatients] { event.patientIDs = APIHeaders.values(touched) }
             if let n = response.headers[APIHeaders.auditInstances] { event.instances = Int(n) ?? 0 }
             if let n = response.headers[APIHeaders.auditBytes] { event.bytes = Int64(n) ?? 0 }
             var clean = response
@@ -192,6 +192,18 @@ enum APIHeaders {
     static let auditPatients = HTTPField.Name("X-MedVault-Audit-Patients")!
     static let auditInstances = HTTPField.Name("X-MedVault-Audit-Instances")!
     static let auditBytes = HTTPField.Name("X-MedVault-Audit-Bytes")!
+
+    /// A set of values for one header: each percent-encoded (a Patient ID may contain a comma, or any
+    /// character), sorted, comma-separated.
+    static func list(_ values: [String]) -> String {
+        Array(Set(values)).sorted().map { $0.addingPercentEncoding(withAllowedCharacters: listSafe) ?? "" }.joined(separator: ",")
+    }
+
+    static func values(_ header: String) -> [String] {
+        header.split(separator: ",").compactMap { $0.removingPercentEncoding }
+    }
+
+    private static let listSafe = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_^")
 }
 
 /// PS3.18 error responses: a status and a short JSON body.

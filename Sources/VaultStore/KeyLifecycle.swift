@@ -40,7 +40,12 @@ extension Vault {
     public var keyGeneration: Int { masterKeyGeneration }
 
     public func isMasterKeyCurrent() -> Bool {
-        guard let check = try? catalog.vaultKey(Catalog.masterKeyCheckName) else { return false }
+        (try? masterKeyIsCurrent()) ?? false
+    }
+
+    /// Like `isMasterKeyCurrent`, but a catalog that cannot be read is an error, not "rotated".
+    public func masterKeyIsCurrent() throws -> Bool {
+        guard let check = try catalog.vaultKey(Catalog.masterKeyCheckName) else { return false }
         return constantTimeEquals(check, Keyring.masterKeyCheck(keyring.master, vaultID: config.vaultID))
     }
 

@@ -24,7 +24,11 @@ struct Passphrase: ParsableCommand {
                 try vault.changePassphrase(to: new, kdf: kdf.strength.parameters)
                 try Auditing.record(vault, action: "key.passphrase-change", outcome: "ok", detail: "slot \(vault.unlockedSlotID)")
                 Backup.publishAfterChange(vault)  // backups carry vault.json: give them the new slot
-                print("passphrase changed for key slot \(vault.unlockedSlotID); the old passphrase no longer opens the vault")
+                print("""
+                    passphrase changed for key slot \(vault.unlockedSlotID): the old passphrase no longer opens this vault.json.
+                    Older copies of vault.json (in snapshots/, in backups, on old disks) still open with it until you run
+                    `medvault key rotate`.
+                    """)
             }
         }
     }

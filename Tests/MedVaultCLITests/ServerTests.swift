@@ -56,6 +56,32 @@ import TestSupport
         deinit { if process.isRunning { process.terminate() }; dir.remove() }
     }
 
+    /// A Patient ID may contain a comma: the audit record keeps it whole.
+    @Test func auditKeepsAPatientIDWithACommaWhole() throws {
+        let s = try Running()
+        defer { s.stop() }
+        let source = try #require(s.corpus.valid.first { $0.path.contains("latin1") })
+        let file = s.dir.sub("comma.dcm")
+        let script = """
+            import sys, pydicom
+            from pydicom.uid import generate_uid
+            ds = pydicom.dcmread(sys.argv[1])
+            ds.PatientID = "A,B^1"
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+            ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.save_as(sys.argv[2])
+            """
+        #expect(try run("/usr/bin/env", ["python3", "-c", script, s.corpus.path(source), file]).status == 0)
+        #expect(try s.mv(["import", file]).status == 0)
+        let (status, body) = try s.get("/dicom-web/studies?PatientID=A%2CB%5E1", token: s.tokens["rad"])
+        #expect(status == 200 && String(decoding: body, as: UTF8.self).contains("A,B^1"))
+        let log = try s.mv(["audit", "show", "--json"])
+        let records = try #require(try JSONSerialization.jsonObject(with: Data(log.stdout.utf8)) as? [[String: Any]])
+        let search = try #require(records.last { ($0["action"] as? String) == "GET /dicom-web/studies" })
+        #expect(search["patientIDs"] as? [String] == ["A,B^1"])
+    }
+
     @Test func rolesTokensAndEndpoints() throws {
         let s = try Running()
         defer { s.stop() }
