@@ -7,9 +7,9 @@
 // snapshots (which hold the wrapped key) are replaced by a new one. Backups drop the blobs at their next
 // sync and the old snapshots when they prune.
 //
-// Crash safety: one transaction deletes the rows and lists the blobs in `pendingBlob`; the files are
-// removed after the commit, then the list is cleared. A crash in between leaves blobs the next writer
-// removes and that verify does not count as orphans.
+// Crash safety: one transaction deletes the rows, lists the blobs in `pendingBlob` and records the
+// erasure in `pendingErasure`; finishing it (files, WAL, snapshots, audit record) follows at once, or,
+// after a crash, in the next writer. Leftover blobs are not counted as orphans by verify.
 public import Foundation
 import GRDB
 import VaultCrypto
