@@ -223,13 +223,13 @@ extension Vault {
     /// The vault's older catalog snapshots still hold the erased patients' wrapped keys: a new snapshot
     /// replaces them all (backups drop theirs when they prune). If it cannot be written, they go anyway.
     private func replaceSnapshotsAfterErasure() -> Bool {
-        do {
-            try publishSnapshot(keeping: 1)
-            return true
-        } catch {
-            removeAllSnapshots()
-            return false
+        if let info = try? publishSnapshot(keeping: 1) {
+            // Pruning is best effort: say "replaced" only if no older snapshot file is left.
+            let older = FileIO.list(layout.snapshots).compactMap { SnapshotNames.parse($0) }.filter { $0.sequence != info.sequence }
+            if older.isEmpty { return true }
         }
+        removeAllSnapshots()
+        return false
     }
 
     static func pseudonym(_ ref: [UInt8]) -> String { "patient-" + hex(Array(ref.prefix(6))) }
