@@ -236,5 +236,16 @@ final class WriterLock {
         }
     }
 
+    private init(descriptor: FileIO.Descriptor) { self.descriptor = descriptor }
+
+    /// Takes the lock only if it is free now; nil if another process holds it.
+    static func attempt(path: String) throws(IOFailure) -> WriterLock? {
+        let d = try FileIO.Descriptor.open(path, flags: O_RDWR | O_CREAT, mode: 0o600)
+        if flock(d.fd, LOCK_EX | LOCK_NB) == 0 { return WriterLock(descriptor: d) }
+        guard Glibc.errno == EWOULDBLOCK else { throw FileIO.failure("lock", path) }
+        try? d.close()
+        return nil
+    }
+
     deinit { _ = flock(descriptor.fd, LOCK_UN) }
 }

@@ -30,6 +30,17 @@ public struct ErasureSummary: Sendable, Equatable, Codable {
     public var snapshotPublished = true
 }
 
+/// What `pendingErasure` keeps until an erasure is finished: the summary, and who asked and when, for
+/// the audit record (which may be written by another process after a crash).
+struct PendingErasure: Codable {
+    var summary: ErasureSummary
+    var detail: String
+    var actor: String
+    var peerUID: UInt32
+    var peerPID: Int32
+    var time: Date
+}
+
 /// One study a retention run would remove.
 public struct RetentionItem: Sendable, Equatable {
     public let patientID: String
@@ -65,7 +76,7 @@ extension Vault {
             guard !rows.isEmpty else { throw VaultError.notFound("no patient with that Patient ID is in the vault; nothing was changed") }
             var s = try summary(patients: rows.map(\.id), studies: nil)
             s.pseudonyms = rows.map { Self.pseudonym($0.ref) }
-            return try erase(patients: rows.map(\.id), studies: [], action: "forget", summary: s)
+            return try erase(patients: rows.map(\.id), studies: [], action: "forget", summary: s, detail: "")
         }
     }
 
@@ -114,7 +125,7 @@ extension Vault {
             let emptied = c.patients.values.filter { left[$0.id, default: 0] == 0 }
             var s = try summary(patients: emptied.map(\.id), studies: studyIDs)
             s.pseudonyms = emptied.map { Self.pseudonym($0.ref) }
-            return (plan, try erase(patients: emptied.map(\.id), studies: studyIDs, action: "retention.apply", summary: s))
+            return (plan, try erase(patients: emptied.map(\.id), studies: studyIDs, action: "retention.apply", summary: s, detail: "cutoff \(cutoff): "))
         }
     }
 
@@ -126,6 +137,7 @@ extension Vault {
         defer { withExtendedLifetime(lock) {} }
         try requireCurrentMasterKey()
         try recoverInterruptedWrites()
+        try finishErasures(interrupted: true)  // if the best-effort attempt above failed: now it is an error
         return try body()
     }
 
@@ -161,8 +173,11 @@ extension Vault {
     /// and records the erasure in `pendingErasure`; then `finishErasures` removes the files, truncates
     /// the WAL, replaces the snapshots and writes the audit record. If the process dies after the
     /// commit, the next writer runs `finishErasures` (`recoverInterruptedWrites`).
-    private func erase(patients: [Int64], studies: [Int64], action: String, summary: ErasureSummary) throws -> ErasureSummary {
-        let encoded = String(decoding: (try? JSONEncoder().encode(summary)) ?? Data(), as: UTF8.self)
+    private func erase(patients: [Int64], studies: [Int64], action: String, summary: ErasureSummary, detail: String) throws -> ErasureSummary {
+        let record = PendingErasure(summary: summary, detail: detail, actor: currentOSUser(), peerUID: getuid(), peerPID: getpid(), time: Date())
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        let encoded = String(decoding: (try? encoder.encode(record)) ?? Data(), as: UTF8.self)
         try catalog.pool.write { db in
             let studyIDs = try Self.studyIDs(db, patients: patients, studies: studies)
             let list = studyIDs.map(String.init).joined(separator: ",")
@@ -175,7 +190,20 @@ extension Vault {
             try db.execute(sql: "INSERT INTO pendingErasure(action, summary) VALUES (?, ?)", arguments: [action, encoded])
         }
         FaultInjection.point("erase.committed")
-        return try finishErasures(interrupted: false).last ?? summary
+        do { return try finishErasures(interrupted: false).last ?? summary } catch {
+            throw VaultError.erasureUnfinished(String(describing: error))
+        }
+    }
+
+    /// Finishes erasures a crash or an error left unfinished (see `finishErasures`) and returns them;
+    /// none otherwise.
+    @discardableResult
+    public func finishPendingErasures() throws -> [ErasureSummary] {
+        let lock: WriterLock
+        do { lock = try WriterLock(path: layout.lock, onWait: {}) } catch { throw VaultError.io(error) }
+        defer { withExtendedLifetime(lock) {} }
+        try requireCurrentMasterKey()
+        return try finishErasures(interrupted: true)
     }
 
     /// Finishes every committed erasure: deletes the blobs still listed, truncates the WAL (it holds
@@ -204,19 +232,28 @@ extension Vault {
         try catalog.pool.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
         let published = replaceSnapshotsAfterErasure()
         var done: [ErasureSummary] = []
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
         for p in pending {
-            var s = (try? JSONDecoder().decode(ErasureSummary.self, from: Data(p.summary.utf8))) ?? ErasureSummary()
+            let record = try? decoder.decode(PendingErasure.self, from: Data(p.summary.utf8))
+            var s = record?.summary ?? ErasureSummary()
             s.snapshotPublished = published
-            var event = AuditEvent(actor: currentOSUser(), role: "cli", peerUID: getuid(), peerPID: getpid(), action: p.action, outcome: "ok")
+            // The record names who asked and when, even when another process finishes the erasure.
+            var event = AuditEvent(
+                time: record?.time ?? Date(), actor: record?.actor ?? currentOSUser(), role: "cli", peerUID: record?.peerUID ?? getuid(),
+                peerPID: record?.peerPID ?? getpid(), action: p.action, outcome: "ok")
             event.instances = s.instances
             event.bytes = s.bytes
-            event.detail = (interrupted ? "finished after an interruption: " : "")
+            event.detail = (interrupted ? "finished after an interruption: " : "") + (record?.detail ?? "")
                 + "erased \(s.pseudonyms.isEmpty ? "no patient" : s.pseudonyms.joined(separator: ", ")): \(s.studies) studies"
                 + (published ? "" : "; no new snapshot could be written, every older one was removed")
             try audit(event)
             try catalog.pool.write { db in try db.execute(sql: "DELETE FROM pendingErasure WHERE id = ?", arguments: [p.id]) }
             done.append(s)
         }
+        // Once more, so that the newest snapshot (what a restore brings back) carries the audit records
+        // just written; it still keeps only itself.
+        if published { _ = replaceSnapshotsAfterErasure() }
         return done
     }
 

@@ -202,7 +202,9 @@ extension Vault {
         }
         // An erasure that committed but did not finish: its blobs are among the leftovers; finishing it
         // also truncates the WAL, replaces the snapshots and writes its audit record.
-        try finishErasures(interrupted: true)
+        // Best effort here: an erasure that cannot finish now (say, the WAL is busy) must not stop the
+        // import; it stays pending, and its blob files go below in any case.
+        _ = try? finishErasures(interrupted: true)
         for id in leftovers {
             if let blob = BlobID(hex: id) { try FileIO.unlink(layout.blob(blob)) }
         }

@@ -444,14 +444,16 @@ extension Vault {
         pruneSnapshots(keeping: 0)
     }
 
+    /// Keeps the newest `n` manifests and their files; removes every other snapshot file, also those
+    /// a crashed prune left without their manifest (manifests first, so that no manifest ever names a
+    /// file already gone).
     private func pruneSnapshots(keeping n: Int) {
-        let all = snapshotSequences()
-        guard all.count > n else { return }
-        for seq in all.dropLast(n) {
-            // The manifest first, so that no manifest ever names a file already gone.
-            for name in [SnapshotNames.manifest(seq), SnapshotNames.snapshot(seq), SnapshotNames.vaultConfig(seq)] {
-                try? FileIO.unlink(layout.root + "/" + name)
-            }
+        let keep = Set(snapshotSequences().suffix(n))
+        let files = FileIO.list(layout.snapshots).compactMap { name in SnapshotNames.parse(name).map { (name, $0) } }
+            .filter { !keep.contains($0.1.sequence) }
+        guard !files.isEmpty else { return }
+        for (name, _) in files.sorted(by: { ($0.1.kind == .manifest ? 0 : 1) < ($1.1.kind == .manifest ? 0 : 1) }) {
+            try? FileIO.unlink(layout.snapshots + "/" + name)
         }
         try? FileIO.fsyncDirectory(layout.snapshots)
     }
@@ -495,6 +497,9 @@ extension Vault {
             let copy = try DatabaseQueue(path: path)
             _ = chmod(path, 0o600)
             try catalog.pool.backup(to: copy)
+            // Work in progress belongs to this vault, not to a restore of it: a restored vault must not
+            // finish (and log again) an erasure that was finished here.
+            try copy.write { db in try db.execute(sql: "DELETE FROM pendingErasure; DELETE FROM pendingBlob") }
             try copy.writeWithoutTransaction { db in
                 // One self-contained file: no -wal beside it.
                 try db.execute(sql: "PRAGMA journal_mode = DELETE")

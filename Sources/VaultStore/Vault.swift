@@ -129,7 +129,7 @@ public final class Vault: Sendable {
         let layout = VaultLayout(root: path)
         let config = try VaultConfig.load(from: layout.config)
         let (slot, secret) = try findSlot(config, passphrase: passphrase)
-        return try unlock(layout: layout, config: config, slot: slot, secret: secret)
+        return try unlockRetrying(layout: layout, config: config, slot: slot, secret: secret)
     }
 
     /// Opens the vault with the printed recovery key (when every passphrase is lost).
@@ -138,7 +138,19 @@ public final class Vault: Sendable {
         let layout = VaultLayout(root: path)
         let config = try VaultConfig.load(from: layout.config)
         let (slot, secret) = try findSlot(config, recoveryKey: recoveryKey)
-        return try unlock(layout: layout, config: config, slot: slot, secret: secret)
+        return try unlockRetrying(layout: layout, config: config, slot: slot, secret: secret)
+    }
+
+    /// `unlock`, tried once more with a fresh vault.json when the first try found no matching key and
+    /// vault.json changed meanwhile (a rotation committed between reading it and reading the catalog).
+    static func unlockRetrying(layout: VaultLayout, config: VaultConfig, slot: KeySlot, secret: SealingKeyPair) throws(VaultError) -> Vault {
+        do {
+            return try unlock(layout: layout, config: config, slot: slot, secret: secret)
+        } catch .keyMismatch {
+            let fresh = try VaultConfig.load(from: layout.config)
+            guard fresh != config, let sameSlot = fresh.slots.first(where: { $0.id == slot.id }) else { throw .keyMismatch }
+            return try unlock(layout: layout, config: fresh, slot: sameSlot, secret: secret)
+        }
     }
 
     /// The passphrase slot this passphrase opens (Argon2id once per passphrase slot tried).
@@ -224,10 +236,13 @@ public final class Vault: Sendable {
         for candidate in candidates {
             let master = candidate.key
             guard constantTimeEquals(Keyring.masterKeyCheck(master, vaultID: config.vaultID), check) else { continue }
-            if config.pendingKeyGeneration != nil {
-                // A rotation was interrupted (or is running in another process): settle it first, so that
-                // everything reading vault.json afterwards (snapshots, slot commands) sees one key.
+            // A rotation was interrupted: settle it, so that everything reading vault.json afterwards
+            // (snapshots, slot commands) sees one key. Only if the writer lock is free now: a running
+            // rotation or import holds it, and a reader must not wait for them (it opens with the key
+            // the catalog uses either way; the next writer settles).
+            if config.pendingKeyGeneration != nil,
                 try settleInterruptedRotation(layout: layout, catalog: catalog, master: master, generation: candidate.generation)
+            {
                 let settled = try VaultConfig.load(from: layout.config)
                 guard let sameSlot = settled.slots.first(where: { $0.id == slot.id }) else { throw .wrongPassphrase }
                 return try unlock(layout: layout, config: settled, slot: sameSlot, secret: secret)
@@ -243,23 +258,26 @@ public final class Vault: Sendable {
         throw .keyMismatch
     }
 
-    /// Under the writer lock (a running rotation holds it, so this waits for it): if vault.json still
-    /// has a pending key and the catalog still matches `master`, promote the pending key when `master`
-    /// is it, drop it otherwise.
-    private static func settleInterruptedRotation(layout: VaultLayout, catalog: Catalog, master: SymmetricKey, generation: Int) throws(VaultError) {
-        let lock: WriterLock
-        do { lock = try WriterLock(path: layout.lock, onWait: {}) } catch { throw .io(error) }
+    /// If the writer lock is free: when vault.json still has a pending key and the catalog still
+    /// matches `master`, promotes the pending key if `master` is it, drops it otherwise. Returns whether
+    /// vault.json may have changed (the caller then reads it again); false when the lock is busy.
+    private static func settleInterruptedRotation(layout: VaultLayout, catalog: Catalog, master: SymmetricKey, generation: Int) throws(VaultError) -> Bool {
+        let lock: WriterLock?
+        do { lock = try WriterLock.attempt(path: layout.lock) } catch { throw .io(error) }
+        guard let lock else { return false }
         defer { withExtendedLifetime(lock) {} }
         let config = try VaultConfig.load(from: layout.config)
-        guard let pending = config.pendingKeyGeneration else { return }  // finished meanwhile
+        guard let pending = config.pendingKeyGeneration else { return true }  // settled meanwhile
         let check: [UInt8]?
         do { check = try catalog.vaultKey(Catalog.masterKeyCheckName) } catch { throw .catalog(String(describing: error)) }
-        guard let check, constantTimeEquals(check, Keyring.masterKeyCheck(master, vaultID: config.vaultID)) else { throw .keyRotated }
+        // Another rotation committed meanwhile: read everything again.
+        guard let check, constantTimeEquals(check, Keyring.masterKeyCheck(master, vaultID: config.vaultID)) else { return true }
         let settled = generation == pending ? promotingPending(config) : droppingPending(config)
         do {
             try FileIO.writeAtomically(settled.encoded(), to: layout.config, tmpDirectory: layout.tmp)
             try FileIO.fsyncDirectory(layout.root)
         } catch { throw .io(error) }
+        return true
     }
 
     static func makePassphraseSlot(

@@ -21,6 +21,8 @@ public enum VaultError: Error, Equatable, Sendable, CustomStringConvertible {
     case keyRotated
     /// A key-slot operation that would lock everyone out, or names no slot.
     case slotRefused(String)
+    /// An erasure committed (keys and rows are gone) but its finishing steps failed; they are retried.
+    case erasureUnfinished(String)
 
     public var description: String {
         switch self {
@@ -43,6 +45,9 @@ public enum VaultError: Error, Equatable, Sendable, CustomStringConvertible {
                 + "different points in time; restore both from the same backup"
         case .keyRotated: "the vault's master key was rotated by another process after this one opened the vault; run the command again"
         case .slotRefused(let m): m
+        case .erasureUnfinished(let m):
+            "the erasure is committed (the patient keys and rows are gone) but finishing it failed: \(m). It is finished by the next "
+                + "import, forget or retention run; run the same command again to finish it now"
         }
     }
 }

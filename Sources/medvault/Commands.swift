@@ -370,7 +370,7 @@ struct Verify: ParsableCommand {
                 line += ": \(report.blobsChecked) blobs (\(Format.megabytes(report.bytesChecked))) verified;"
                 line += " \(report.patients) patients, \(report.studies) studies, \(report.series) series"
                 if report.interruptedLeftovers > 0 {
-                    line += "; \(report.interruptedLeftovers) blobs of an interrupted import (removed by the next import)"
+                    line += "; \(report.interruptedLeftovers) blobs left by an interrupted import or erasure (removed by the next import, forget or retention run)"
                 }
                 print(line)
             }

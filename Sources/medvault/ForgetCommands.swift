@@ -41,6 +41,9 @@ struct Forget: ParsableCommand {
     func run() throws {
         try MedVault.guarded {
             let vault = try options.open()
+            // An earlier erasure that could not finish (a crash, a busy catalog) is finished first.
+            let finished = try vault.finishPendingErasures()
+            if !finished.isEmpty { print("finished \(finished.count) earlier erasure(s) that had been interrupted") }
             let preview = try vault.forgetPreview(patientID: patientId)
             guard preview.patients > 0 else { throw CLIError("no patient with that Patient ID is in the vault; nothing was changed") }
             if !yes {
@@ -50,7 +53,9 @@ struct Forget: ParsableCommand {
             }
             let done: ErasureSummary
             do { done = try vault.forget(patientID: patientId) } catch {
-                try? Auditing.record(vault, action: "forget", outcome: "failed", detail: String(describing: error))
+                // Committed but not finished is not "failed": the patient is gone, the cleanup is pending.
+                let committed: Bool = if case VaultError.erasureUnfinished = error { true } else { false }
+                try? Auditing.record(vault, action: "forget", outcome: committed ? "partial" : "failed", detail: String(describing: error))
                 throw error
             }
             // The erasure wrote its own audit record (also when finished after an interruption).

@@ -78,9 +78,13 @@ import TestSupport
 
         let pid = "MRN0012345"
         let theirs = corpus.valid.filter { $0.patient_id == pid }
+        // A prune that crashed after removing a manifest leaves that snapshot's other files: they go too.
+        let snapshotDir = dir.sub("vault/snapshots")
+        let oldest = try #require((FileManager.default.subpaths(atPath: snapshotDir) ?? []).filter { $0.hasSuffix(".manifest") }.sorted().first)
+        try FileManager.default.removeItem(atPath: snapshotDir + "/" + oldest)
         #expect(try mv(["forget", "--patient-id", pid, "--yes"], env).status == 0)
-        let manifests = FileManager.default.subpaths(atPath: dir.sub("vault/snapshots"))?.filter { $0.hasSuffix(".manifest") } ?? []
-        #expect(manifests.count == 1, "older snapshots hold the erased key and must go: \(manifests)")
+        let left = (FileManager.default.subpaths(atPath: snapshotDir) ?? []).filter { $0.hasPrefix("snapshot-") || $0.hasPrefix("manifest-") || $0.hasPrefix("vault-") }
+        #expect(left.count == 3 && Set(left.map { $0.filter(\.isNumber) }).count == 1, "older snapshots hold the erased key and must go: \(left)")
         let synced = try mv(["backup", "sync", "--to", dest, "--keep", "1"], job)
         #expect(synced.status == 0, "\(synced.stderr)")
         #expect(allFiles(under: dest + "/blobs").count == corpus.valid.count - theirs.count)
@@ -101,6 +105,12 @@ import TestSupport
         restoredEnv["MEDVAULT_VAULT"] = restored
         #expect(try mv(["verify"], restoredEnv).status == 0)
         #expect(try mv(["audit", "verify"], restoredEnv).status == 0)
+        // The restored log has the erasure's record, once; writing to the restored vault does not log
+        // (or redo) it again.
+        #expect(try mv(["import", corpus.path(corpus.valid.first { $0.patient_id != pid }!)], restoredEnv).status == 0)
+        let restoredLog = try mv(["audit", "show", "--json"], restoredEnv)
+        let restoredRecords = (try JSONSerialization.jsonObject(with: Data(restoredLog.stdout.utf8)) as? [[String: Any]]) ?? []
+        #expect(restoredRecords.filter { $0["action"] as? String == "forget" && $0["outcome"] as? String == "ok" }.count == 1)
         #expect(!(try mv(["ls", "--json"], restoredEnv).stdout.contains(pid)))
     }
 
