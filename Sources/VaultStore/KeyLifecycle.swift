@@ -94,6 +94,23 @@ extension Vault {
         return id
     }
 
+    /// Adds a recovery slot with a new random recovery key, returned once for printing (e.g. after the
+    /// old one may have been seen: add a new one, then remove the old slot and rotate).
+    public func addRecoverySlot() throws(VaultError) -> (slotID: String, recoveryKey: String) {
+        let recovery: SymmetricKey
+        do { recovery = try SymmetricKey.random() } catch { throw .crypto(error) }
+        var id = ""
+        try updateConfig { (config: inout VaultConfig) throws(VaultError) in
+            var slot = try Self.makeRecoverySlot(master: keyring.master, generation: config.keyGeneration, recovery: recovery, vaultID: config.vaultID)
+            slot.label = "recovery-" + slot.id.prefix(6)
+            id = slot.id
+            config.slots.append(slot)
+        }
+        var display = recovery.exportBytesForDisplay()
+        defer { wipe(&display) }
+        return (id, RecoveryKey.format(display))
+    }
+
     /// Removes a slot, by id or label. Refuses to remove the last passphrase slot, or the only way
     /// left to open the vault.
     public func removeSlot(_ idOrLabel: String) throws(VaultError) {

@@ -36,7 +36,7 @@ struct Passphrase: ParsableCommand {
 
 struct Key: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Key slots and master-key rotation.", subcommands: [ListSlots.self, AddSlot.self, RemoveSlot.self, Rotate.self])
+        abstract: "Key slots and master-key rotation.", subcommands: [ListSlots.self, AddSlot.self, AddRecovery.self, RemoveSlot.self, Rotate.self])
 
     struct ListSlots: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "list", abstract: "List key slots (no key material).")
@@ -77,6 +77,31 @@ struct Key: ParsableCommand {
                 try Auditing.record(vault, action: "key.add-slot", outcome: "ok", detail: "slot \(id) (\(label))")
                 Backup.publishAfterChange(vault)
                 print("added key slot \(id) (\(label))")
+            }
+        }
+    }
+
+    struct AddRecovery: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Add a recovery slot with a new recovery key, printed once. To retire a recovery key that may have been seen: add a new one, remove the old slot, then `key rotate`.")
+        @OptionGroup var options: VaultOptions
+        @Flag(help: "Print the result as JSON.") var json = false
+
+        func run() throws {
+            try MedVault.guarded {
+                let vault = try options.open()
+                let (id, recovery) = try vault.addRecoverySlot()
+                try Auditing.record(vault, action: "key.add-recovery", outcome: "ok", detail: "slot \(id)")
+                Backup.publishAfterChange(vault)
+                if json {
+                    Console.json(["slot": id, "recoveryKey": recovery])
+                } else {
+                    print("""
+                        added recovery slot \(id). New recovery key (shown once; write it down and keep it offline):
+
+                            \(recovery)
+                        """)
+                }
             }
         }
     }

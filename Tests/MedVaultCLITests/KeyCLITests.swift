@@ -57,8 +57,14 @@ import TestSupport
         #expect(removeLast.status == 0)
         let refused = try s.mv(["key", "remove-slot", "dr-b"], extra: ["MEDVAULT_PASSPHRASE": "second administrator"])
         #expect(refused.status == 2 && refused.stderr.contains("last passphrase slot"))
+        // A new recovery key, printed once, opens the vault.
+        let added = try s.mv(["key", "add-recovery", "--json"], extra: ["MEDVAULT_PASSPHRASE": "second administrator"])
+        let newKey = try #require((try JSONSerialization.jsonObject(with: Data(added.stdout.utf8)) as? [String: Any])?["recoveryKey"] as? String)
+        try Data(newKey.utf8).write(to: URL(fileURLWithPath: s.dir.sub("new-recovery.txt")))
+        #expect(try s.mv(["ls", "--recovery-key-file", s.dir.sub("new-recovery.txt")]).status == 0)
         let log = try s.mv(["audit", "show", "--json"], extra: ["MEDVAULT_PASSPHRASE": "second administrator"])
         #expect(log.stdout.contains("key.passphrase-change") && log.stdout.contains("key.add-slot") && log.stdout.contains("key.remove-slot"))
+        #expect(log.stdout.contains("key.add-recovery") && !log.stdout.contains(newKey))
         #expect(!log.stdout.contains("second administrator") && !log.stdout.contains("the new passphrase 2"))
     }
 

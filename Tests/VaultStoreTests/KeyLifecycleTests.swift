@@ -55,6 +55,16 @@ import TestSupport
         #expect(throws: VaultError.self) { try reopened.removeSlot("admin") }
         #expect(throws: VaultError.self) { try reopened.removeSlot("no-such-slot") }
         #expect(try vault.verify().ok)
+
+        // A recovery key that may have been seen: a new one, the old slot removed.
+        let oldRecoverySlot = try #require(try reopened.keySlots().first { $0.kind == .recovery }).id
+        let (newSlot, newRecovery) = try reopened.addRecoverySlot()
+        #expect(newRecovery.hasPrefix("MVRK-") && newRecovery != recovery)
+        try reopened.removeSlot(oldRecoverySlot)
+        #expect(throws: VaultError.wrongPassphrase) { try Vault.open(at: root, recoveryKey: recovery) }
+        let byNew = try Vault.open(at: root, recoveryKey: newRecovery)
+        let patientsByNew = try byNew.listPatients().count
+        #expect(byNew.unlockedSlotID == newSlot && patientsByNew == n)
     }
 
     @Test func rotationRewrapsPatientKeysResealsRecordsAndLeavesBlobsAlone() throws {
