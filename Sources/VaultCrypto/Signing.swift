@@ -70,39 +70,6 @@ public struct Ed25519SigningKey: Sendable, CustomStringConvertible {
     public var description: String { "Ed25519SigningKey(redacted, public \(publicKey.base64))" }
 }
 
-/// Unkeyed BLAKE2b-256, streaming: ciphertext hashes that anyone may recompute (backup manifests).
-public final class BLAKE2bHasher {
-    public static let outputByteCount = 32
-    private let state: UnsafeMutableRawPointer
-    private let stateSize: Int
-    private var finished = false
-
-    public init() {
-        precondition(Sodium.ready)
-        stateSize = crypto_generichash_statebytes()
-        state = UnsafeMutableRawPointer.allocate(byteCount: stateSize, alignment: 64)
-        _ = crypto_generichash_init(OpaquePointer(state), nil, 0, Self.outputByteCount)
-    }
-
-    deinit { state.deallocate() }
-
-    public func update(_ bytes: UnsafeRawBufferPointer) {
-        precondition(!finished)
-        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-        _ = crypto_generichash_update(OpaquePointer(state), base.assumingMemoryBound(to: UInt8.self), UInt64(bytes.count))
-    }
-
-    public func update(_ bytes: [UInt8]) { bytes.withUnsafeBytes { update($0) } }
-
-    public func finalize() -> [UInt8] {
-        precondition(!finished)
-        finished = true
-        var out = [UInt8](repeating: 0, count: Self.outputByteCount)
-        _ = crypto_generichash_final(OpaquePointer(state), &out, Self.outputByteCount)
-        return out
-    }
-}
-
 // Base64 without Foundation (VaultCrypto stays Foundation-free), through libsodium.
 func encodeBase64(_ bytes: [UInt8]) -> String {
     let variant = Int32(sodium_base64_VARIANT_ORIGINAL)
