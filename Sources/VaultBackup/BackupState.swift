@@ -24,10 +24,8 @@ public struct BackupMarker: Codable, Sendable, Equatable {
         return m
     }
 
-    func encoded() -> [UInt8] {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return Array((try? enc.encode(self)) ?? Data()) + [0x0A]
+    func encoded() throws(JSONEncodingFailure) -> [UInt8] {
+        try JSONFiles.encode(self, "the backup marker", formatting: .prettyPrinted) + [0x0A]
     }
 }
 
@@ -77,9 +75,7 @@ public struct BackupStateFile: Sendable {
         all[k] = Entry(sequence: sequence, manifestHash: manifestHash, seenAt: ISO8601DateFormatter().string(from: Date()))
         let dir = (path as NSString).deletingLastPathComponent
         try Posix.makeDirectories(dir, under: "/")
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try Posix.writeAtomically(Array((try? enc.encode(all)) ?? Data()) + [0x0A], to: path)
+        try Posix.writeAtomically(try JSONFiles.encode(all, "the backup state file", formatting: .prettyPrinted) + [0x0A], to: path)
     }
 }
 

@@ -92,7 +92,7 @@ public enum BackupSync {
         let m = BackupMarker(
             vaultID: vaultID, backupID: hexString((0..<16).map { _ in UInt8.random(in: 0...255, using: &g) }),
             createdAt: ISO8601DateFormatter().string(from: Date()))
-        try target.put(BackupMarker.name, bytes: m.encoded())
+        try target.put(BackupMarker.name, bytes: try m.encoded())
         try target.commit()
         return m
     }

@@ -117,7 +117,7 @@ struct AuthAuditMiddleware: RouterMiddleware {
         var context = context
         context.peer = await Self.peerCredentials(context.channel)
         let action = request.uri.path
-        var event = AuditEvent(actor: "-", role: "-", peerUID: context.peer?.uid, peerPID: context.peer?.pid, action: "GET " + action, outcome: "denied")
+        var event = AuditEvent(actor: "-", role: "-", peerUID: context.peer?.uid, peerPID: context.peer?.pid, action: .request(method: request.method.rawValue, path: action), outcome: .denied)
         guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
             let account = try vault.authenticate(token: String(header.dropFirst(7)))
         else {
@@ -129,7 +129,7 @@ struct AuthAuditMiddleware: RouterMiddleware {
             let (delay, alert) = failures.recordFailure(peer: peerKey)
             if let alert {
                 FileHandle.standardError.write(Data("medvault: ALERT: \(alert)\n".utf8))
-                var a = AuditEvent(actor: "-", role: "-", peerUID: context.peer?.uid, peerPID: context.peer?.pid, action: "alert", outcome: "alert")
+                var a = AuditEvent(actor: "-", role: "-", peerUID: context.peer?.uid, peerPID: context.peer?.pid, action: .alert, outcome: .alert)
                 a.detail = alert
                 try vault.audit(a)
             }
@@ -146,7 +146,7 @@ struct AuthAuditMiddleware: RouterMiddleware {
         // After `key rotate` in another process our master key no longer opens the catalog: say so
         // instead of failing on every record.
         guard try vault.masterKeyIsCurrent() else {
-            event.outcome = "failed"
+            event.outcome = .failed
             event.detail = "503 master key rotated"
             try vault.audit(event)
             return APIError.response(.serviceUnavailable, "the vault's master key was rotated; restart medvault serve")
@@ -154,7 +154,7 @@ struct AuthAuditMiddleware: RouterMiddleware {
         context.account = account
         do {
             let response = try await next(request, context)
-            event.outcome = response.status.code < 400 ? "ok" : "failed"
+            event.outcome = response.status.code < 400 ? .ok : .failed
             event.detail = "\(response.status.code)"
             if let touched = response.headers[APIHeaders.auditStudies] { event.studyUIDs = APIHeaders.values(touched) }
             if let touched = response.headers[APIHeaders.auditPatients] { event.patientIDs = APIHeaders.values(touched) }
@@ -168,7 +168,7 @@ struct AuthAuditMiddleware: RouterMiddleware {
             try vault.audit(event)
             return clean
         } catch {
-            event.outcome = "failed"
+            event.outcome = .failed
             event.detail = String(describing: error)
             try vault.audit(event)
             throw error

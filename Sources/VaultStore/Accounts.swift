@@ -52,16 +52,22 @@ public enum AccountError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Token lifetimes as people write them: 30m, 8h, 7d.
+/// Token lifetimes as people write them: 30min, 8h, 7d (`DurationText`).
 public enum TokenLifetime {
     public static let maximum: TimeInterval = 366 * 86_400
 
+    /// A lifetime as `parse` reads it: `8h`, `7d`, `30min`.
+    static func describe(_ seconds: TimeInterval) -> String {
+        let s = Int(seconds)
+        for (unit, size) in [("d", 86_400), ("h", 3_600), ("min", 60)] where s >= size && s % size == 0 { return "\(s / size)\(unit)" }
+        return "\(s)s"
+    }
+
     public static func parse(_ text: String) throws(AccountError) -> TimeInterval {
-        let units: [Character: TimeInterval] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
-        guard let unit = text.last, let scale = units[unit], let n = Double(text.dropLast()), n > 0 else {
-            throw .invalidLifetime("invalid lifetime \"\(text)\": use a number and s, m, h or d (e.g. 8h, 7d)")
+        let seconds: TimeInterval
+        do { seconds = try DurationText.seconds(text, units: ["s", "min", "h", "d"], example: "30min, 8h, 7d") } catch {
+            throw .invalidLifetime("invalid lifetime \(error)")
         }
-        let seconds = n * scale
         guard seconds <= maximum else { throw .invalidLifetime("a token may live at most 366 days") }
         return seconds
     }
@@ -74,15 +80,27 @@ extension Vault {
         return name.allSatisfy { allowed.contains($0) }
     }
 
+    /// An account or token change: one catalog transaction, as a change by `actor` (`Vault.change`).
+    private func accountChange<R: Sendable>(
+        _ action: AuditAction, by actor: AuditActor, detail: () -> String, _ body: (Database) throws -> R
+    ) throws -> R {
+        try change(action, by: actor) { report in
+            let value = try catalog.pool.write { db in try body(db) }
+            report.wroteVault = true
+            report.detail = detail()
+            return value
+        }
+    }
+
     /// The keyed hash a token is stored as. Tokens are 256-bit random, so the hash needs no stretching;
     /// the key keeps a stolen catalog from confirming a token offline.
     func tokenHash(_ token: String) -> [UInt8] {
         KeyedHasher.hash(Array("medvault.v1.token|\(token)".utf8), key: keyring.tokenKey)
     }
 
-    public func addUser(_ name: String, role: Role, now: Date = Date()) throws {
+    public func addUser(_ name: String, role: Role, now: Date = Date(), by actor: AuditActor = .currentProcess) throws {
         guard Self.validAccountName(name) else { throw AccountError.invalidName(name) }
-        try catalog.pool.write { db in
+        try accountChange(.userAdd, by: actor, detail: { "\(name) as \(role.rawValue)" }) { db in
             if try Int64.fetchOne(db, sql: "SELECT id FROM account WHERE name = ?", arguments: [name]) != nil {
                 throw AccountError.exists(name)
             }
@@ -99,8 +117,8 @@ extension Vault {
     }
 
     /// Disables an account and revokes its tokens, at once (a running server re-reads on every request).
-    public func disableUser(_ name: String) throws {
-        try catalog.pool.write { db in
+    public func disableUser(_ name: String, by actor: AuditActor = .currentProcess) throws {
+        try accountChange(.userDisable, by: actor, detail: { name }) { db in
             guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM account WHERE name = ?", arguments: [name]) else {
                 throw AccountError.noSuchUser(name)
             }
@@ -110,11 +128,14 @@ extension Vault {
     }
 
     /// Issues a bearer token for `name`. The secret is returned once and never stored.
-    public func issueToken(for name: String, lifetime: TimeInterval, now: Date = Date()) throws -> (token: String, info: TokenInfo) {
+    public func issueToken(
+        for name: String, lifetime: TimeInterval, now: Date = Date(), by actor: AuditActor = .currentProcess
+    ) throws -> (token: String, info: TokenInfo) {
         let token = "mvt_" + base64URL(secureRandomBytes(32))
         let hash = tokenHash(token)
         let expires = now.addingTimeInterval(lifetime)
-        let id: Int64 = try catalog.pool.write { db in
+        var issued: Int64 = 0
+        let id: Int64 = try accountChange(.tokenIssue, by: actor, detail: { "token \(issued) for \(name), \(TokenLifetime.describe(lifetime))" }) { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT id, disabled FROM account WHERE name = ?", arguments: [name]) else {
                 throw AccountError.noSuchUser(name)
             }
@@ -122,7 +143,8 @@ extension Vault {
             try db.execute(
                 sql: "INSERT INTO token(accountID, hash, createdAt, expiresAt, revoked) VALUES (?, ?, ?, ?, 0)",
                 arguments: [row["id"] as Int64, Data(hash), Int64(now.timeIntervalSince1970), Int64(expires.timeIntervalSince1970)])
-            return db.lastInsertedRowID
+            issued = db.lastInsertedRowID
+            return issued
         }
         return (token, TokenInfo(
             id: id, user: name, createdAt: Date(timeIntervalSince1970: Double(Int64(now.timeIntervalSince1970))),
@@ -139,8 +161,8 @@ extension Vault {
         }
     }
 
-    public func revokeToken(id: Int64) throws {
-        try catalog.pool.write { db in
+    public func revokeToken(id: Int64, by actor: AuditActor = .currentProcess) throws {
+        try accountChange(.tokenRevoke, by: actor, detail: { "token \(id)" }) { db in
             try db.execute(sql: "UPDATE token SET revoked = 1 WHERE id = ?", arguments: [id])
             if db.changesCount == 0 { throw AccountError.noSuchToken(id) }
         }
@@ -148,15 +170,17 @@ extension Vault {
 
     /// Revokes every token of an account; returns how many were active.
     @discardableResult
-    public func revokeTokens(user name: String, now: Date = Date()) throws -> Int {
-        try catalog.pool.write { db in
+    public func revokeTokens(user name: String, now: Date = Date(), by actor: AuditActor = .currentProcess) throws -> Int {
+        var revoked = 0
+        return try accountChange(.tokenRevoke, by: actor, detail: { "\(revoked) token(s) of \(name)" }) { db in
             guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM account WHERE name = ?", arguments: [name]) else {
                 throw AccountError.noSuchUser(name)
             }
             try db.execute(
                 sql: "UPDATE token SET revoked = 1 WHERE accountID = ? AND revoked = 0 AND expiresAt > ?",
                 arguments: [id, Int64(now.timeIntervalSince1970)])
-            return db.changesCount
+            revoked = db.changesCount
+            return revoked
         }
     }
 

@@ -17,10 +17,8 @@ public struct AuditEvent: Codable, Sendable, Equatable {
     public var role: String
     public var peerUID: UInt32?
     public var peerPID: Int32?
-    /// e.g. "import", "export", "ls", "user.add", "token.issue", "qido", "wado".
-    public var action: String
-    /// "ok", "denied", "failed", "partial".
-    public var outcome: String
+    public var action: AuditAction
+    public var outcome: AuditOutcome
     public var patientIDs: [String] = []
     public var studyUIDs: [String] = []
     public var seriesUIDs: [String] = []
@@ -30,8 +28,8 @@ public struct AuditEvent: Codable, Sendable, Equatable {
     public var detail: String = ""
 
     public init(
-        time: Date = Date(), actor: String, role: String, peerUID: UInt32? = nil, peerPID: Int32? = nil, action: String,
-        outcome: String
+        time: Date = Date(), actor: String, role: String, peerUID: UInt32? = nil, peerPID: Int32? = nil, action: AuditAction,
+        outcome: AuditOutcome
     ) {
         self.time = time
         self.actor = actor
@@ -128,9 +126,7 @@ extension Vault {
             throw VaultError.catalog("audit/head fails authentication; run `medvault audit verify`")
         }
         let sequence = head.sequence + 1
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
-        var plain = Array((try? encoder.encode(event)) ?? Data())
+        var plain = try JSONFiles.encode(event, "the audit record")
         defer { wipe(&plain) }
         let body = AEAD.seal(plain, key: keyring.auditSeal, associatedData: Array("medvault.v1.audit|".utf8) + AuditFormat.be64(sequence))
         let mac = chainMAC(previous: head.mac, sequence: sequence, body: body)

@@ -9,13 +9,15 @@ public import Foundation
 /// A `--since` or `--until` value that is not understood, or a window that ends before it starts.
 public enum AuditTimeError: Error, Equatable, Sendable, CustomStringConvertible {
     case unrecognised(option: String, value: String)
+    case unrecognisedSpan(option: String, reason: String)
     case sinceAfterUntil(since: Date, until: Date)
 
     public var description: String {
         switch self {
         case .unrecognised(let option, let value):
             "\(option) \(value): not a time. Give a date (2026-11-23), a date and time (2026-11-23T14:30, "
-                + "2026-11-23T14:30:00+01:00; UTC when no zone is given), or a span before now (30m, 72h, 7d, 2w)"
+                + "2026-11-23T14:30:00+01:00; UTC when no zone is given), or a span before now (30min, 72h, 7d, 2w)"
+        case .unrecognisedSpan(let option, let reason): "\(option) \(reason)"
         case .sinceAfterUntil(let since, let until):
             "--since (\(AuditText.time(since))) is after --until (\(AuditText.time(until))): the window is empty"
         }
@@ -59,11 +61,11 @@ public enum AuditTime {
     /// - `2026-11-23` (UTC midnight; as an end, the end of that day)
     /// - `2026-11-23T14:30`, `2026-11-23 14:30:05`, `…14:30:05.250`, each optionally followed by `Z`,
     ///   `+01:00`, `+0100` or `+01`; no zone means UTC
-    /// - `30m`, `72h`, `7d`, `2w`, `90s`: that long before `now`; and `now`
+    /// - `30min`, `72h`, `7d`, `2w`, `90s`: that long before `now` (`DurationText`); and `now`
     public static func parse(_ text: String, option: String, now: Date, asEnd: Bool) throws(AuditTimeError) -> Date {
         let s = text.trimmingCharacters(in: .whitespaces)
         if s.lowercased() == "now" { return now }
-        if let span = relativeSpan(s) { return now.addingTimeInterval(-span) }
+        if let span = try relativeSpan(s, option: option) { return now.addingTimeInterval(-span) }
         if let (start, precision) = absolute(s) {
             // An end given to the day, minute or second includes all of it (times in the log are whole seconds).
             return asEnd && precision > 0 ? start.addingTimeInterval(precision - 0.001) : start
@@ -71,20 +73,14 @@ public enum AuditTime {
         throw .unrecognised(option: option, value: text)
     }
 
-    static func relativeSpan(_ s: String) -> TimeInterval? {
-        guard let unit = s.last, s.count >= 2, s.count <= 10 else { return nil }
-        let seconds: Int
-        switch unit {
-        case "s": seconds = 1
-        case "m": seconds = 60
-        case "h": seconds = 3600
-        case "d": seconds = 86400
-        case "w": seconds = 7 * 86400
-        default: return nil
+    /// A span (`DurationText`), nil when `s` is not one; a bare `m` is an error with a hint.
+    static func relativeSpan(_ s: String, option: String) throws(AuditTimeError) -> TimeInterval? {
+        do { return try DurationText.seconds(s) } catch {
+            if s.count >= 2, s.hasSuffix("m"), s.dropLast().allSatisfy(\.isASCIIDigit) {
+                throw .unrecognisedSpan(option: option, reason: error.description)
+            }
+            return nil
         }
-        let digits = s.dropLast()
-        guard digits.allSatisfy(\.isASCIIDigit), let n = Int(digits) else { return nil }
-        return TimeInterval(n) * TimeInterval(seconds)
     }
 
     /// The instant and the length of the unit it was given to (86400, 60, 1, or 0 with a fraction).
@@ -160,7 +156,7 @@ public enum AuditTime {
 }
 
 extension Character {
-    fileprivate var isASCIIDigit: Bool { isASCII && isNumber }
+    var isASCIIDigit: Bool { isASCII && isNumber }
 }
 
 // MARK: - The report
@@ -376,20 +372,16 @@ enum AuditRecordKind: Sendable, Equatable {
     case administrative
 
     static func of(_ e: AuditEvent) -> AuditRecordKind {
-        if e.action == "alert" { return .alert }
-        if let space = e.action.firstIndex(of: " "), e.action[e.action.index(after: space)...].hasPrefix("/") {
-            let path = e.action[e.action.index(after: space)...].split(separator: "/").map(String.init)
-            return path.first == "dicom-web" ? dicomweb(Array(path.dropFirst())) : .otherRequest
+        switch e.action {
+        case .alert: return .alert
+        case .request(_, let path) where path.hasPrefix("/"):
+            let parts = path.split(separator: "/").map(String.init)
+            return parts.first == "dicom-web" ? dicomweb(Array(parts.dropFirst())) : .otherRequest
+        case .export: return .access(.export)
+        case .list: return .access(.list)
+        case .importFiles: return .importData
+        default: return .administrative
         }
-        if e.role == "cli" {
-            switch e.action {
-            case "export": return .access(.export)
-            case "ls": return .access(.list)
-            case "import": return .importData
-            default: break
-            }
-        }
-        return .administrative
     }
 
     /// The routes of docs/api.md: …/metadata, retrieval of a study, series or instance, and searches.
@@ -452,7 +444,7 @@ extension AuditBreachReport {
 
         for r in inWindow {
             let e = r.event
-            if e.outcome == "denied" {
+            if e.outcome == .denied {
                 let peer = peerName(e)
                 var p = byPeer[peer] ?? RefusedPeer(peer: peer, peerUID: e.peerUID, peerPIDs: [], first: e.time, last: e.time)
                 var noUIDs: [UInt32] = []
@@ -478,18 +470,18 @@ extension AuditBreachReport {
                 alerts.append(Alert(record: r.sequence, time: e.time, peer: peerName(e), detail: e.detail))
             case .administrative:
                 administrative.append(AdminAction(
-                    record: r.sequence, time: e.time, actor: e.actor, role: e.role, action: e.action, outcome: e.outcome, detail: e.detail))
+                    record: r.sequence, time: e.time, actor: e.actor, role: e.role, action: e.action.rawValue, outcome: e.outcome.rawValue, detail: e.detail))
                 account(e) { $0.administrativeActions += 1 }
             case .importData:
                 account(e) {
                     $0.imports += 1
                     $0.instancesImported += e.instances
-                    if e.outcome == "failed" { $0.failed += 1 }
+                    if e.outcome == .failed { $0.failed += 1 }
                 }
             case .otherRequest:
-                account(e) { if e.outcome != "ok" { $0.failed += 1 } }
+                account(e) { if e.outcome != .ok { $0.failed += 1 } }
             case .access(let kind):
-                guard e.outcome == "ok" else {
+                guard e.outcome == .ok else {
                     summary.failed += 1
                     account(e) { $0.failed += 1 }
                     continue
@@ -617,6 +609,24 @@ extension Vault {
         return AuditBreachReport(
             records: records, verification: verification, window: window, generatedAt: now, vaultID: config.vaultID,
             vaultPath: layout.root, patientNames: names)
+    }
+}
+
+extension Vault {
+    /// The report as a recorded read by `actor`: it names patients. When the log is already damaged the
+    /// report matters more than its record, so a record that cannot be written is returned as
+    /// `unrecorded` instead of withholding the report; on an intact log it is an error.
+    public func auditReport(
+        window: AuditWindow, now: Date = Date(), by actor: AuditActor, detail: (AuditBreachReport) -> String
+    ) throws -> (report: AuditBreachReport, unrecorded: String?) {
+        let report = try auditReport(window: window, now: now)
+        var record = ChangeReport()
+        record.detail = detail(report)
+        do { try audit(actor.event(.auditReport, record, time: now)) } catch {
+            guard !report.integrity.ok else { throw ChangeNotAudited(action: .auditReport, reason: "\(error)") }
+            return (report, "\(error)")
+        }
+        return (report, nil)
     }
 }
 

@@ -159,3 +159,34 @@ extension Vault {
         }
     }
 }
+
+/// The listing levels of `medvault ls`.
+public enum ListLevel: String, Sendable, CaseIterable {
+    case patients, studies, series
+}
+
+extension Vault {
+    /// Listings as recorded reads by `actor` (`Vault.recordAccess`): the record names the patients listed.
+    public func listPatients(patientID: String? = nil, by actor: AuditActor) throws -> [PatientSummary] {
+        try recordedListing(.patients, by: actor) { try listPatients(patientID: patientID) } patientIDs: { $0.map(\.patient.patientID) }
+    }
+
+    public func listStudies(patientID: String? = nil, by actor: AuditActor) throws -> [StudySummary] {
+        try recordedListing(.studies, by: actor) { try listStudies(patientID: patientID) } patientIDs: { $0.map(\.patient.patientID) }
+    }
+
+    public func listSeries(patientID: String? = nil, by actor: AuditActor) throws -> [SeriesSummary] {
+        try recordedListing(.series, by: actor) { try listSeries(patientID: patientID) } patientIDs: { $0.map(\.patient.patientID) }
+    }
+
+    private func recordedListing<Row>(
+        _ level: ListLevel, by actor: AuditActor, _ list: () throws -> [Row], patientIDs: ([Row]) -> [String]
+    ) throws -> [Row] {
+        try recordAccess(.list, by: actor) { report in
+            report.detail = level.rawValue
+            let rows = try list()
+            report.patientIDs = Array(Set(patientIDs(rows))).sorted()
+            return rows
+        }
+    }
+}

@@ -56,10 +56,8 @@ struct RecordSealer: Sendable {
     let key: SymmetricKey
     static let padding = 64
 
-    func seal<T: Encodable>(_ record: T, table: String, index: [UInt8]) -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        var plain = Array((try? encoder.encode(record)) ?? Data())
+    func seal<T: Encodable>(_ record: T, table: String, index: [UInt8]) throws(JSONEncodingFailure) -> [UInt8] {
+        var plain = try JSONFiles.encode(record, "a \(table) record")
         let padded = (plain.count / Self.padding + 1) * Self.padding
         plain += [UInt8](repeating: 0x20, count: padded - plain.count)  // JSON allows trailing spaces
         defer { wipe(&plain) }

@@ -120,6 +120,23 @@ extension Vault {
         }
     }
 
+    /// `export(_:to:progress:)` as a recorded read by `actor` (`Vault.recordAccess`).
+    @discardableResult
+    public func export(
+        _ selection: ExportSelection, to outputDirectory: String, by actor: AuditActor, progress: (ExportProgress) -> Void = { _ in }
+    ) throws -> ExportSummary {
+        try recordAccess(.export, by: actor) { report in
+            report.detail = "\(selection)"
+            let summary = try export(selection, to: outputDirectory, progress: progress)
+            report.patientIDs = summary.patientIDs
+            report.studyUIDs = summary.studyUIDs
+            report.instances = summary.files.count
+            report.bytes = summary.bytes
+            report.detail = "to \(outputDirectory)"
+            return summary
+        }
+    }
+
     /// Writes the selected originals under `outputDirectory` as `<study>/<series>/<instance>.dcm`.
     /// Each file appears only once complete (temp name, fsync, rename); existing files are never overwritten.
     @discardableResult

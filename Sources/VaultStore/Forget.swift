@@ -36,8 +36,10 @@ struct PendingErasure: Codable {
     var summary: ErasureSummary
     var detail: String
     var actor: String
-    var peerUID: UInt32
-    var peerPID: Int32
+    /// Absent in records written before roles were recorded ("cli" then).
+    var role: String?
+    var peerUID: UInt32?
+    var peerPID: Int32?
     var time: Date
 }
 
@@ -69,14 +71,16 @@ extension Vault {
         return try summary(patients: rows.map(\.id), studies: nil)
     }
 
-    /// Crypto-shreds every patient with this Patient ID: key, catalog rows and blobs.
-    public func forget(patientID: String) throws -> ErasureSummary {
-        try withErasureLock {
+    /// Crypto-shreds every patient with this Patient ID: key, catalog rows and blobs. A change by
+    /// `actor` (`Vault.change`); the erasure writes its own audit record and replaces every snapshot.
+    public func forget(patientID: String, by actor: AuditActor = .currentProcess) throws -> ErasureSummary {
+        try change(.forget, by: actor, erasuresMustFinish: true) { report in
             let rows = try patientRows(patientID: patientID)
             guard !rows.isEmpty else { throw VaultError.notFound("no patient with that Patient ID is in the vault; nothing was changed") }
             var s = try summary(patients: rows.map(\.id), studies: nil)
             s.pseudonyms = rows.map { Self.pseudonym($0.ref) }
-            return try erase(patients: rows.map(\.id), studies: [], action: "forget", summary: s, detail: "")
+            report.detail = "erasing \(s.pseudonyms.joined(separator: ", "))"
+            return try erase(patients: rows.map(\.id), studies: [], action: .forget, summary: s, detail: "", by: actor, report: &report)
         }
     }
 
@@ -112,10 +116,21 @@ extension Vault {
         return plan
     }
 
+    /// The retention plan, as a recorded read by `actor` (it lists patients).
+    public func retentionPlan(cutoff: String, by actor: AuditActor) throws -> RetentionPlan {
+        try recordAccess(.retentionPlan, by: actor) { report in
+            let plan = try retentionPlan(cutoff: cutoff)
+            report.instances = plan.instances
+            report.bytes = plan.bytes
+            report.detail = "cutoff \(cutoff): \(plan.items.count) studies, \(plan.patientsErased) patients would be erased"
+            return plan
+        }
+    }
+
     /// Removes the plan's studies (recomputed under the lock, so a plan made earlier cannot remove a
-    /// study imported since); patients left without studies are erased with their key.
-    public func applyRetention(cutoff: String) throws -> (plan: RetentionPlan, erased: ErasureSummary) {
-        try withErasureLock {
+    /// study imported since); patients left without studies are erased with their key. A change by `actor`.
+    public func applyRetention(cutoff: String, by actor: AuditActor = .currentProcess) throws -> (plan: RetentionPlan, erased: ErasureSummary) {
+        try change(.retentionApply, by: actor, erasuresMustFinish: true) { report in
             let plan = try retentionPlan(cutoff: cutoff)
             let wanted = Set(plan.items.map(\.studyUID))
             let c = try openCatalog(instances: false)
@@ -125,21 +140,14 @@ extension Vault {
             let emptied = c.patients.values.filter { left[$0.id, default: 0] == 0 }
             var s = try summary(patients: emptied.map(\.id), studies: studyIDs)
             s.pseudonyms = emptied.map { Self.pseudonym($0.ref) }
-            return (plan, try erase(patients: emptied.map(\.id), studies: studyIDs, action: "retention.apply", summary: s, detail: "cutoff \(cutoff): "))
+            report.detail = "cutoff \(cutoff)"
+            return (plan, try erase(
+                patients: emptied.map(\.id), studies: studyIDs, action: .retentionApply, summary: s, detail: "cutoff \(cutoff): ", by: actor,
+                report: &report))
         }
     }
 
     // MARK: Internals
-
-    private func withErasureLock<T>(_ body: () throws -> T) throws -> T {
-        let lock: WriterLock
-        do { lock = try WriterLock(path: layout.lock, onWait: {}) } catch { throw VaultError.io(error) }
-        defer { withExtendedLifetime(lock) {} }
-        try requireCurrentMasterKey()
-        try recoverInterruptedWrites()
-        try finishErasures(interrupted: true)  // if the best-effort attempt above failed: now it is an error
-        return try body()
-    }
 
     private func patientRows(patientID: String) throws -> [(id: Int64, ref: [UInt8])] {
         let index = keyring.blindIndex(.patientID, Normalize.identifier(patientID))
@@ -173,11 +181,13 @@ extension Vault {
     /// and records the erasure in `pendingErasure`; then `finishErasures` removes the files, truncates
     /// the WAL, replaces the snapshots and writes the audit record. If the process dies after the
     /// commit, the next writer runs `finishErasures` (`recoverInterruptedWrites`).
-    private func erase(patients: [Int64], studies: [Int64], action: String, summary: ErasureSummary, detail: String) throws -> ErasureSummary {
-        let record = PendingErasure(summary: summary, detail: detail, actor: currentOSUser(), peerUID: getuid(), peerPID: getpid(), time: Date())
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
-        let encoded = String(decoding: (try? encoder.encode(record)) ?? Data(), as: UTF8.self)
+    private func erase(
+        patients: [Int64], studies: [Int64], action: AuditAction, summary: ErasureSummary, detail: String, by actor: AuditActor,
+        report: inout ChangeReport
+    ) throws -> ErasureSummary {
+        let record = PendingErasure(
+            summary: summary, detail: detail, actor: actor.name, role: actor.role, peerUID: actor.peerUID, peerPID: actor.peerPID, time: Date())
+        let encoded = String(decoding: try JSONFiles.encode(record, "the erasure record"), as: UTF8.self)
         try catalog.pool.write { db in
             let studyIDs = try Self.studyIDs(db, patients: patients, studies: studies)
             let list = studyIDs.map(String.init).joined(separator: ",")
@@ -187,10 +197,17 @@ extension Vault {
             // Foreign keys cascade to series and instances; patient rows take their wrapped key with them.
             try db.execute(sql: "DELETE FROM study WHERE id IN (\(list))")
             try db.execute(sql: "DELETE FROM patient WHERE id IN (\(patients.map(String.init).joined(separator: ",")))")
-            try db.execute(sql: "INSERT INTO pendingErasure(action, summary) VALUES (?, ?)", arguments: [action, encoded])
+            try db.execute(sql: "INSERT INTO pendingErasure(action, summary) VALUES (?, ?)", arguments: [action.rawValue, encoded])
         }
         FaultInjection.point("erase.committed")
-        do { return try finishErasures(interrupted: false).last ?? summary } catch {
+        // Committed: from here the erasure's own record (written by whoever finishes it) is the audit
+        // record; a failure now is a partial change, recorded as such.
+        report.outcome = .partial
+        do {
+            let done = try finishErasures(interrupted: false).last ?? summary
+            report.recordedByWork = true
+            return done
+        } catch {
             throw VaultError.erasureUnfinished(String(describing: error))
         }
     }
@@ -240,8 +257,9 @@ extension Vault {
             s.snapshotPublished = published
             // The record names who asked and when, even when another process finishes the erasure.
             var event = AuditEvent(
-                time: record?.time ?? Date(), actor: record?.actor ?? currentOSUser(), role: "cli", peerUID: record?.peerUID ?? getuid(),
-                peerPID: record?.peerPID ?? getpid(), action: p.action, outcome: "ok")
+                time: record?.time ?? Date(), actor: record?.actor ?? currentOSUser(), role: record?.role ?? "cli",
+                peerUID: record == nil ? getuid() : record?.peerUID, peerPID: record == nil ? getpid() : record?.peerPID,
+                action: AuditAction(rawValue: p.action), outcome: .ok)
             event.instances = s.instances
             event.bytes = s.bytes
             event.detail = (interrupted ? "finished after an interruption: " : "") + (record?.detail ?? "")
@@ -272,22 +290,19 @@ extension Vault {
     static func pseudonym(_ ref: [UInt8]) -> String { "patient-" + hex(Array(ref.prefix(6))) }
 }
 
-/// Retention periods as typed: `20y`, `18m` (months), `3650d`. The cutoff is that long before `now`, in UTC.
+/// Retention periods as typed: `20y`, `18mo` (months), `3650d`. The cutoff is that long before `now`, in
+/// UTC. A bare `m` is refused: it means minutes for token lifetimes and audit windows (`Duration`).
 public enum RetentionPeriod {
-    public static func cutoff(olderThan text: String, now: Date = Date()) -> String? {
-        guard let unit = text.last, let n = Int(text.dropLast()), n > 0, n <= 200 * 366 else { return nil }
+    public static func cutoff(olderThan text: String, now: Date = Date()) throws(DurationError) -> String {
+        let (n, unit) = try DurationText.split(text, units: ["y", "mo", "d"], example: "20y, 240mo or 3650d")
+        guard n <= 200 * 366 else { throw DurationError(text: text, reason: "that is more than 200 years") }
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = TimeZone(identifier: "UTC") ?? calendar.timeZone
-        let date: Date?
-        switch unit {
-        case "y": date = calendar.date(byAdding: .year, value: -n, to: now)
-        case "m": date = calendar.date(byAdding: .month, value: -n, to: now)
-        case "d": date = calendar.date(byAdding: .day, value: -n, to: now)
-        default: return nil
+        let component: Calendar.Component = unit == "y" ? .year : unit == "mo" ? .month : .day
+        guard let date = calendar.date(byAdding: component, value: -n, to: now) else {
+            throw DurationError(text: text, reason: "the date that long ago cannot be computed")
         }
-        guard let date else { return nil }
         let c = calendar.dateComponents([.year, .month, .day], from: date)
-        guard let y = c.year, let m = c.month, let d = c.day else { return nil }
-        return String(format: "%04d%02d%02d", y, m, d)
+        return String(format: "%04d%02d%02d", c.year ?? 0, c.month ?? 0, c.day ?? 0)
     }
 }

@@ -95,10 +95,11 @@ public struct ImportAborted: Error, CustomStringConvertible {
 }
 
 extension Vault {
-    /// Imports files and directories (recursively). Holds the vault's writer lock throughout;
-    /// `onWait` is called if another process holds it.
+    /// Imports files and directories (recursively), as a change by `actor` (audited, then published as a
+    /// snapshot: `Vault.change`). Holds the vault's writer lock throughout; `onWait` is called if another
+    /// process holds it.
     public func importFiles(
-        _ inputs: [String], options: ImportOptions = ImportOptions(),
+        _ inputs: [String], options: ImportOptions = ImportOptions(), by actor: AuditActor = .currentProcess,
         onWait: () -> Void = {}, progress: (ImportProgress) -> Void = { _ in }
     ) throws -> ImportSummary {
         let started = Date()
@@ -107,13 +108,25 @@ extension Vault {
         for input in inputs {
             Self.collectFiles(input, into: &files, errors: &results)
         }
-        let lock: WriterLock
-        do { lock = try WriterLock(path: layout.lock, onWait: onWait) } catch { throw VaultError.io(error) }
-        defer { withExtendedLifetime(lock) {} }
-        // Patient keys are wrapped by our master key: it must still be the catalog's.
-        try requireCurrentMasterKey()
-        try recoverInterruptedWrites()
+        return try change(.importFiles, by: actor, onWait: onWait) { report in
+            do {
+                let summary = try runImport(files, results: results, options: options, started: started, progress: progress)
+                report.describe(summary)
+                report.outcome = summary.anyFailed ? .partial : .ok
+                return summary
+            } catch let aborted as ImportAborted {
+                report.describe(aborted.partial)
+                throw aborted
+            }
+        }
+    }
 
+    /// The import itself, with the writer lock held (`importFiles`).
+    private func runImport(
+        _ files: [(path: String, size: Int64)], results inputErrors: [ImportFileResult], options: ImportOptions, started: Date,
+        progress: (ImportProgress) -> Void
+    ) throws -> ImportSummary {
+        var results = inputErrors
         var session = ImportSession(vault: self, options: options)
         var state = ImportProgress(filesDone: 0, filesTotal: files.count, bytesDone: 0, bytesTotal: files.reduce(0) { $0 + $1.size })
         progress(state)
@@ -209,6 +222,19 @@ extension Vault {
             if let blob = BlobID(hex: id) { try FileIO.unlink(layout.blob(blob)) }
         }
         try catalog.pool.write { db in try db.execute(sql: "DELETE FROM pendingBlob") }
+    }
+}
+
+extension ChangeReport {
+    /// An import's audit record: who and what was imported, and how much.
+    mutating func describe(_ s: ImportSummary) {
+        let imported = s.count("imported")
+        patientIDs = s.patientIDs
+        studyUIDs = s.studyUIDs
+        instances = imported
+        bytes = s.bytesImported
+        detail = "\(imported) imported, \(s.results.filter(\.outcome.isFailure).count) not"
+        wroteVault = imported > 0
     }
 }
 
@@ -504,7 +530,7 @@ struct ImportSession {
                         sql: "INSERT INTO patient(ref, patientIDIndex, wrappedKey, sealed) VALUES (?, ?, ?, ?)",
                         arguments: [
                             Data(s.patientRef), pidIndex.map { Data($0) }, Data(pk.wrapped),
-                            Data(sealer.seal(record, table: "patient", index: s.patientRef)),
+                            Data(try sealer.seal(record, table: "patient", index: s.patientRef)),
                         ])
                     patientID = db.lastInsertedRowID
                 }
@@ -523,7 +549,7 @@ struct ImportSession {
                     let acc = h[.accessionNumber].map { keyring.blindIndex(.accession, Normalize.identifier($0)) }
                     try db.execute(
                         sql: "INSERT INTO study(patientID, uidIndex, accessionIndex, sealed) VALUES (?, ?, ?, ?)",
-                        arguments: [patientID, Data(studyIndex), acc.map { Data($0) }, Data(sealer.seal(record, table: "study", index: studyIndex))])
+                        arguments: [patientID, Data(studyIndex), acc.map { Data($0) }, Data(try sealer.seal(record, table: "study", index: studyIndex))])
                     studyID = db.lastInsertedRowID
                 }
                 cache.study[studyIndex] = studyID
@@ -540,7 +566,7 @@ struct ImportSession {
                         performingPhysician: h[.performingPhysicianName] ?? "")
                     try db.execute(
                         sql: "INSERT INTO series(studyID, uidIndex, sealed) VALUES (?, ?, ?)",
-                        arguments: [studyID, Data(seriesIndex), Data(sealer.seal(record, table: "series", index: seriesIndex))])
+                        arguments: [studyID, Data(seriesIndex), Data(try sealer.seal(record, table: "series", index: seriesIndex))])
                     seriesID = db.lastInsertedRowID
                 }
                 cache.series[seriesIndex] = seriesID
@@ -556,7 +582,7 @@ struct ImportSession {
                         """,
                     arguments: [
                         seriesID, Data(s.instanceIndex), s.blobID.hexString, s.digest.plainSize, s.digest.blobSize,
-                        Data(s.digest.contentMAC), Data(sealer.seal(record, table: "instance", index: s.instanceIndex)),
+                        Data(s.digest.contentMAC), Data(try sealer.seal(record, table: "instance", index: s.instanceIndex)),
                     ])
                 if !s.digest.ciphertextHash.isEmpty {  // for the backup manifest (Snapshot.swift)
                     try db.execute(

@@ -25,13 +25,6 @@ public struct KeySlotInfo: Sendable, Equatable {
     public let isCurrent: Bool
 }
 
-/// Test hook for crash-safety tests: `MEDVAULT_FAULT=<point>` makes the process SIGKILL itself at that
-/// point, exactly as a power cut or `kill -9` would stop it. Unset in normal use.
-enum FaultInjection {
-    static func point(_ name: String) {
-        if ProcessInfo.processInfo.environment["MEDVAULT_FAULT"] == name { kill(getpid(), SIGKILL) }
-    }
-}
 
 extension Vault {
     /// Whether the catalog was last written with this process's master key (false after another process
@@ -61,9 +54,11 @@ extension Vault {
 
     /// Replaces the slot this process was unlocked with by a new one for `newPassphrase`: new salt, new
     /// key pair, the master key sealed to it. The old passphrase opens nothing afterwards.
-    public func changePassphrase(to newPassphrase: SecureBytes, kdf: Argon2idParameters = .moderate) throws(VaultError) {
+    public func changePassphrase(
+        to newPassphrase: SecureBytes, kdf: Argon2idParameters = .moderate, by actor: AuditActor = .currentProcess
+    ) throws {
         try Passphrases.checkStrength(newPassphrase)
-        try updateConfig { (config: inout VaultConfig) throws(VaultError) in
+        try updateConfig(.passphraseChange, by: actor, detail: { "slot \(unlockedSlotID)" }) { (config: inout VaultConfig) throws(VaultError) in
             guard let i = config.slots.firstIndex(where: { $0.id == unlockedSlotID }) else {
                 throw .slotRefused("the key slot this vault was opened with no longer exists")
             }
@@ -78,10 +73,12 @@ extension Vault {
 
     /// Adds a passphrase slot (a second administrator). Returns the new slot's id.
     @discardableResult
-    public func addPassphraseSlot(label: String, passphrase: SecureBytes, kdf: Argon2idParameters = .moderate) throws(VaultError) -> String {
+    public func addPassphraseSlot(
+        label: String, passphrase: SecureBytes, kdf: Argon2idParameters = .moderate, by actor: AuditActor = .currentProcess
+    ) throws -> String {
         try Passphrases.checkStrength(passphrase)
         var id = ""
-        try updateConfig { (config: inout VaultConfig) throws(VaultError) in
+        try updateConfig(.slotAdd, by: actor, detail: { "slot \(id) (\(label))" }) { (config: inout VaultConfig) throws(VaultError) in
             guard !config.slots.contains(where: { $0.label == label }) else {
                 throw .slotRefused("a key slot labelled \"\(label)\" exists already; choose another label")
             }
@@ -96,11 +93,11 @@ extension Vault {
 
     /// Adds a recovery slot with a new random recovery key, returned once for printing (e.g. after the
     /// old one may have been seen: add a new one, then remove the old slot and rotate).
-    public func addRecoverySlot() throws(VaultError) -> (slotID: String, recoveryKey: String) {
+    public func addRecoverySlot(by actor: AuditActor = .currentProcess) throws -> (slotID: String, recoveryKey: String) {
         let recovery: SymmetricKey
-        do { recovery = try SymmetricKey.random() } catch { throw .crypto(error) }
+        do { recovery = try SymmetricKey.random() } catch { throw VaultError.crypto(error) }
         var id = ""
-        try updateConfig { (config: inout VaultConfig) throws(VaultError) in
+        try updateConfig(.recoveryAdd, by: actor, detail: { "slot \(id)" }) { (config: inout VaultConfig) throws(VaultError) in
             var slot = try Self.makeRecoverySlot(master: keyring.master, generation: config.keyGeneration, recovery: recovery, vaultID: config.vaultID)
             slot.label = "recovery-" + slot.id.prefix(6)
             id = slot.id
@@ -113,8 +110,8 @@ extension Vault {
 
     /// Removes a slot, by id or label. Refuses to remove the last passphrase slot, or the only way
     /// left to open the vault.
-    public func removeSlot(_ idOrLabel: String) throws(VaultError) {
-        try updateConfig { (config: inout VaultConfig) throws(VaultError) in
+    public func removeSlot(_ idOrLabel: String, by actor: AuditActor = .currentProcess) throws {
+        try updateConfig(.slotRemove, by: actor, detail: { "slot \(idOrLabel)" }) { (config: inout VaultConfig) throws(VaultError) in
             let matches = config.slots.filter { $0.id == idOrLabel || $0.label == idOrLabel }
             guard matches.count == 1, let slot = matches.first else {
                 throw .slotRefused(matches.isEmpty ? "no key slot has id or label \"\(idOrLabel)\"" : "\"\(idOrLabel)\" names several slots; use the id")
@@ -130,11 +127,20 @@ extension Vault {
     /// Replaces the master key (see the top of this file). Returns the vault unlocked with the new key;
     /// this value is stale afterwards. Blobs are not touched: their file keys hang off patient keys,
     /// which only get rewrapped.
-    public func rotateMasterKey() throws(VaultError) -> Vault {
-        let lock: WriterLock
-        do { lock = try WriterLock(path: layout.lock, onWait: {}) } catch { throw .io(error) }
-        defer { withExtendedLifetime(lock) {} }
-        try requireCurrentMasterKey()
+    public func rotateMasterKey(by actor: AuditActor = .currentProcess) throws -> Vault {
+        try withWriterLock {
+            let rotated = try rotateLocked()
+            // Recorded and published by the new key's vault: this one's snapshot key is retired.
+            return try rotated.recordChange(.keyRotate, by: actor) { report in
+                report.detail = "master key generation \(rotated.keyGeneration)"
+                report.wroteVault = true
+                return rotated
+            }
+        }
+    }
+
+    /// The rotation's three steps, with the writer lock held.
+    private func rotateLocked() throws(VaultError) -> Vault {
         var config = try normalizedConfig()
         let newMaster: SymmetricKey
         do { newMaster = try SymmetricKey.random() } catch { throw .crypto(error) }
@@ -209,16 +215,19 @@ extension Vault {
 
     // MARK: vault.json updates
 
-    /// Loads vault.json under the writer lock, finishes or undoes an interrupted rotation, applies
-    /// `change`, and writes it back atomically.
-    func updateConfig(_ change: (inout VaultConfig) throws(VaultError) -> Void) throws(VaultError) {
-        let lock: WriterLock
-        do { lock = try WriterLock(path: layout.lock, onWait: {}) } catch { throw .io(error) }
-        defer { withExtendedLifetime(lock) {} }
-        try requireCurrentMasterKey()
-        var config = try normalizedConfig()
-        try change(&config)
-        try writeConfig(config)
+    /// A key-slot change (`Vault.change`): loads vault.json under the writer lock, finishes or undoes an
+    /// interrupted rotation, applies `update`, and writes it back atomically. `detail` is read after
+    /// `update`, for the audit record.
+    func updateConfig(
+        _ action: AuditAction, by actor: AuditActor, detail: () -> String, _ update: (inout VaultConfig) throws(VaultError) -> Void
+    ) throws {
+        try change(action, by: actor) { report in
+            var config = try normalizedConfig()
+            try update(&config)
+            try writeConfig(config)
+            report.wroteVault = true
+            report.detail = detail()
+        }
     }
 
     /// vault.json as on disk, with an interrupted rotation settled. The caller holds the writer lock and
@@ -253,8 +262,9 @@ extension Vault {
     }
 
     func writeConfig(_ config: VaultConfig) throws(VaultError) {
+        let bytes = try config.encoded()
         do {
-            try FileIO.writeAtomically(config.encoded(), to: layout.config, tmpDirectory: layout.tmp)
+            try FileIO.writeAtomically(bytes, to: layout.config, tmpDirectory: layout.tmp)
             try FileIO.fsyncDirectory(layout.root)
         } catch { throw .io(error) }
     }

@@ -259,10 +259,8 @@ public struct SignedManifest: Sendable {
     static let magic = "medvault-manifest-v1 ed25519 "
     static func signedMessage(_ body: [UInt8]) -> [UInt8] { Array("medvault.v1.manifest".utf8) + [0] + body }
 
-    static func encode(_ manifest: BackupManifest, key: Ed25519SigningKey) -> [UInt8] {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let body = Array((try? enc.encode(manifest)) ?? Data()) + [0x0A]
+    static func encode(_ manifest: BackupManifest, key: Ed25519SigningKey) throws(JSONEncodingFailure) -> [UInt8] {
+        let body = try JSONFiles.encode(manifest, "the backup manifest", formatting: .withoutEscapingSlashes) + [0x0A]
         let sig = key.sign(signedMessage(body))
         return Array((magic + Data(sig).base64EncodedString() + "\n").utf8) + body
     }
@@ -348,7 +346,7 @@ extension Vault {
         if config.wrappedManifestSigningSeed == nil {
             // A vault made before signed manifests: give it a key now (we hold MK).
             try ManifestSigningKey.install(in: &config, master: keyring.master)
-            try FileIO.writeAtomically(config.encoded(), to: layout.config, tmpDirectory: layout.snapshots)
+            try FileIO.writeAtomically(try config.encoded(), to: layout.config, tmpDirectory: layout.snapshots)
             configBytes = try readConfigBytes()
             config = try decodeConfig(configBytes)
         }
@@ -379,9 +377,10 @@ extension Vault {
             vaultConfig: .init(name: configCopy, size: Int64(configBytes.count), blake2b256: hex(configBytes.withUnsafeBytes { blake2b256($0) })),
             auditHead: head, auditLog: try auditLogState(), blobs: blobs, blobBytes: blobs.reduce(0) { $0 + $1.size })
         // The manifest last: whoever sees it finds its snapshot and vault.json copy durable.
+        let manifestBytes = try SignedManifest.encode(manifest, key: signer)
         do {
             try FileIO.writeAtomically(
-                SignedManifest.encode(manifest, key: signer), to: layout.root + "/" + SnapshotNames.manifest(sequence),
+                manifestBytes, to: layout.root + "/" + SnapshotNames.manifest(sequence),
                 tmpDirectory: layout.snapshots)
         } catch { throw SnapshotError.io(error) }
         pruneSnapshots(keeping: keeping)
@@ -434,6 +433,9 @@ extension Vault {
     }
 
     /// Sequence numbers of the manifests in snapshots/, ascending.
+    /// Whether any snapshot set has been published (`backup sync` needs one).
+    public var hasPublishedSnapshot: Bool { !snapshotSequences().isEmpty }
+
     func snapshotSequences() -> [UInt64] {
         FileIO.list(layout.snapshots).compactMap { SnapshotNames.parse($0) }.filter { $0.kind == .manifest }.map(\.sequence).sorted()
     }

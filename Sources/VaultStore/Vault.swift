@@ -111,8 +111,11 @@ public final class Vault: Sendable {
             let vault = Vault(
                 layout: layout, config: config, keyring: try Keyring(master: master, indexKey: indexKey), catalog: catalog,
                 slotID: passphraseSlot.id, generation: 1)
-            try FileIO.writeAtomically(config.encoded(), to: layout.config, tmpDirectory: layout.tmp)
+            try FileIO.writeAtomically(try config.encoded(), to: layout.config, tmpDirectory: layout.tmp)
             try FileIO.fsyncDirectory(layout.root)
+            // A first (empty) snapshot, so that `backup sync` works at once. The vault exists either way;
+            // if this fails, `hasPublishedSnapshot` says so and the first change writes one.
+            _ = try? vault.publishSnapshot()
             var display = recovery.exportBytesForDisplay()
             defer { wipe(&display) }
             return (vault, RecoveryKey.format(display))
@@ -273,8 +276,9 @@ public final class Vault: Sendable {
         // Another rotation committed meanwhile: read everything again.
         guard let check, constantTimeEquals(check, Keyring.masterKeyCheck(master, vaultID: config.vaultID)) else { return true }
         let settled = generation == pending ? promotingPending(config) : droppingPending(config)
+        let bytes = try settled.encoded()
         do {
-            try FileIO.writeAtomically(settled.encoded(), to: layout.config, tmpDirectory: layout.tmp)
+            try FileIO.writeAtomically(bytes, to: layout.config, tmpDirectory: layout.tmp)
             try FileIO.fsyncDirectory(layout.root)
         } catch { throw .io(error) }
         return true

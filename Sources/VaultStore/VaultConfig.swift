@@ -23,6 +23,8 @@ public enum VaultError: Error, Equatable, Sendable, CustomStringConvertible {
     case slotRefused(String)
     /// An erasure committed (keys and rows are gone) but its finishing steps failed; they are retried.
     case erasureUnfinished(String)
+    /// A file or record could not be encoded; nothing was written in its place.
+    case encoding(JSONEncodingFailure)
 
     public var description: String {
         switch self {
@@ -45,6 +47,7 @@ public enum VaultError: Error, Equatable, Sendable, CustomStringConvertible {
                 + "different points in time; restore both from the same backup"
         case .keyRotated: "the vault's master key was rotated by another process after this one opened the vault; run the command again"
         case .slotRefused(let m): m
+        case .encoding(let e): "\(e); nothing was written"
         case .erasureUnfinished(let m):
             "the erasure is committed (the patient keys and rows are gone) but finishing it failed: \(m). It is finished by the next "
                 + "import, forget or retention run; run the same command again to finish it now"
@@ -117,11 +120,8 @@ public struct VaultConfig: Codable, Sendable, Equatable {
         return config
     }
 
-    func encoded() -> [UInt8] {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-        // Encoding a struct of strings and integers cannot fail.
-        return Array((try? enc.encode(self)) ?? Data()) + [0x0A]
+    func encoded() throws(VaultError) -> [UInt8] {
+        do { return try JSONFiles.encode(self, "vault.json", formatting: .prettyPrinted) + [0x0A] } catch { throw .encoding(error) }
     }
 
     /// Binds a slot's wrapped secret key to the vault and the slot.

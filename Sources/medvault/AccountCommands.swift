@@ -24,9 +24,7 @@ struct User: ParsableCommand {
         func run() throws {
             try MedVault.guarded {
                 let vault = try options.open()
-                try vault.addUser(name, role: role.role)
-                try Auditing.record(vault, action: "user.add", outcome: "ok", detail: "\(name) as \(role.rawValue)")
-                Backup.publishAfterChange(vault)
+                try MedVault.change { try vault.addUser(name, role: role.role) }
                 print("added \(name) (\(role.rawValue))")
             }
         }
@@ -60,9 +58,7 @@ struct User: ParsableCommand {
         func run() throws {
             try MedVault.guarded {
                 let vault = try options.open()
-                try vault.disableUser(name)
-                try Auditing.record(vault, action: "user.disable", outcome: "ok", detail: name)
-                Backup.publishAfterChange(vault)
+                try MedVault.change { try vault.disableUser(name) }
                 print("disabled \(name); its tokens are revoked")
             }
         }
@@ -78,16 +74,14 @@ struct Token: ParsableCommand {
             abstract: "Issue a token for an account. It is printed once and stored only as a keyed hash.")
         @OptionGroup var options: VaultOptions
         @Argument var name: String
-        @Option(help: "Lifetime: 30m, 8h (default), 7d; at most 366d.") var expires = "8h"
+        @Option(help: "Lifetime: 30min, 8h (default), 7d; at most 366d.") var expires = "8h"
         @Flag(help: "Print the result as JSON.") var json = false
 
         func run() throws {
             try MedVault.guarded {
                 let lifetime = try TokenLifetime.parse(expires)
                 let vault = try options.open()
-                let (token, info) = try vault.issueToken(for: name, lifetime: lifetime)
-                try Auditing.record(vault, action: "token.issue", outcome: "ok", detail: "token \(info.id) for \(name), \(expires)")
-                Backup.publishAfterChange(vault)
+                let (token, info) = try MedVault.change { try vault.issueToken(for: name, lifetime: lifetime) }.value
                 let until = ISO8601DateFormatter().string(from: info.expiresAt)
                 if json {
                     Console.json(["token": token, "id": info.id, "user": name, "expires": until])
@@ -135,14 +129,10 @@ struct Token: ParsableCommand {
             try MedVault.guarded {
                 let vault = try options.open()
                 if let id {
-                    try vault.revokeToken(id: id)
-                    try Auditing.record(vault, action: "token.revoke", outcome: "ok", detail: "token \(id)")
-                    Backup.publishAfterChange(vault)
+                    try MedVault.change { try vault.revokeToken(id: id) }
                     print("revoked token \(id)")
                 } else if let user {
-                    let n = try vault.revokeTokens(user: user)
-                    try Auditing.record(vault, action: "token.revoke", outcome: "ok", detail: "\(n) token(s) of \(user)")
-                    Backup.publishAfterChange(vault)
+                    let n = try MedVault.change { try vault.revokeTokens(user: user) }.value
                     print("revoked \(n) active token(s) of \(user)")
                 }
             }

@@ -6,24 +6,6 @@ import VaultStore
 import Glibc
 #endif
 
-enum Auditing {
-    /// Appends a record for a CLI action by the OS user running it. A failure to record is an error:
-    /// an action on patient data that cannot be recorded must not pass silently.
-    static func record(
-        _ vault: Vault, action: String, outcome: String, patientIDs: [String] = [], studyUIDs: [String] = [],
-        instances: Int = 0, bytes: Int64 = 0, detail: String = ""
-    ) throws {
-        var e = AuditEvent(
-            actor: currentOSUser(), role: "cli", peerUID: getuid(), peerPID: getpid(), action: action, outcome: outcome)
-        e.patientIDs = patientIDs
-        e.studyUIDs = studyUIDs
-        e.instances = instances
-        e.bytes = bytes
-        e.detail = detail
-        try vault.audit(e)
-    }
-}
-
 struct Audit: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check and read the tamper-evident audit log.", subcommands: [VerifyLog.self, Show.self, Report.self])
@@ -79,14 +61,14 @@ struct Audit: ParsableCommand {
                         let e = r.event
                         return ["record": r.sequence, "time": f.string(from: e.time), "actor": e.actor, "role": e.role,
                                 "peerUID": e.peerUID.map { Int($0) } ?? -1, "peerPID": e.peerPID.map { Int($0) } ?? -1,
-                                "action": e.action, "outcome": e.outcome, "patientIDs": e.patientIDs, "studyUIDs": e.studyUIDs,
+                                "action": e.action.rawValue, "outcome": e.outcome.rawValue, "patientIDs": e.patientIDs, "studyUIDs": e.studyUIDs,
                                 "instances": e.instances, "bytes": e.bytes, "detail": e.detail]
                     })
                 } else {
                     print(Format.table(["#", "TIME", "ACTOR", "ROLE", "UID/PID", "ACTION", "OUTCOME", "PATIENTS", "INSTANCES", "DETAIL"], records.map {
                         let e = $0.event
                         return ["\($0.sequence)", f.string(from: e.time), e.actor, e.role, "\(e.peerUID.map(String.init) ?? "-")/\(e.peerPID.map(String.init) ?? "-")",
-                                e.action, e.outcome, e.patientIDs.joined(separator: ","), "\(e.instances)", e.detail]
+                                e.action.rawValue, e.outcome.rawValue, e.patientIDs.joined(separator: ","), "\(e.instances)", e.detail]
                     }))
                 }
             }
@@ -118,16 +100,13 @@ struct Audit: ParsableCommand {
                 // An explicit end, so that the report states the period it covers.
                 let window = try TimeOptions.window(since: since, until: until ?? "now", now: now)
                 let vault = try options.open()
-                let report = try vault.auditReport(window: window, now: now)
-                // Reading the report discloses patient identifiers: record it like `ls`. When the log is already
-                // damaged the report matters more than this record, so it is printed even if the record fails.
+                // Reading the report discloses patient identifiers: the engine records it like `ls`.
                 let from = AuditText.time(window.since ?? now), to = AuditText.time(window.until ?? now)
-                do {
-                    try Auditing.record(
-                        vault, action: "audit.report", outcome: "ok",
-                        detail: "\(format.rawValue) report for \(from) to \(to), \(report.summary.patients) patient(s)")
-                } catch where !report.integrity.ok {
-                    Console.error("medvault: this report could not be recorded in the damaged audit log: \(error)")
+                let (report, unrecorded) = try vault.auditReport(window: window, now: now, by: .currentProcess) {
+                    "\(format.rawValue) report for \(from) to \(to), \($0.summary.patients) patient(s)"
+                }
+                if let unrecorded {
+                    Console.error("medvault: this report could not be recorded in the damaged audit log: \(unrecorded)")
                 }
                 switch format {
                 case .md: print(report.markdown(), terminator: "")
@@ -147,7 +126,7 @@ struct Audit: ParsableCommand {
 /// --since and --until, shared by `audit show` (both optional) and their parsing for `audit report`.
 struct TimeOptions: ParsableArguments {
     static let discussion = """
-        Times for --since and --until: a date (2026-11-23), a date and time (2026-11-23T14:30, 2026-11-23 14:30:05, 2026-11-23T14:30:00+01:00; UTC when no zone is given), or a span before now (30m, 72h, 7d, 2w). Both ends are included; a date (or a time without seconds) given to --until includes the whole day (or minute).
+        Times for --since and --until: a date (2026-11-23), a date and time (2026-11-23T14:30, 2026-11-23 14:30:05, 2026-11-23T14:30:00+01:00; UTC when no zone is given), or a span before now (30min, 72h, 7d, 2w; a bare "m" is refused). Both ends are included; a date (or a time without seconds) given to --until includes the whole day (or minute).
         """
 
     @Option(help: ArgumentHelp("Only records from this time on (UTC unless a zone is given; or a span such as 72h).", valueName: "time")) var since: String?

@@ -16,19 +16,6 @@ struct Backup: ParsableCommand {
             """,
         subcommands: [Sync.self, VerifyBackup.self, Restore.self, Publish.self])
 
-    /// Runs `body`, turning a damaged snapshot of the vault into a warning: the change itself is done,
-    /// only the backup lags until the next snapshot. Returns false if it failed.
-    @discardableResult
-    static func publishAfterChange(_ vault: Vault) -> Bool {
-        do {
-            try vault.publishSnapshot()
-            return true
-        } catch {
-            Console.error("medvault: warning: the backup snapshot was not written: \(error); run `medvault backup publish`")
-            return false
-        }
-    }
-
     struct Sync: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Copy the vault's newest snapshot and new blobs to a backup; needs no passphrase.",
@@ -196,9 +183,8 @@ struct Backup: ParsableCommand {
                     vbar.update(done: p.blobsDone, total: p.blobsTotal, bytes: p.bytesDone, totalBytes: p.bytesTotal)
                 }
                 vbar.finish()
-                try? Auditing.record(
-                    restored.vault, action: "backup.restore", outcome: check.ok && restored.problems.isEmpty ? "ok" : "partial",
-                    detail: "snapshot \(restored.sequence) from \(from)")
+                try? restored.vault.recordRestore(
+                    from: from, sequence: restored.sequence, complete: check.ok && restored.problems.isEmpty, by: .currentProcess)
                 let ok = check.ok && restored.problems.isEmpty
                 if json {
                     Console.json([
@@ -225,7 +211,7 @@ struct Backup: ParsableCommand {
 
         func run() throws {
             try MedVault.guarded {
-                let info = try options.open().publishSnapshot()
+                let info = try options.open().publishSnapshot(by: .currentProcess)
                 if json {
                     Console.json(["sequence": info.sequence, "blobs": info.blobs, "blobBytes": info.blobBytes, "snapshotBytes": info.snapshotBytes])
                 } else {

@@ -44,6 +44,20 @@ struct MedVault: ParsableCommand {
         }
     }
 
+    /// Runs a change through the engine. A change that was made and recorded but whose backup snapshot
+    /// could not be written is not undone: warn, and go on with its result (printing a token issued once,
+    /// say). `published` tells the caller whether the backup is current.
+    @discardableResult
+    static func change<T>(_ body: () throws -> T) throws -> (value: T, published: Bool) {
+        do {
+            return (try body(), true)
+        } catch let e as SnapshotNotPublished {
+            guard let value = e.value as? T else { throw e }
+            Console.error("medvault: warning: \(e)")
+            return (value, false)
+        }
+    }
+
     static func describe(_ error: any Error) -> String {
         String(describing: error)
     }
@@ -111,7 +125,9 @@ struct Init: ParsableCommand {
             let path = try options.vaultPath
             let pass = try options.passphrase(confirm: true)
             let (vault, recovery) = try Vault.create(at: path, passphrase: pass, kdf: kdf.strength.parameters)
-            Backup.publishAfterChange(vault)  // a first (empty) snapshot, so that `backup sync` works at once
+            if !vault.hasPublishedSnapshot {
+                Console.error("medvault: warning: the first backup snapshot was not written; run `medvault backup publish`")
+            }
             if json {
                 Console.json(["vault": vault.layout.root, "recoveryKey": recovery])
             } else {
@@ -162,32 +178,24 @@ struct Import: ParsableCommand {
             try Vault.checkDICOMSupport()
             let vault = try options.open()
             let bar = ProgressBar(label: "import")
-            let summary: ImportSummary
+            // The engine records the import and publishes its snapshot, also for what an aborted run committed.
+            let (summary, published): (ImportSummary, Bool)
             do {
-                summary = try vault.importFiles(
-                    paths, options: ImportOptions(removeSource: removeSource, batchFiles: batchFiles),
-                    onWait: { Console.error("medvault: another import is writing to this vault; waiting for it to finish…") },
-                    progress: { p in bar.update(done: p.filesDone, total: p.filesTotal, bytes: p.bytesDone, totalBytes: p.bytesTotal) })
+                (summary, published) = try MedVault.change {
+                    try vault.importFiles(
+                        paths, options: ImportOptions(removeSource: removeSource, batchFiles: batchFiles),
+                        onWait: { Console.error("medvault: another import is writing to this vault; waiting for it to finish…") },
+                        progress: { p in bar.update(done: p.filesDone, total: p.filesTotal, bytes: p.bytesDone, totalBytes: p.bytesTotal) })
+                }
             } catch let aborted as ImportAborted {
                 bar.finish()
                 report(aborted.partial)
-                try? audit(vault, aborted.partial, outcome: "failed", detail: aborted.reason)
-                if aborted.partial.count("imported") > 0 { Backup.publishAfterChange(vault) }  // what was committed
                 throw CLIError(aborted.description)
             }
             bar.finish()
-            try audit(vault, summary, outcome: summary.anyFailed ? "partial" : "ok", detail: "")
-            let published = summary.count("imported") == 0 || Backup.publishAfterChange(vault)
             report(summary)
             if summary.anyFailed || !published { throw ExitCode(1) }
         }
-    }
-
-    private func audit(_ vault: Vault, _ s: ImportSummary, outcome: String, detail: String) throws {
-        try Auditing.record(
-            vault, action: "import", outcome: outcome, patientIDs: s.patientIDs, studyUIDs: s.studyUIDs,
-            instances: s.count("imported"), bytes: s.bytesImported,
-            detail: detail.isEmpty ? "\(s.count("imported")) imported, \(s.results.filter(\.outcome.isFailure).count) not" : detail)
     }
 
     private func report(_ s: ImportSummary) {
@@ -239,10 +247,7 @@ struct List: ParsableCommand {
             let vault = try options.open()
             switch level {
             case .patients:
-                let rows = try vault.listPatients(patientID: patientId)
-                try Auditing.record(
-                    vault, action: "ls", outcome: "ok", patientIDs: Array(Set(rows.map(\.patient.patientID))).sorted(),
-                    detail: level.rawValue)
+                let rows = try vault.listPatients(patientID: patientId, by: .currentProcess)
                 if json {
                     Console.json(rows.map { [
                         "patientName": $0.patient.name, "patientID": $0.patient.patientID, "birthDate": $0.patient.birthDate,
@@ -255,10 +260,7 @@ struct List: ParsableCommand {
                                     "\($0.studies)", "\($0.instances)", Format.megabytes($0.bytes)] }))
                 }
             case .studies:
-                let rows = try vault.listStudies(patientID: patientId)
-                try Auditing.record(
-                    vault, action: "ls", outcome: "ok", patientIDs: Array(Set(rows.map(\.patient.patientID))).sorted(),
-                    detail: level.rawValue)
+                let rows = try vault.listStudies(patientID: patientId, by: .currentProcess)
                 if json {
                     Console.json(rows.map { [
                         "patientName": $0.patient.name, "patientID": $0.patient.patientID, "studyInstanceUID": $0.study.studyUID,
@@ -273,10 +275,7 @@ struct List: ParsableCommand {
                                     $0.study.accessionNumber, $0.study.description, "\($0.series)", "\($0.instances)", $0.study.studyUID] }))
                 }
             case .series:
-                let rows = try vault.listSeries(patientID: patientId)
-                try Auditing.record(
-                    vault, action: "ls", outcome: "ok", patientIDs: Array(Set(rows.map(\.patient.patientID))).sorted(),
-                    detail: level.rawValue)
+                let rows = try vault.listSeries(patientID: patientId, by: .currentProcess)
                 if json {
                     Console.json(rows.map { [
                         "patientID": $0.patient.patientID, "studyInstanceUID": $0.study.studyUID, "seriesInstanceUID": $0.series.seriesUID,
@@ -320,18 +319,14 @@ struct Export: ParsableCommand {
             let bar = ProgressBar(label: "export")
             let summary: ExportSummary
             do {
-                summary = try vault.export(selection, to: out) { p in
+                summary = try vault.export(selection, to: out, by: .currentProcess) { p in
                     bar.update(done: p.filesDone, total: p.filesTotal, bytes: p.bytesDone, totalBytes: p.bytesTotal)
                 }
             } catch {
                 bar.finish()
-                try? Auditing.record(vault, action: "export", outcome: "failed", detail: "\(selection): \(error)")
                 throw error
             }
             bar.finish()
-            try Auditing.record(
-                vault, action: "export", outcome: "ok", patientIDs: summary.patientIDs, studyUIDs: summary.studyUIDs,
-                instances: summary.files.count, bytes: summary.bytes, detail: "to \(out)")
             if json {
                 Console.json(["files": summary.files, "bytes": summary.bytes, "seconds": summary.seconds, "out": out])
             } else {

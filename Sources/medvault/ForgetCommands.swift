@@ -51,14 +51,8 @@ struct Forget: ParsableCommand {
                     "This erases \(preview.patients) patient record(s): \(preview.studies) studies, \(preview.instances) instances "
                         + "(\(Format.megabytes(preview.bytes))). It cannot be undone.", answer: patientId)
             }
-            let done: ErasureSummary
-            do { done = try vault.forget(patientID: patientId) } catch {
-                // Committed but not finished is not "failed": the patient is gone, the cleanup is pending.
-                let committed: Bool = if case VaultError.erasureUnfinished = error { true } else { false }
-                try? Auditing.record(vault, action: "forget", outcome: committed ? "partial" : "failed", detail: String(describing: error))
-                throw error
-            }
-            // The erasure wrote its own audit record (also when finished after an interruption).
+            // The engine records the erasure (as partial when it committed but could not finish).
+            let done = try vault.forget(patientID: patientId)
             if !done.snapshotPublished {
                 Console.error("medvault: warning: no new backup snapshot could be written; the older ones were removed from the vault "
                     + "because they held the erased key. Run `medvault backup publish` before the next `backup sync`.")
@@ -83,21 +77,18 @@ struct Retention: ParsableCommand {
             abstract: "Remove every study whose StudyDate is older than the period; patients left with no study are erased with their key.",
             discussion: "Studies without a usable StudyDate are kept and counted. Use --dry-run first to see what would go.")
         @OptionGroup var options: VaultOptions
-        @Option(help: "The retention period: e.g. 20y, 240m, 3650d.") var olderThan: String
+        @Option(help: "The retention period: a number and y (years), mo (months) or d (days), e.g. 20y, 240mo, 3650d.") var olderThan: String
         @Flag(help: "Only list what would be removed.") var dryRun = false
         @Flag(help: "Do not ask for confirmation.") var yes = false
         @Flag(help: "Print the result as JSON.") var json = false
 
         func run() throws {
             try MedVault.guarded {
-                guard let cutoff = RetentionPeriod.cutoff(olderThan: olderThan) else {
-                    throw CLIError("--older-than \(olderThan): expected a number and a unit, y (years), m (months) or d (days), e.g. 20y")
-                }
+                let cutoff = try RetentionPeriod.cutoff(olderThan: olderThan)
                 let vault = try options.open()
-                let plan = try vault.retentionPlan(cutoff: cutoff)
+                // The plan lists Patient IDs: a recorded read, whether it is applied or not.
+                let plan = try vault.retentionPlan(cutoff: cutoff, by: .currentProcess)
                 if dryRun {
-                    try Auditing.record(vault, action: "retention.plan", outcome: "ok", instances: plan.instances, bytes: plan.bytes,
-                                        detail: "cutoff \(cutoff): \(plan.items.count) studies")
                     show(plan, applied: false)
                     return
                 }

@@ -21,9 +21,7 @@ struct Passphrase: ParsableCommand {
             try MedVault.guarded {
                 let vault = try options.open()
                 let new = try PassphraseSource.readNew(file: newPassphraseFile)
-                try vault.changePassphrase(to: new, kdf: kdf.strength.parameters)
-                try Auditing.record(vault, action: "key.passphrase-change", outcome: "ok", detail: "slot \(vault.unlockedSlotID)")
-                Backup.publishAfterChange(vault)  // backups carry vault.json: give them the new slot
+                try MedVault.change { try vault.changePassphrase(to: new, kdf: kdf.strength.parameters) }
                 print("""
                     passphrase changed for key slot \(vault.unlockedSlotID): the old passphrase no longer opens this vault.json.
                     Older copies of vault.json (in snapshots/, in backups, on old disks) still open with it until you run
@@ -73,9 +71,7 @@ struct Key: ParsableCommand {
             try MedVault.guarded {
                 let vault = try options.open()
                 let new = try PassphraseSource.readNew(file: newPassphraseFile)
-                let id = try vault.addPassphraseSlot(label: label, passphrase: new, kdf: kdf.strength.parameters)
-                try Auditing.record(vault, action: "key.add-slot", outcome: "ok", detail: "slot \(id) (\(label))")
-                Backup.publishAfterChange(vault)
+                let id = try MedVault.change { try vault.addPassphraseSlot(label: label, passphrase: new, kdf: kdf.strength.parameters) }.value
                 print("added key slot \(id) (\(label))")
             }
         }
@@ -90,9 +86,7 @@ struct Key: ParsableCommand {
         func run() throws {
             try MedVault.guarded {
                 let vault = try options.open()
-                let (id, recovery) = try vault.addRecoverySlot()
-                try Auditing.record(vault, action: "key.add-recovery", outcome: "ok", detail: "slot \(id)")
-                Backup.publishAfterChange(vault)
+                let (id, recovery) = try MedVault.change { try vault.addRecoverySlot() }.value
                 if json {
                     Console.json(["slot": id, "recoveryKey": recovery])
                 } else {
@@ -115,9 +109,7 @@ struct Key: ParsableCommand {
         func run() throws {
             try MedVault.guarded {
                 let vault = try options.open()
-                try vault.removeSlot(slot)
-                try Auditing.record(vault, action: "key.remove-slot", outcome: "ok", detail: "slot \(slot)")
-                Backup.publishAfterChange(vault)
+                try MedVault.change { try vault.removeSlot(slot) }
                 print("removed key slot \(slot)")
             }
         }
@@ -131,9 +123,7 @@ struct Key: ParsableCommand {
         func run() throws {
             try MedVault.guarded {
                 let vault = try options.open()
-                let rotated = try vault.rotateMasterKey()
-                try Auditing.record(rotated, action: "key.rotate", outcome: "ok", detail: "master key generation \(rotated.keyGeneration)")
-                Backup.publishAfterChange(rotated)
+                let rotated = try MedVault.change { try vault.rotateMasterKey() }.value
                 print("master key rotated (generation \(rotated.keyGeneration)); every key slot and the recovery key still open the vault")
             }
         }

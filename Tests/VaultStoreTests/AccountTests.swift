@@ -57,7 +57,8 @@ import TestSupport
 
     @Test func lifetimesParseAsPeopleWriteThem() throws {
         #expect(try TokenLifetime.parse("8h") == 8 * 3600)
-        #expect(try TokenLifetime.parse("30m") == 1800)
+        #expect(try TokenLifetime.parse("30min") == 1800)
+        #expect(throws: AccountError.self) { try TokenLifetime.parse("30m") }
         #expect(try TokenLifetime.parse("7d") == 7 * 86_400)
         for bad in ["", "8", "h", "-1h", "0h", "8w", "400d"] {
             #expect(throws: AccountError.self) { try TokenLifetime.parse(bad) }

@@ -5,7 +5,7 @@ import TestSupport
 
 @Suite struct AuditLogTests {
     func event(_ i: Int) -> AuditEvent {
-        var e = AuditEvent(actor: "dr.meier", role: "radiologist", peerUID: 1000, peerPID: Int32(4000 + i), action: "export", outcome: "ok")
+        var e = AuditEvent(actor: "dr.meier", role: "radiologist", peerUID: 1000, peerPID: Int32(4000 + i), action: .export, outcome: .ok)
         e.patientIDs = ["MRN0012345"]
         e.studyUIDs = ["1.2.826.0.1.3680043.10.999.1.\(i)"]
         e.bytes = Int64(i * 1000)

@@ -42,7 +42,8 @@ import TestSupport
     }
 
     @Test func spansCountBackFromNow() throws {
-        #expect(try since("30m") == now.addingTimeInterval(-1800))
+        #expect(try since("30min") == now.addingTimeInterval(-1800))
+        #expect(throws: AuditTimeError.self) { try since("30m") }
         #expect(try since("72h") == now.addingTimeInterval(-72 * 3600))
         #expect(try since("7d") == now.addingTimeInterval(-7 * 86400))
         #expect(try since("2w") == now.addingTimeInterval(-14 * 86400))
@@ -78,7 +79,7 @@ import TestSupport
 
     func api(_ path: String, _ account: String, _ role: String, at t: TimeInterval, pid: Int32, patients: [String] = [],
              instances: Int = 0, outcome: String = "ok", status: String = "200", uid: UInt32? = 1000) -> AuditEvent {
-        var e = AuditEvent(time: at(t), actor: account, role: role, peerUID: uid, peerPID: pid, action: "GET " + path, outcome: outcome)
+        var e = AuditEvent(time: at(t), actor: account, role: role, peerUID: uid, peerPID: pid, action: .request(method: "GET", path: path), outcome: AuditOutcome(rawValue: outcome)!)
         e.patientIDs = patients
         e.instances = instances
         e.detail = status
@@ -87,7 +88,7 @@ import TestSupport
 
     func cli(_ action: String, at t: TimeInterval, patients: [String] = [], instances: Int = 0, bytes: Int64 = 0,
              outcome: String = "ok", detail: String = "") -> AuditEvent {
-        var e = AuditEvent(time: at(t), actor: "alice", role: "cli", peerUID: 1000, peerPID: 7000, action: action, outcome: outcome)
+        var e = AuditEvent(time: at(t), actor: "alice", role: "cli", peerUID: 1000, peerPID: 7000, action: AuditAction(rawValue: action), outcome: AuditOutcome(rawValue: outcome)!)
         e.patientIDs = patients
         e.instances = instances
         e.bytes = bytes
@@ -97,7 +98,7 @@ import TestSupport
 
     func refusal(at t: TimeInterval, uid: UInt32?, account: String = "-", status: String = "401") -> AuditEvent {
         var e = AuditEvent(time: at(t), actor: account, role: account == "-" ? "-" : "backup", peerUID: uid, peerPID: 9000 + Int32(t),
-                           action: "GET /dicom-web/studies", outcome: "denied")
+                           action: .request(method: "GET", path: "/dicom-web/studies"), outcome: .denied)
         e.detail = status
         return e
     }
@@ -127,7 +128,7 @@ import TestSupport
         // uid 1002: 4 within a minute (below the threshold); uid 1003: 5, 20 s apart (never 5 in any 60 s).
         events += (0..<4).map { refusal(at: 200 + Double($0), uid: 1002) }
         events += (0..<5).map { refusal(at: 400 + Double($0) * 20, uid: 1003) }
-        var alert = AuditEvent(time: at(109), actor: "-", role: "-", peerUID: 1001, peerPID: 9109, action: "alert", outcome: "alert")
+        var alert = AuditEvent(time: at(109), actor: "-", role: "-", peerUID: 1001, peerPID: 9109, action: .alert, outcome: .alert)
         alert.detail = "10 failed authentications from uid 1001 in the last 60 s"
         events.append(alert)
         return events.sorted { $0.time < $1.time }
@@ -258,7 +259,7 @@ import TestSupport
 
     @Test func recordsAreClassifiedByWhatTheyDisclose() {
         func kind(_ action: String, role: String = "viewer") -> AuditRecordKind {
-            AuditRecordKind.of(AuditEvent(actor: "x", role: role, action: action, outcome: "ok"))
+            AuditRecordKind.of(AuditEvent(actor: "x", role: role, action: AuditAction(rawValue: action), outcome: .ok))
         }
         #expect(kind("GET /dicom-web/studies") == .access(.search))
         #expect(kind("GET /dicom-web/series") == .access(.search))

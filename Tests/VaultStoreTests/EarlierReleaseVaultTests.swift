@@ -65,6 +65,7 @@ import TestSupport
         #expect(after.blobsChecked == expected.instances.count + 1)
         let log = vault.readAudit()
         #expect(log.report.ok, "\(log.report.problems)")
+        #expect(log.records.last?.event.action == .importFiles)
     }
 
     @Test func refusesAWrongPassphrase() throws {

@@ -118,11 +118,16 @@ import TestSupport
         #expect(try vault.retentionPlan(cutoff: cutoff).items.isEmpty)
     }
 
-    @Test func retentionPeriodsParse() {
+    @Test func retentionPeriodsParse() throws {
         let now = ISO8601DateFormatter().date(from: "2026-11-23T10:00:00Z") ?? Date()
-        #expect(RetentionPeriod.cutoff(olderThan: "20y", now: now) == "20061123")
-        #expect(RetentionPeriod.cutoff(olderThan: "18m", now: now) == "20250523")
-        #expect(RetentionPeriod.cutoff(olderThan: "30d", now: now) == "20261024")
-        for bad in ["", "20", "y", "-3y", "3w", "twenty-y"] { #expect(RetentionPeriod.cutoff(olderThan: bad, now: now) == nil, "\(bad)") }
+        #expect(try RetentionPeriod.cutoff(olderThan: "20y", now: now) == "20061123")
+        #expect(try RetentionPeriod.cutoff(olderThan: "18mo", now: now) == "20250523")
+        #expect(try RetentionPeriod.cutoff(olderThan: "30d", now: now) == "20261024")
+        for bad in ["", "20", "y", "-3y", "3w", "twenty-y", "0d", "99999y"] {
+            #expect(throws: DurationError.self, "\(bad)") { try RetentionPeriod.cutoff(olderThan: bad, now: now) }
+        }
+        // A bare "m" meant months here but minutes for tokens: refused, with both spellings suggested.
+        let error = try #require(throws: DurationError.self) { try RetentionPeriod.cutoff(olderThan: "18m", now: now) }
+        #expect(error.description.contains("18mo"))
     }
 }

@@ -1,0 +1,76 @@
+// What an audit record says happened, as types. On disk each is the same short string earlier releases
+// wrote ("import", "key.rotate", "GET /dicom-web/studies", …), so old logs read back unchanged and a
+// record written by a later release is kept as `.unrecognized` rather than failing the whole log.
+
+/// The action an audit record describes.
+public enum AuditAction: Hashable, Sendable, Codable, CustomStringConvertible {
+    // Changes (they go through `Vault.change`).
+    case importFiles, forget, retentionApply
+    case userAdd, userDisable, tokenIssue, tokenRevoke
+    case passphraseChange, slotAdd, recoveryAdd, slotRemove, keyRotate
+    case backupRestore, snapshotPublish
+    /// The audit log found and repaired an interrupted append (docs/audit.md).
+    case auditRepair
+    // Reads.
+    case export, list, retentionPlan, auditReport
+    /// An API request: method and path, e.g. `GET /dicom-web/studies`.
+    case request(method: String, path: String)
+    /// Repeated failed authentication.
+    case alert
+    /// A string this release does not know (written by a later one).
+    case unrecognized(String)
+
+    static let named: [(AuditAction, String)] = [
+        (.importFiles, "import"), (.forget, "forget"), (.retentionApply, "retention.apply"),
+        (.userAdd, "user.add"), (.userDisable, "user.disable"), (.tokenIssue, "token.issue"), (.tokenRevoke, "token.revoke"),
+        (.passphraseChange, "key.passphrase-change"), (.slotAdd, "key.add-slot"), (.recoveryAdd, "key.add-recovery"),
+        (.slotRemove, "key.remove-slot"), (.keyRotate, "key.rotate"),
+        (.backupRestore, "backup.restore"), (.snapshotPublish, "snapshot.publish"), (.auditRepair, "audit.repair"),
+        (.export, "export"), (.list, "ls"), (.retentionPlan, "retention.plan"), (.auditReport, "audit.report"), (.alert, "alert"),
+    ]
+
+    /// The string stored in the sealed record.
+    public var rawValue: String {
+        switch self {
+        case .request(let method, let path): return method + " " + path
+        case .unrecognized(let s): return s
+        default: return Self.named.first { $0.0 == self }?.1 ?? ""
+        }
+    }
+
+    public init(rawValue: String) {
+        if let known = Self.named.first(where: { $0.1 == rawValue }) {
+            self = known.0
+        } else if let space = rawValue.firstIndex(of: " "), rawValue[..<space].allSatisfy({ $0.isUppercase }), !rawValue[..<space].isEmpty {
+            self = .request(method: String(rawValue[..<space]), path: String(rawValue[rawValue.index(after: space)...]))
+        } else {
+            self = .unrecognized(rawValue)
+        }
+    }
+
+    /// Whether the action is an API request (whatever its method).
+    public var isRequest: Bool { if case .request = self { true } else { false } }
+
+    public var description: String { rawValue }
+
+    public init(from decoder: any Decoder) throws {
+        self.init(rawValue: try decoder.singleValueContainer().decode(String.self))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(rawValue)
+    }
+}
+
+/// How an audited action ended.
+public enum AuditOutcome: String, Hashable, Sendable, Codable, CustomStringConvertible {
+    case ok, denied, failed, partial, alert
+    public var description: String { rawValue }
+
+    public init(from decoder: any Decoder) throws {
+        let s = try decoder.singleValueContainer().decode(String.self)
+        // An outcome this release does not know reads as "failed": never as success.
+        self = AuditOutcome(rawValue: s) ?? .failed
+    }
+}
