@@ -58,7 +58,7 @@ let package = Package(
 
         // Tests run on real bytes: real libsodium, real DCMTK, real SQLite, real processes.
         // Shared test helpers: temp dirs, the generated DICOM corpus (tools/gen-dicom.py), processes.
-        .target(name: "TestSupport", path: "Tests/Support", swiftSettings: strict),
+        .target(name: "TestSupport", dependencies: ["VaultStore", "VaultCrypto"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: strict),
         .testTarget(name: "VaultDICOMTests", dependencies: ["VaultDICOM", "TestSupport"], swiftSettings: strict),
         .testTarget(

@@ -8,37 +8,6 @@ import TestSupport
 
 // MARK: Helpers
 
-let testKDF = Argon2idParameters(opsLimit: 1, memLimit: 8 << 20)
-let testPassphrase = "correct horse battery staple"
-
-func secure(_ s: String) throws -> SecureBytes {
-    var b = Array(s.utf8)
-    return try SecureBytes(consuming: &b)
-}
-
-func makeVault(_ dir: TempDir, _ name: String = "vault") throws -> Vault {
-    try Vault.create(at: dir.sub(name), passphrase: try secure(testPassphrase), kdf: testKDF).vault
-}
-
-func copyFiles(_ files: [CorpusFile], to dir: String) throws {
-    let corpus = Corpus.shared
-    for f in files {
-        let to = dir + "/" + f.path
-        try FileManager.default.createDirectory(atPath: (to as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        try? FileManager.default.removeItem(atPath: to)
-        try FileManager.default.copyItem(atPath: corpus.path(f), toPath: to)
-    }
-}
-
-@discardableResult
-func importFiles(_ files: [CorpusFile], into vault: Vault, dir: TempDir, batch: String) throws -> ImportSummary {
-    try copyFiles(files, to: dir.sub("input-" + batch))
-    return try vault.importFiles([dir.sub("input-" + batch)])
-}
-
-func readBytes(_ path: String) -> [UInt8] { Array(FileManager.default.contents(atPath: path) ?? Data()) }
-func writeBytes(_ path: String, _ bytes: [UInt8]) throws { try Data(bytes).write(to: URL(fileURLWithPath: path)) }
-
 func publicKey(_ vault: Vault) throws -> Ed25519PublicKey {
     try #require(try VaultPublicInfo.load(vault: vault.layout.root).manifestPublicKey)
 }
@@ -47,49 +16,13 @@ func newestManifest(_ vault: Vault) throws -> SignedManifest {
     try VaultSource(root: vault.layout.root).newestManifest(key: try publicKey(vault))
 }
 
-/// Stand-in for the lead's `forget` (crypto-shredding, docs/keys.md §5.7) until it lands: removes the
-/// patient's rows (cascading to studies, series, instances and cached blob hashes) and blob files, then
-/// publishes, as `forget` will. Replace the body with `try vault.forget(patientID:)` when it exists.
-func forgetStandIn(_ vault: Vault, patientID: String) throws -> [String] {
-    let index = vault.keyring.blindIndex(.patientID, Normalize.identifier(patientID))
-    let blobs: [String] = try vault.catalog.pool.write { db in
-        let ids = try String.fetchAll(
-            db,
-            sql: """
-                SELECT i.blobID FROM instance i JOIN series se ON se.id = i.seriesID JOIN study st ON st.id = se.studyID
-                JOIN patient p ON p.id = st.patientID WHERE p.patientIDIndex = ?
-                """, arguments: [Data(index)])
-        try db.execute(sql: "DELETE FROM patient WHERE patientIDIndex = ?", arguments: [Data(index)])
-        return ids
-    }
-    for id in blobs { try FileManager.default.removeItem(atPath: vault.layout.root + "/" + SnapshotNames.blobPath(id)!) }
-    try vault.publishSnapshot()
-    return blobs
-}
-
-/// Every identifying value of the corpus, as bytes that could appear on disk (as the store's privacy test).
-func corpusIdentifiers() -> [(String, [UInt8])] {
-    var out: [(String, [UInt8])] = []
-    for f in Corpus.shared.valid {
-        for v in [f.patient_name, f.patient_id, f.birth_date, f.study_uid, f.series_uid, f.sop_uid, f.accession, f.referring, f.institution, f.study_date] {
-            guard let v, v.utf8.count >= 6 else { continue }
-            out.append((v, Array(v.utf8)))
-            if let latin1 = v.data(using: .isoLatin1) { out.append((v + " (Latin-1)", Array(latin1))) }
-        }
-        for part in (f.patient_name ?? "").split(separator: "^") where part.utf8.count >= 6 {
-            out.append((String(part), Array(part.utf8)))
-        }
-    }
-    return out
-}
-
 // MARK: Snapshots and manifests (the vault side)
 
 @Suite struct SnapshotTests {
     @Test func aManifestIsSignedAndListsEveryBlobWithItsCiphertextHash() throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let vault = try makeVault(dir)
+        let vault = try makeVault(dir).vault
         try importFiles(Corpus.shared.valid, into: vault, dir: dir, batch: "all")
         let info = try vault.publishSnapshot()
         let signed = try newestManifest(vault)
@@ -109,7 +42,7 @@ func corpusIdentifiers() -> [(String, [UInt8])] {
         var bytes = readBytes(file)
         bytes[bytes.count - 10] ^= 0x01
         #expect(throws: SnapshotError.badSignature(file: "m")) { try SignedManifest.parse(bytes, file: "m", publicKey: try publicKey(vault)) }
-        let other = try makeVault(dir, "other")
+        let other = try makeVault(dir, "other").vault
         #expect(throws: SnapshotError.badSignature(file: "m")) { try SignedManifest.parse(signed.fileBytes, file: "m", publicKey: try publicKey(other)) }
         // The vault keeps its newest three snapshot sets.
         for _ in 0..<4 { try vault.publishSnapshot() }
@@ -120,7 +53,7 @@ func corpusIdentifiers() -> [(String, [UInt8])] {
     @Test func aVaultMadeBeforeSignedManifestsGetsItsKeyAndHashesAtItsFirstSnapshot() throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let created = try makeVault(dir)
+        let created = try makeVault(dir).vault
         try importFiles(Array(Corpus.shared.valid.prefix(6)), into: created, dir: dir, batch: "a")
         // The state an older medvault leaves: no key fields in vault.json, no cached hashes.
         var json = try #require(try JSONSerialization.jsonObject(with: Data(readBytes(created.layout.config))) as? [String: Any])
@@ -153,7 +86,7 @@ func corpusIdentifiers() -> [(String, [UInt8])] {
     @Test func aSnapshotDecryptsOnlyWithItsVaultsKeyAndOnlyWhole() throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let vault = try makeVault(dir)
+        let vault = try makeVault(dir).vault
         try importFiles(Array(Corpus.shared.valid.prefix(4)), into: vault, dir: dir, batch: "a")
         let info = try vault.publishSnapshot()
         let path = vault.layout.root + "/" + SnapshotNames.snapshot(info.sequence)
@@ -164,7 +97,7 @@ func corpusIdentifiers() -> [(String, [UInt8])] {
         // The clear SQLite copy never stays in snapshots/, and the sealed file has no SQLite header.
         #expect(!readBytes(path).starts(with: Array("SQLite format 3".utf8)))
         // Expected failures: another vault's key, a flipped bit, a truncated file, the wrong sequence.
-        let other = try makeVault(dir, "other")
+        let other = try makeVault(dir, "other").vault
         #expect(throws: SnapshotError.self) { try other.openSnapshot(path, sequence: info.sequence, to: dir.sub("x1")) }
         #expect(throws: SnapshotError.self) { try vault.openSnapshot(path, sequence: info.sequence + 1, to: dir.sub("x2")) }
         var bytes = readBytes(path)
@@ -187,7 +120,7 @@ func corpusIdentifiers() -> [(String, [UInt8])] {
         let dir = TempDir()
         defer { dir.remove() }
         let corpus = Corpus.shared
-        let vault = try makeVault(dir)
+        let vault = try makeVault(dir).vault
         let first = Array(corpus.valid.prefix(corpus.valid.count / 2)), rest = Array(corpus.valid.dropFirst(first.count))
         try importFiles(first, into: vault, dir: dir, batch: "1")
         try vault.publishSnapshot()
@@ -213,7 +146,9 @@ func corpusIdentifiers() -> [(String, [UInt8])] {
 
         // Forget a patient: their blobs leave the backup too.
         let forgotten = "MRN0012345"
-        let gone = try forgetStandIn(vault, patientID: forgotten)
+        let listedBefore = Set(try newestManifest(vault).manifest.blobs.map(\.id))
+        _ = try vault.forget(patientID: forgotten)
+        let gone = Array(listedBefore.subtracting(try newestManifest(vault).manifest.blobs.map(\.id)))
         #expect(!gone.isEmpty)
         let s3 = try sync()
         #expect(s3.blobsDeleted == gone.count && s3.blobsCopied == 0)
@@ -278,7 +213,7 @@ func corpusIdentifiers() -> [(String, [UInt8])] {
     @Test func verifyRefusesARolledBackManifestAndSyncAnOlderVault() throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let vault = try makeVault(dir)
+        let vault = try makeVault(dir).vault
         try importFiles(Array(Corpus.shared.valid.prefix(3)), into: vault, dir: dir, batch: "1")
         try vault.publishSnapshot()
         let dest = dir.sub("backup")
@@ -308,7 +243,7 @@ func corpusIdentifiers() -> [(String, [UInt8])] {
         }
         #expect(try BackupVerifier.run(try DirectoryTarget(root: newer, locking: .shared), publicKey: key).ok)
         // Nor does another vault's sync touch this backup.
-        let other = try makeVault(dir, "other")
+        let other = try makeVault(dir, "other").vault
         try other.publishSnapshot()
         #expect(throws: BackupError.wrongVault(location: newer, expected: other.config.vaultID, found: vault.config.vaultID)) {
             try BackupSync.run(vault: other.layout.root, to: try DirectoryTarget(root: newer, locking: .exclusive))
@@ -320,7 +255,7 @@ func corpusIdentifiers() -> [(String, [UInt8])] {
     @Test func syncWorksWithoutAnyKeyOrCatalogAndTheBackupNamesNoPatient() throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let vault = try makeVault(dir)
+        let vault = try makeVault(dir).vault
         try importFiles(Corpus.shared.valid, into: vault, dir: dir, batch: "all")
         try vault.publishSnapshot()
         let keyless = dir.sub("keyless")
@@ -339,7 +274,7 @@ func corpusIdentifiers() -> [(String, [UInt8])] {
 
         let files = allFiles(under: dest)
         #expect(files.filter { $0.contains("/blobs/") }.count == Corpus.shared.valid.count)
-        let ids = corpusIdentifiers()
+        let ids = Corpus.identifiers()
         #expect(ids.count > 100)
         for path in files {
             for (label, bytes) in ids { #expect(!fileContains(path, bytes), "\(label) readable in \(path)") }
@@ -355,7 +290,7 @@ func corpusIdentifiers() -> [(String, [UInt8])] {
     @Test func syncKeepsTheNewestSnapshotSetsAndNeverAForgedManifest() throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let vault = try makeVault(dir)
+        let vault = try makeVault(dir).vault
         try importFiles(Array(Corpus.shared.valid.prefix(2)), into: vault, dir: dir, batch: "1")
         let dest = dir.sub("backup")
         func sync(keep: Int) throws -> SyncReport {

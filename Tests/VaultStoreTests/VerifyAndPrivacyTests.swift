@@ -95,24 +95,6 @@ import TestSupport
 }
 
 @Suite struct PrivacyTests {
-    /// Every identifying value in the corpus, as the bytes that could appear on disk.
-    static func identifiers() -> [(String, [UInt8])] {
-        var out: [(String, [UInt8])] = []
-        for f in Corpus.shared.valid {
-            for v in [f.patient_name, f.patient_id, f.birth_date, f.study_uid, f.series_uid, f.sop_uid, f.accession, f.referring, f.institution, f.study_date] {
-                guard let v, v.utf8.count >= 6 else { continue }
-                out.append((v, Array(v.utf8)))
-                if let latin1 = v.data(using: .isoLatin1) { out.append((v + " (Latin-1)", Array(latin1))) }
-            }
-            // Name components long enough not to occur by chance in random bytes.
-            for part in (f.patient_name ?? "").split(separator: "^") where part.utf8.count >= 6 {
-                out.append((String(part), Array(part.utf8)))
-                if let latin1 = String(part).data(using: .isoLatin1) { out.append((part + " (Latin-1)", Array(latin1))) }
-            }
-        }
-        return out
-    }
-
     @Test func noPatientIdentifierIsReadableAnywhereInTheVault() throws {
         let dir = TempDir()
         defer { dir.remove() }
@@ -127,7 +109,7 @@ import TestSupport
         let files = allFiles(under: vault.layout.root)
         #expect(files.contains { $0.hasSuffix("catalog.sqlite") })
         #expect(files.filter { $0.contains("/blobs/") }.count == Corpus.shared.valid.count)
-        let ids = Self.identifiers()
+        let ids = Corpus.identifiers()
         #expect(ids.count > 100)
         for path in files {
             for (label, bytes) in ids {
