@@ -65,6 +65,8 @@ let package = Package(
             name: "VaultStoreTests", dependencies: ["VaultStore", "VaultCrypto", "VaultDICOM", "TestSupport"],
             resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "MedVaultCLITests", dependencies: ["TestSupport"], swiftSettings: strict),
+        // The CLI's own logic (time parsing, the report's Markdown), in process.
+        .testTarget(name: "MedVaultCLIUnitTests", dependencies: ["medvault", "TestSupport", "VaultStore"], swiftSettings: strict),
         .testTarget(
             name: "VaultBackupTests",
             dependencies: ["VaultBackup", "VaultStore", "VaultCrypto", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],

@@ -37,3 +37,7 @@ public enum DurationText {
         return Double(n) * Double(seconds[unit] ?? 0)
     }
 }
+
+extension Character {
+    var isASCIIDigit: Bool { isASCII && isNumber }
+}
