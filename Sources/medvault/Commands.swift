@@ -21,10 +21,12 @@ struct MedVault: ParsableCommand {
         subcommands: [Init.self, Import.self, List.self, Export.self, Verify.self, User.self, Token.self, Audit.self, Serve.self, Passphrase.self, Key.self, Forget.self, Retention.self, Backup.self])
 
     /// Process-wide hardening before anything is parsed: files this process creates are private to
-    /// its user, and no core dump can carry a key or a patient's data out of memory.
+    /// its user, no core dump can carry a key or a patient's data out of memory, and a crash prints no
+    /// registers or memory (the Swift runtime's crash handler is off).
     static func main() {
         umask(0o077)
         ProcessHardening.disableCoreDumps()
+        ProcessHardening.disableCrashBacktraces()
         main(nil)
     }
 
@@ -84,7 +86,9 @@ struct VaultOptions: ParsableArguments {
             return try Vault.open(at: path, recoveryKey: String(decoding: data, as: UTF8.self))
         }
         let pass = try passphrase()
-        return try Vault.open(at: path, passphrase: pass)
+        let vault = try Vault.open(at: path, passphrase: pass)
+        DebugHooks.crashIfAsked()
+        return vault
     }
 }
 
@@ -376,5 +380,19 @@ struct Verify: ParsableCommand {
             }
             if !report.ok { throw ExitCode(1) }
         }
+    }
+}
+
+/// Test-only hooks, compiled into debug builds only.
+enum DebugHooks {
+    /// MEDVAULT_DEBUG_CRASH=segv makes the process crash right after unlocking the vault (keys in memory),
+    /// so that a test can check what a crash prints.
+    static func crashIfAsked() {
+        #if DEBUG
+        if ProcessInfo.processInfo.environment["MEDVAULT_DEBUG_CRASH"] == "segv" {
+            let p = UnsafeMutablePointer<Int>(bitPattern: 0x10)
+            p?.pointee = 42
+        }
+        #endif
     }
 }
