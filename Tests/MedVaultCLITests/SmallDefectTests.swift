@@ -38,4 +38,76 @@ import TestSupport
             }
         }
     }
+
+    /// (9a) A file whose series is already in the vault but whose study is new goes to the series'
+    /// study, and leaves no empty study behind (one that ls listed and export could not find).
+    @Test(arguments: [true, false]) func aKnownSeriesUnderANewStudyLeavesNoEmptyStudy(oneRun: Bool) throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let env = medvaultEnvironment(vault: dir.sub("vault"))
+        #expect(try run(medvaultBinary, ["init", "--kdf", "interactive"], environment: env).status == 0)
+        let corpus = Corpus.shared
+        let source = try #require(corpus.valid.first { $0.path.contains("latin1") })
+        let (s1, s2, series) = ("1.2.826.0.1.3680043.10.999.71.1", "1.2.826.0.1.3680043.10.999.71.2", "1.2.826.0.1.3680043.10.999.71.3")
+        try Self.variant(corpus.path(source), dir.sub("a.dcm"), study: s1, series: series, sop: series + ".1")
+        try Self.variant(corpus.path(source), dir.sub("b.dcm"), study: s2, series: series, sop: series + ".2")
+        if oneRun {
+            #expect(try run(medvaultBinary, ["import", dir.sub("a.dcm"), dir.sub("b.dcm")], environment: env).status == 0)
+        } else {
+            #expect(try run(medvaultBinary, ["import", dir.sub("a.dcm")], environment: env).status == 0)
+            #expect(try run(medvaultBinary, ["import", dir.sub("b.dcm")], environment: env).status == 0)
+        }
+        let studies = Self.json(try run(medvaultBinary, ["ls", "studies", "--json"], environment: env))
+        #expect(studies.map { $0["studyInstanceUID"] as? String } == [s1])
+        #expect(studies.allSatisfy { ($0["instances"] as? Int ?? 0) > 0 })
+        let out = dir.sub("out")
+        #expect(try run(medvaultBinary, ["export", "--study", s1, "--out", out], environment: env).status == 0)
+        #expect(allFiles(under: out).count == 2)
+        #expect(try run(medvaultBinary, ["verify"], environment: env).status == 0)
+    }
+
+    /// (9b) UIDs longer than DICOM's 64 characters are refused at import, with the reason; the rest of
+    /// the run imports.
+    @Test func overlongUIDsAreRefusedAtImport() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let env = medvaultEnvironment(vault: dir.sub("vault"))
+        #expect(try run(medvaultBinary, ["init", "--kdf", "interactive"], environment: env).status == 0)
+        let corpus = Corpus.shared
+        let source = try #require(corpus.valid.first { $0.path.contains("latin1") })
+        let base = "1.2.826.0.1.3680043.10.999.72"
+        let long65 = base + "." + String(repeating: "1", count: 64 - base.count)
+        let long300 = base + "." + String(repeating: "2", count: 299 - base.count)
+        #expect(long65.count == 65 && long300.count == 300)
+        try Self.variant(corpus.path(source), dir.sub("ok.dcm"), study: base + ".1", series: base + ".2", sop: String(long65.dropLast()))
+        try Self.variant(corpus.path(source), dir.sub("sop.dcm"), study: base + ".1", series: base + ".2", sop: long65)
+        try Self.variant(corpus.path(source), dir.sub("study.dcm"), study: long300, series: base + ".3", sop: base + ".4")
+        let r = try run(medvaultBinary, ["import", dir.sub("ok.dcm"), dir.sub("sop.dcm"), dir.sub("study.dcm")], environment: env)
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("sop.dcm: not importable: non-conformant SOP Instance UID (0008,0018): 65 characters, DICOM allows at most 64"), "\(r.stderr)")
+        #expect(r.stderr.contains("study.dcm: not importable: non-conformant Study Instance UID (0020,000D): 300 characters"), "\(r.stderr)")
+        #expect(r.stdout.contains("imported 1,"), "\(r.stdout)")
+        let out = dir.sub("out")
+        #expect(try run(medvaultBinary, ["export", "--instance", String(long65.dropLast()), "--out", out], environment: env).status == 0)
+        #expect(allFiles(under: out).count == 1)
+    }
+
+    /// (9c) A FIFO or a device named on the command line is reported, not skipped silently (and a FIFO
+    /// is never opened, which could block for ever).
+    @Test(.timeLimit(.minutes(1))) func specialFilesAreReported() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let env = medvaultEnvironment(vault: dir.sub("vault"))
+        #expect(try run(medvaultBinary, ["init", "--kdf", "interactive"], environment: env).status == 0)
+        let fifo = dir.sub("pipe")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        try FileManager.default.createDirectory(atPath: dir.sub("folder"), withIntermediateDirectories: true)
+        #expect(mkfifo(dir.sub("folder/inner-pipe"), 0o600) == 0)
+        let r = try run(medvaultBinary, ["import", fifo, "/dev/null", dir.sub("folder")], environment: env)
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("\(fifo): not imported: a FIFO, not a regular file or folder"), "\(r.stderr)")
+        #expect(r.stderr.contains("/dev/null: not imported: a character device"), "\(r.stderr)")
+        #expect(r.stderr.contains("inner-pipe: not imported: a FIFO"), "\(r.stderr)")
+        #expect(r.stdout.contains("failed 3"), "\(r.stdout)")
+    }
 }
