@@ -47,7 +47,8 @@ struct MedVault: ParsableCommand {
     }
 
     static func describe(_ error: any Error) -> String {
-        String(describing: error)
+        if let full = DiskSpace.fullDiskExplanation(for: error, vaultPath: VaultOptions.lastVaultPath) { return full }
+        return String(describing: error)
     }
 }
 
@@ -67,11 +68,14 @@ struct VaultOptions: ParsableArguments {
 
     var vaultPath: String {
         get throws {
-            if let vault { return vault }
-            if let env = ProcessInfo.processInfo.environment["MEDVAULT_VAULT"], !env.isEmpty { return env }
+            if let vault { Self.lastVaultPath = vault; return vault }
+            if let env = ProcessInfo.processInfo.environment["MEDVAULT_VAULT"], !env.isEmpty { Self.lastVaultPath = env; return env }
             throw ValidationError("no vault given: use --vault DIR or set MEDVAULT_VAULT")
         }
     }
+
+    /// The vault this process works on, for error messages that depend on its disk (a full disk).
+    nonisolated(unsafe) static var lastVaultPath: String?
 
     func passphrase(confirm: Bool = false) throws -> SecureBytes {
         try PassphraseSource.read(file: passphraseFile, fd: passphraseFd, confirm: confirm)

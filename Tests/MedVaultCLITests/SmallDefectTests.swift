@@ -110,4 +110,28 @@ import TestSupport
         #expect(r.stderr.contains("inner-pipe: not imported: a FIFO"), "\(r.stderr)")
         #expect(r.stdout.contains("failed 3"), "\(r.stdout)")
     }
+
+    /// (9d) With no space left, a command that writes the catalog says the disk is full, not
+    /// "disk I/O error". Needs root (a small tmpfs).
+    @Test(.enabled(if: tmpfsMountable)) func aFullDiskIsCalledFull() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let small = dir.sub("small")
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        #expect(try run("/bin/mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", small]).status == 0)
+        defer { _ = try? run("/bin/umount", [small]) }
+        let env = medvaultEnvironment(vault: small + "/vault")
+        #expect(try run(medvaultBinary, ["init", "--kdf", "interactive"], environment: env).status == 0)
+        // Fill the filesystem to its last byte.
+        _ = try run("/bin/dd", ["if=/dev/zero", "of=\(small)/fill", "bs=4k"])
+        for args in [["user", "add", "bob", "--role", "viewer"], ["ls"]] {
+            let r = try run(medvaultBinary, args, environment: env)
+            #expect(r.status == 2)
+            #expect(r.stderr.contains("is full"), "\(args): \(r.stderr)")
+            #expect(!r.stderr.contains("disk I/O error"), "\(args): \(r.stderr)")
+        }
+        // Space freed: the same commands work.
+        try FileManager.default.removeItem(atPath: small + "/fill")
+        #expect(try run(medvaultBinary, ["user", "add", "bob", "--role", "viewer"], environment: env).status == 0)
+    }
 }
