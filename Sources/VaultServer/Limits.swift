@@ -8,10 +8,13 @@ import NIOCore
 
 /// Limits for each listener (docs/api.md, "Limits"). Times are in seconds.
 public struct ServerLimits: Sendable, Equatable {
-    /// A request head (request line and headers) must arrive in full within this time: counted from
-    /// the connection's start for its first request, from the first byte of the head for later ones.
+    /// A connection's first request head (request line and headers) must arrive in full within this
+    /// time of the connection's start.
     public var headerTimeout: Double
-    /// A connection with no request in progress is closed after this time.
+    /// A connection with no request in progress is closed after this time. This also bounds the head
+    /// of a later request on a kept-alive connection: it counts from the end of the previous response
+    /// until the next head is complete (not from its first byte, which a pipelining client may send
+    /// while a long response is still streaming).
     public var idleTimeout: Double
     /// A response that cannot be sent for this long (the client stopped reading) closes the connection.
     public var sendTimeout: Double
@@ -88,8 +91,8 @@ struct GuardedHTTP1Channel: ServerChildChannel {
 }
 
 /// Sits next to the socket, before the HTTP decoder, and watches raw bytes: it bounds the request head
-/// (414, 431), refuses request bodies (413: the API serves GET only), closes a connection whose head
-/// does not arrive in time, and one whose response cannot be sent for `sendTimeout`.
+/// (414, 431), refuses request bodies (413: the API serves GET only), closes a connection whose first
+/// head does not arrive in time, and one whose response cannot be sent for `sendTimeout`.
 ///
 /// After a refusal it writes the answer, shuts down its side for writing, and reads and drops what the
 /// client still sends for a moment before closing (closing with unread input would reset the
@@ -171,9 +174,9 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler {
     /// One byte of input. Returns a refusal when a limit is crossed.
     private func scan(_ byte: UInt8, _ context: ChannelHandlerContext) -> Refusal? {
         if !inHead {
-            // A new request begins: its head must arrive within the header timeout from now.
+            // A later request on this connection: its head is bounded by the idle timeout, which runs
+            // from the end of the previous response (Hummingbird's HTTPConnectionStateHandler).
             inHead = true
-            armHeaderTimer(context)
         }
         headBytes += 1
         if byte == UInt8(ascii: "\n") {

@@ -21,9 +21,9 @@ struct Serve: ParsableCommand {
     @Option(help: ArgumentHelp("Socket path.", valueName: "path")) var socket: String?
     @Option(help: ArgumentHelp("Also listen on this loopback address for browser viewers (127.0.0.1:PORT or [::1]:PORT only).", valueName: "host:port"))
     var http: String?
-    @Option(help: ArgumentHelp("Seconds allowed to receive a request's line and headers.", valueName: "s"))
+    @Option(help: ArgumentHelp("Seconds a new connection has to send its request line and headers.", valueName: "s"))
     var headerTimeout: Double = ServerLimits.defaults.headerTimeout
-    @Option(help: ArgumentHelp("Seconds a connection may stay open with no request.", valueName: "s"))
+    @Option(help: ArgumentHelp("Seconds a connection may stay open with no request (or wait for the next request's headers).", valueName: "s"))
     var idleTimeout: Double = ServerLimits.defaults.idleTimeout
     @Option(help: ArgumentHelp("Seconds a response may wait for a client that stopped reading.", valueName: "s"))
     var sendTimeout: Double = ServerLimits.defaults.sendTimeout

@@ -47,6 +47,44 @@ import TestSupport
             except OSError:
                 data = b""
             print("%.2f %s" % (time.monotonic() - start, "answered" if data else "closed"), flush=True)
+        elif mode == "keepalive":
+            # One complete request; once its answer starts, either nothing (DELAY < 0) or the next
+            # request's head a byte every DELAY s. Prints the seconds from the answer until the close.
+            s = connect(addr); s.settimeout(60)
+            s.sendall(b"GET /dicom-web/studies HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            first = s.recv(65536)
+            start = time.monotonic()
+            delay = float(sys.argv[3])
+            if delay >= 0:
+                def trickle():
+                    try:
+                        for b in b"GET /dicom-web/studies HTTP/1.1\r\nHost: localhost\r\nX-Padding: " + b"a" * 400:
+                            s.send(bytes([b])); time.sleep(delay)
+                    except OSError:
+                        pass
+                threading.Thread(target=trickle, daemon=True).start()
+            try:
+                while s.recv(65536):
+                    pass
+            except OSError:
+                pass
+            print("%.2f %s" % (time.monotonic() - start, first.split(b"\r\n", 1)[0].decode("latin-1")), flush=True)
+        elif mode == "stall":
+            # Asks for PATH with TOKEN, reads 1 KiB, stops reading for SECONDS, then reads to the end.
+            # Prints the bytes received in all.
+            s = connect(addr); s.settimeout(60)
+            s.sendall(("GET %s HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n" % (sys.argv[4], sys.argv[3])).encode())
+            total = len(s.recv(1024))
+            time.sleep(float(sys.argv[5]))
+            try:
+                while True:
+                    chunk = s.recv(1 << 20)
+                    if not chunk:
+                        break
+                    total += len(chunk)
+            except OSError:
+                pass
+            print(total, flush=True)
         elif mode == "send":
             s = connect(addr); s.settimeout(20)
             payload = open(sys.argv[3], "rb").read()
@@ -209,6 +247,47 @@ import TestSupport
             let seconds = Double(parts.first ?? "") ?? -1
             #expect(parts.last?.hasPrefix("closed") == true, "\(addr): \(r.stdout) \(r.stderr)")
             #expect(seconds >= 0.9 && seconds < 4, "\(addr): closed after \(seconds) s")
+        }
+        #expect(try s.get(token: s.token).0 == 200)
+    }
+
+    /// A kept-alive connection is closed after the idle timeout, whether it sends nothing more or the
+    /// next request's head a byte at a time.
+    @Test(.timeLimit(.minutes(1))) func anIdleOrSlowKeptAliveConnectionIsClosedAfterTheIdleTimeout() throws {
+        let s = try Server(["--idle-timeout", "1"])
+        defer { s.stop() }
+        for addr in ["tcp:127.0.0.1:\(s.port)", "unix:\(s.socket)"] {
+            for delay in ["-1", "0.1"] {
+                let r = try s.client(["keepalive", addr, delay])
+                let seconds = Double(r.stdout.split(separator: " ").first ?? "") ?? -1
+                #expect(r.stdout.contains("HTTP/1.1 401"), "\(addr) \(delay): \(r.stdout) \(r.stderr)")
+                #expect(seconds >= 0.8 && seconds < 4, "\(addr) \(delay): closed after \(seconds) s")
+            }
+        }
+    }
+
+    /// A client that stops reading a response is cut off after the send timeout (the response is not
+    /// held, nor its decryption left waiting, for ever); the server goes on serving.
+    @Test(.timeLimit(.minutes(2))) func aClientThatStopsReadingIsCutOffAfterTheSendTimeout() throws {
+        let s = try Server(["--send-timeout", "1"])
+        defer { s.stop() }
+        let big = s.dir.sub("big.dcm")
+        let gen = try run("/usr/bin/env", ["python3", packageRoot + "/tools/gen-dicom.py", "big-file", big, "--mib", "32"])
+        #expect(gen.status == 0)
+        let meta = try #require(gen.stdout.split(separator: "\n").compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
+        }.first)
+        #expect(try run(medvaultBinary, ["import", big], environment: s.env).status == 0)
+        let path = "/dicom-web/studies/\(meta["study_uid"]!)/series/\(meta["series_uid"]!)/instances/\(meta["sop_uid"]!)"
+        let size = 32 << 20
+        // A client that keeps reading gets everything…
+        let full = try s.client(["stall", "unix:\(s.socket)", s.token, path, "0"])
+        #expect((Int(full.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) > size, "\(full.stdout) \(full.stderr)")
+        // …one that pauses for longer than the send timeout does not.
+        for addr in ["tcp:127.0.0.1:\(s.port)", "unix:\(s.socket)"] {
+            let r = try s.client(["stall", addr, s.token, path, "4"])
+            let got = Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+            #expect(got >= 0 && got < size, "\(addr): \(r.stdout) \(r.stderr)")
         }
         #expect(try s.get(token: s.token).0 == 200)
     }
