@@ -43,6 +43,7 @@ let package = Package(
             name: "VaultServer",
             dependencies: [
                 "VaultStore", "CSysShim", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             swiftSettings: strict),

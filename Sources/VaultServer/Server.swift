@@ -2,6 +2,7 @@
 // This first slice serves QIDO-RS study search and WADO-RS instance retrieval; see docs/api.md.
 import Foundation
 public import Hummingbird
+import HummingbirdCore
 import CSysShim
 import Logging
 import NIOCore
@@ -30,11 +31,14 @@ public struct VaultAPIServer: Sendable {
     public let socketPath: String
     /// The optional loopback listener for browser viewers: (host, port), loopback only.
     public let http: LoopbackAddress?
+    /// Timeouts, connection caps and request size limits (docs/api.md, "Limits").
+    public let limits: ServerLimits
 
-    public init(vault: Vault, socketPath: String? = nil, http: LoopbackAddress? = nil) {
+    public init(vault: Vault, socketPath: String? = nil, http: LoopbackAddress? = nil, limits: ServerLimits = .defaults) {
         self.vault = vault
         self.socketPath = socketPath ?? vault.layout.run + "/medvault.sock"
         self.http = http
+        self.limits = limits
     }
 
     public func makeRouter() -> Router<ServerContext> {
@@ -79,9 +83,13 @@ public struct VaultAPIServer: Sendable {
         if lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(path) }
         var logger = Logger(label: "medvault")
         logger.logLevel = .warning
+        // Each listener has its own connection cap: a flood on the TCP port leaves the socket's alone.
         let app = Application(
             router: makeRouter(),
-            configuration: .init(address: .unixDomainSocket(path: path), serverName: "MedVault"),
+            server: GuardedHTTP1Channel.builder(limits),
+            configuration: .init(
+                address: .unixDomainSocket(path: path), serverName: "MedVault",
+                availableConnectionsDelegate: MaximumAvailableConnections(limits.maxSocketConnections)),
             onServerRunning: { _ in
                 chmod(path, 0o660)
                 onReady()
@@ -94,7 +102,10 @@ public struct VaultAPIServer: Sendable {
         }
         let tcp = Application(
             router: makeRouter(),
-            configuration: .init(address: .hostname(http.host, port: http.port), serverName: "MedVault"),
+            server: GuardedHTTP1Channel.builder(limits),
+            configuration: .init(
+                address: .hostname(http.host, port: http.port), serverName: "MedVault",
+                availableConnectionsDelegate: MaximumAvailableConnections(limits.maxHTTPConnections)),
             logger: logger)
         // Both listeners stop together, on SIGINT/SIGTERM or when either fails.
         try await withThrowingTaskGroup(of: Void.self) { group in

@@ -193,14 +193,32 @@ extension Vault {
             return
         }
         let isLink = (lst.st_mode & S_IFMT) == S_IFLNK
-        if (st.st_mode & S_IFMT) == S_IFDIR {
+        switch st.st_mode & S_IFMT {
+        case S_IFDIR:
             // A symbolic link to a directory is not followed below the top level: no loops.
             if isLink && depth > 0 { return }
+            // A folder that cannot be read is reported, not taken for an empty one.
+            guard let dir = opendir(path) else {
+                errors.append(ImportFileResult(path: path, outcome: .failed("cannot read folder: \(String(cString: strerror(errno)))")))
+                return
+            }
+            closedir(dir)
             for name in FileIO.list(path).sorted() where !name.hasPrefix(".") {
                 collectFiles(path + "/" + name, depth: depth + 1, into: &files, errors: &errors)
             }
-        } else if (st.st_mode & S_IFMT) == S_IFREG {
+        case S_IFREG:
             files.append((path, Int64(st.st_size)))
+        default:
+            // A FIFO (reading it could block for ever), a device or a socket is never read, but named.
+            let kind =
+                switch st.st_mode & S_IFMT {
+                case S_IFIFO: "a FIFO"
+                case S_IFCHR: "a character device"
+                case S_IFBLK: "a block device"
+                case S_IFSOCK: "a socket"
+                default: "a special file"
+                }
+            errors.append(ImportFileResult(path: path, outcome: .failed("not imported: \(kind), not a regular file or folder")))
         }
     }
 
@@ -319,6 +337,9 @@ struct ImportSession {
 
     /// Parses one file and decides what to do with it (serially: DCMTK, the catalog and the key cache
     /// are touched here, never from the parallel part).
+    /// The longest UID DICOM allows (PS3.5 §9.1).
+    static let maxUIDLength = 64
+
     mutating func prepare(path: String, resultIndex: Int) throws -> Prepared {
         // Open once and parse what was opened (through /proc/self/fd), so the bytes that are parsed and
         // the bytes that are encrypted come from the same file even if the path is replaced meanwhile.
@@ -336,6 +357,14 @@ struct ImportSession {
         guard let sop = header.sopInstanceUID else { return .done(.rejected("not importable: missing SOP Instance UID (0008,0018)")) }
         guard let studyUID = header.studyInstanceUID else { return .done(.rejected("not importable: missing Study Instance UID (0020,000D)")) }
         guard header.seriesInstanceUID != nil else { return .done(.rejected("not importable: missing Series Instance UID (0020,000E)")) }
+        // DICOM UIDs are at most 64 characters (PS3.5 §9.1). A longer one is refused rather than stored:
+        // it names the export's folders and files and the DICOMweb URLs, and viewers reject it too.
+        for (name, tag, uid) in [
+            ("SOP Instance UID", "0008,0018", sop), ("Study Instance UID", "0020,000D", studyUID),
+            ("Series Instance UID", "0020,000E", header.seriesInstanceUID ?? ""),
+        ] where uid.utf8.count > Self.maxUIDLength {
+            return .done(.rejected("not importable: non-conformant \(name) (\(tag)): \(uid.utf8.count) characters, DICOM allows at most \(Self.maxUIDLength)"))
+        }
         let keyring = vault.keyring
         let instanceIndex = keyring.blindIndex(.instanceUID, Normalize.identifier(sop))
         if window.contains(where: { $0.instanceIndex == instanceIndex }) { return .needsFlush }
@@ -535,31 +564,34 @@ struct ImportSession {
                     patientID = db.lastInsertedRowID
                 }
                 cache.patient[s.patientRef] = patientID
-                // Study
-                let studyUID = h.studyInstanceUID ?? ""
-                let studyIndex = s.studyIndex
-                let studyID: Int64
-                if let id = try cache.study[studyIndex] ?? Int64.fetchOne(db, sql: "SELECT id FROM study WHERE uidIndex = ?", arguments: [Data(studyIndex)]) {
-                    studyID = id
-                } else {
-                    let record = StudyRecord(
-                        studyUID: studyUID, date: h[.studyDate] ?? "", time: h[.studyTime] ?? "",
-                        accessionNumber: h[.accessionNumber] ?? "", referringPhysician: h[.referringPhysicianName] ?? "",
-                        institution: h[.institutionName] ?? "", description: h[.studyDescription] ?? "", studyID: h[.studyID] ?? "")
-                    let acc = h[.accessionNumber].map { keyring.blindIndex(.accession, Normalize.identifier($0)) }
-                    try db.execute(
-                        sql: "INSERT INTO study(patientID, uidIndex, accessionIndex, sealed) VALUES (?, ?, ?, ?)",
-                        arguments: [patientID, Data(studyIndex), acc.map { Data($0) }, Data(try sealer.seal(record, table: "study", index: studyIndex))])
-                    studyID = db.lastInsertedRowID
-                }
-                cache.study[studyIndex] = studyID
-                // Series
-                let seriesUID = h.seriesInstanceUID ?? ""
+                // A series stays under the study it was first filed in: a file whose series is known
+                // goes there, and its own (possibly new) study is not created, which would leave an
+                // empty study row that `ls` lists and `export` cannot find.
                 let seriesIndex = s.seriesIndex
                 let seriesID: Int64
                 if let id = try cache.series[seriesIndex] ?? Int64.fetchOne(db, sql: "SELECT id FROM series WHERE uidIndex = ?", arguments: [Data(seriesIndex)]) {
                     seriesID = id
                 } else {
+                    // Study
+                    let studyUID = h.studyInstanceUID ?? ""
+                    let studyIndex = s.studyIndex
+                    let studyID: Int64
+                    if let id = try cache.study[studyIndex] ?? Int64.fetchOne(db, sql: "SELECT id FROM study WHERE uidIndex = ?", arguments: [Data(studyIndex)]) {
+                        studyID = id
+                    } else {
+                        let record = StudyRecord(
+                            studyUID: studyUID, date: h[.studyDate] ?? "", time: h[.studyTime] ?? "",
+                            accessionNumber: h[.accessionNumber] ?? "", referringPhysician: h[.referringPhysicianName] ?? "",
+                            institution: h[.institutionName] ?? "", description: h[.studyDescription] ?? "", studyID: h[.studyID] ?? "")
+                        let acc = h[.accessionNumber].map { keyring.blindIndex(.accession, Normalize.identifier($0)) }
+                        try db.execute(
+                            sql: "INSERT INTO study(patientID, uidIndex, accessionIndex, sealed) VALUES (?, ?, ?, ?)",
+                            arguments: [patientID, Data(studyIndex), acc.map { Data($0) }, Data(try sealer.seal(record, table: "study", index: studyIndex))])
+                        studyID = db.lastInsertedRowID
+                    }
+                    cache.study[studyIndex] = studyID
+                    // Series
+                    let seriesUID = h.seriesInstanceUID ?? ""
                     let record = SeriesRecord(
                         seriesUID: seriesUID, modality: h[.modality] ?? "", number: h[.seriesNumber] ?? "",
                         description: h[.seriesDescription] ?? "", bodyPart: h[.bodyPartExamined] ?? "",

@@ -21,10 +21,12 @@ struct MedVault: ParsableCommand {
         subcommands: [Init.self, Import.self, List.self, Export.self, Verify.self, User.self, Token.self, Audit.self, Serve.self, Passphrase.self, Key.self, Forget.self, Retention.self, Backup.self])
 
     /// Process-wide hardening before anything is parsed: files this process creates are private to
-    /// its user, and no core dump can carry a key or a patient's data out of memory.
+    /// its user, no core dump can carry a key or a patient's data out of memory, and a crash prints no
+    /// registers or memory (the Swift runtime's crash handler is off).
     static func main() {
         umask(0o077)
         ProcessHardening.disableCoreDumps()
+        ProcessHardening.disableCrashBacktraces()
         main(nil)
     }
 
@@ -59,7 +61,8 @@ struct MedVault: ParsableCommand {
     }
 
     static func describe(_ error: any Error) -> String {
-        String(describing: error)
+        if let full = DiskSpace.fullDiskExplanation(for: error, vaultPath: VaultOptions.lastVaultPath) { return full }
+        return String(describing: error)
     }
 }
 
@@ -79,11 +82,14 @@ struct VaultOptions: ParsableArguments {
 
     var vaultPath: String {
         get throws {
-            if let vault { return vault }
-            if let env = ProcessInfo.processInfo.environment["MEDVAULT_VAULT"], !env.isEmpty { return env }
+            if let vault { Self.lastVaultPath = vault; return vault }
+            if let env = ProcessInfo.processInfo.environment["MEDVAULT_VAULT"], !env.isEmpty { Self.lastVaultPath = env; return env }
             throw ValidationError("no vault given: use --vault DIR or set MEDVAULT_VAULT")
         }
     }
+
+    /// The vault this process works on, for error messages that depend on its disk (a full disk).
+    nonisolated(unsafe) static var lastVaultPath: String?
 
     func passphrase(confirm: Bool = false) throws -> SecureBytes {
         try PassphraseSource.read(file: passphraseFile, fd: passphraseFd, confirm: confirm)
@@ -98,7 +104,9 @@ struct VaultOptions: ParsableArguments {
             return try Vault.open(at: path, recoveryKey: String(decoding: data, as: UTF8.self))
         }
         let pass = try passphrase()
-        return try Vault.open(at: path, passphrase: pass)
+        let vault = try Vault.open(at: path, passphrase: pass)
+        DebugHooks.crashIfAsked()
+        return vault
     }
 }
 
@@ -371,5 +379,19 @@ struct Verify: ParsableCommand {
             }
             if !report.ok { throw ExitCode(1) }
         }
+    }
+}
+
+/// Test-only hooks, compiled into debug builds only.
+enum DebugHooks {
+    /// MEDVAULT_DEBUG_CRASH=segv makes the process crash right after unlocking the vault (keys in memory),
+    /// so that a test can check what a crash prints.
+    static func crashIfAsked() {
+        #if DEBUG
+        if ProcessInfo.processInfo.environment["MEDVAULT_DEBUG_CRASH"] == "segv" {
+            let p = UnsafeMutablePointer<Int>(bitPattern: 0x10)
+            p?.pointee = 42
+        }
+        #endif
     }
 }

@@ -1,4 +1,4 @@
-// `medvault serve`: the local DICOMweb API on a Unix domain socket. No TCP listener.
+// `medvault serve`: the local DICOMweb API on a Unix domain socket, and optionally on a loopback TCP port.
 import ArgumentParser
 import Foundation
 import VaultServer
@@ -8,8 +8,12 @@ struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve DICOMweb (QIDO-RS, WADO-RS) on a Unix socket; every request needs a bearer token and is audited.",
         discussion: """
-            The socket is DIR/run/medvault.sock (mode 0660) unless --socket is given. There is no TCP listener.
+            The socket is DIR/run/medvault.sock (mode 0660) unless --socket is given. A TCP listener exists only
+            with --http, on a loopback address (127.0.0.1:PORT, [::1]:PORT); any other address is refused.
             Remote use: an SSH tunnel to the socket, e.g. ssh -L 8042:/path/to/vault/run/medvault.sock host.
+            Each listener closes connections that stay idle or send their request too slowly, caps the number of
+            connections it serves at once (the socket's cap is separate from the TCP listener's), and refuses an
+            oversized request line (414) or head (431) by closing the connection.
             SIGINT or SIGTERM stops the server after the responses in flight.
             """)
 
@@ -17,8 +21,41 @@ struct Serve: ParsableCommand {
     @Option(help: ArgumentHelp("Socket path.", valueName: "path")) var socket: String?
     @Option(help: ArgumentHelp("Also listen on this loopback address for browser viewers (127.0.0.1:PORT or [::1]:PORT only).", valueName: "host:port"))
     var http: String?
+    @Option(help: ArgumentHelp("Seconds a new connection has to send its request line and headers.", valueName: "s"))
+    var headerTimeout: Double = ServerLimits.defaults.headerTimeout
+    @Option(help: ArgumentHelp("Seconds a connection may stay open with no request (or wait for the next request's headers).", valueName: "s"))
+    var idleTimeout: Double = ServerLimits.defaults.idleTimeout
+    @Option(help: ArgumentHelp("Seconds a response may wait for a client that stopped reading.", valueName: "s"))
+    var sendTimeout: Double = ServerLimits.defaults.sendTimeout
+    @Option(help: ArgumentHelp("Connections served at once on the --http listener.", valueName: "n"))
+    var maxHttpConnections: Int = ServerLimits.defaults.maxHTTPConnections
+    @Option(help: ArgumentHelp("Connections served at once on the Unix socket.", valueName: "n"))
+    var maxSocketConnections: Int = ServerLimits.defaults.maxSocketConnections
+    @Option(help: ArgumentHelp("Longest request line in bytes (414 beyond).", valueName: "bytes"))
+    var maxUrlBytes: Int = ServerLimits.defaults.maxURLBytes
+    @Option(help: ArgumentHelp("Largest request head in bytes (431 beyond).", valueName: "bytes"))
+    var maxHeaderBytes: Int = ServerLimits.defaults.maxHeaderBytes
+
+    var limits: ServerLimits {
+        ServerLimits(
+            headerTimeout: headerTimeout, idleTimeout: idleTimeout, sendTimeout: sendTimeout,
+            maxHTTPConnections: maxHttpConnections, maxSocketConnections: maxSocketConnections,
+            maxURLBytes: maxUrlBytes, maxHeaderBytes: maxHeaderBytes)
+    }
 
     func validate() throws {
+        for (name, value) in [("--header-timeout", headerTimeout), ("--idle-timeout", idleTimeout), ("--send-timeout", sendTimeout)]
+        where !(value > 0 && value <= 86_400) {
+            throw ValidationError("\(name) must be between 0 and 86400 seconds")
+        }
+        for (name, value) in [("--max-http-connections", maxHttpConnections), ("--max-socket-connections", maxSocketConnections)]
+        where !(1...100_000).contains(value) {
+            throw ValidationError("\(name) must be between 1 and 100000")
+        }
+        if !(256...1 << 20).contains(maxUrlBytes) { throw ValidationError("--max-url-bytes must be between 256 and 1048576") }
+        if !(1024...1 << 20).contains(maxHeaderBytes) || maxHeaderBytes < maxUrlBytes {
+            throw ValidationError("--max-header-bytes must be between 1024 and 1048576, and at least --max-url-bytes")
+        }
         if let http {
             do { _ = try LoopbackAddress(parsing: http) } catch { throw ValidationError(error.description) }
         }
@@ -28,7 +65,7 @@ struct Serve: ParsableCommand {
         try MedVault.guarded {
             let vault = try options.open()
             let loopback = try http.map { try LoopbackAddress(parsing: $0) }
-            let server = VaultAPIServer(vault: vault, socketPath: socket, http: loopback)
+            let server = VaultAPIServer(vault: vault, socketPath: socket, http: loopback, limits: limits)
             let done = DispatchSemaphore(value: 0)
             let failure = FailureBox()
             Task {
