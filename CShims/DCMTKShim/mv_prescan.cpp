@@ -442,9 +442,17 @@ class Walker {
             if (enc.explicitVR) {
                 vr[0] = char(h[4]);
                 vr[1] = char(h[5]);
-                if (!standardVR(vr))
-                    return failAt(src, at, "data element " + tagText(g, e) + " has no valid value representation");
-                if (longLengthVR(vr)) {
+                bool longLength = longLengthVR(vr);
+                if (!standardVR(vr)) {
+                    // As DCMTK does (DcmVR::setVR): an unknown VR of two capital letters is a future VR
+                    // with a 4-byte length, read like UN; anything else (say, zero padding at the end of
+                    // a file) has a 2-byte length and an opaque value.
+                    const bool capitals = vr[0] >= 'A' && vr[0] <= 'Z' && vr[1] >= 'A' && vr[1] <= 'Z';
+                    longLength = capitals;
+                    vr[0] = capitals ? 'U' : '?';
+                    vr[1] = capitals ? 'N' : '?';
+                }
+                if (longLength) {
                     if (!src.read(h + 8, 4)) return failAt(src, at, std::string("truncated: ") + where +
                                                                          " ends inside a data element header");
                     len = u32(h + 8, enc.bigEndian);

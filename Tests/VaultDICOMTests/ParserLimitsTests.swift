@@ -75,6 +75,30 @@ import TestSupport
         #expect(try DICOMParser.parse(path: corpus.path(try file("deflated-nested-3.dcm"))).transferSyntaxUID == "1.2.840.10008.1.2.1.99")
     }
 
+    /// What DCMTK accepts, the pre-scan accepts: zero padding at the end of a file, and unknown VRs
+    /// (two capitals: a 4-byte length, read like UN; anything else: a 2-byte length). And nesting hidden
+    /// under an unknown VR with undefined length (which DCMTK reads as a sequence) is still counted.
+    @Test func unknownVRsAndTrailingZerosAreWalkedAsDCMTKReadsThem() throws {
+        let f = try file("ordinary-1.dcm")
+        let base = try bytes(f.path)
+        func le16(_ v: UInt16) -> [UInt8] { [UInt8(v & 0xFF), UInt8(v >> 8)] }
+        func le32(_ v: UInt32) -> [UInt8] { le16(UInt16(v & 0xFFFF)) + le16(UInt16(v >> 16)) }
+        let zz = le16(0x0099) + le16(0x1010) + Array("ZZ".utf8) + [0, 0] + le32(2) + Array("ab".utf8)
+        let odd = le16(0x0099) + le16(0x1011) + Array("a?".utf8) + le16(2) + Array("ab".utf8)
+        let padded = base + zz + odd + [UInt8](repeating: 0, count: 64)
+        #expect(try DICOMParser.parse(bytes: padded).sopInstanceUID == f.sop_uid)
+        // The outer element is explicit; what it holds is implicit VR LE (CP 246), as DCMTK reads it.
+        var deep = base + le16(0x0099) + le16(0x1020) + Array("ZZ".utf8) + [0, 0] + le32(.max) + le16(0xFFFE) + le16(0xE000) + le32(.max)
+        for _ in 1..<100 { deep += le16(0x0099) + le16(0x1020) + le32(.max) + le16(0xFFFE) + le16(0xE000) + le32(.max) }
+        for _ in 0..<100 { deep += le16(0xFFFE) + le16(0xE00D) + le32(0) + le16(0xFFFE) + le16(0xE0DD) + le32(0) }
+        #expect {
+            try DICOMParser.parse(bytes: deep)
+        } throws: { error in
+            guard case .malformed(let m) = error as? DICOMError else { return false }
+            return m.hasPrefix("DICOM nesting deeper than 64 levels")
+        }
+    }
+
     /// Before the fix this took 7–9 s (getElement(i) in a loop walks the list from its head each time).
     @Test func eightyThousandElementsParseInWellUnderASecond() throws {
         let f = try file("elements-80000.dcm")
