@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -229,95 +230,95 @@ uint32_t u32(const uint8_t *p, bool be) {
               : (uint32_t(p[3]) << 24 | uint32_t(p[2]) << 16 | uint32_t(p[1]) << 8 | p[0]);
 }
 
-// VRs with a 2-byte reserved field and a 4-byte length in explicit VR (PS3.5 7.1.2).
-bool longLengthVR(const char vr[2]) {
-    static const char *const kLong[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"};
-    for (const char *v : kLong)
-        if (vr[0] == v[0] && vr[1] == v[1]) return true;
-    return false;
-}
-
-bool standardVR(const char vr[2]) {
-    static const char *const kAll[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO",
-                                       "LT", "OB", "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ",
-                                       "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV"};
-    for (const char *v : kAll)
-        if (vr[0] == v[0] && vr[1] == v[1]) return true;
-    return false;
-}
-
 // Groups a bare dataset (no Part 10 preamble) plausibly starts with.
 bool plausibleFirstGroup(uint16_t g) {
     return g == 0x0002 || g == 0x0004 || g == 0x0008 || g == 0x0010 || g == 0x0018 || g == 0x0020 || g == 0x0028;
-}
-
-// What the dictionary says an implicit-VR element is: a sequence, something else, or unknown.
-enum class DictVR { sequence, other, unknown };
-DictVR dictionaryVR(uint16_t g, uint16_t e) {
-    const DcmEVR evr = DcmTag(g, e).getEVR();
-    if (evr == EVR_SQ) return DictVR::sequence;
-    if (evr == EVR_UNKNOWN || evr == EVR_UNKNOWN2B || evr == EVR_UN) return DictVR::unknown;
-    return DictVR::other;
 }
 
 class Walker {
   public:
     Walker(ScanExtent extent, std::string *why) : extent_(extent), why_(why) {}
 
+    // Follows DCMTK 3.6.7's own decisions (DcmFileFormat::read, DcmMetaInfo::read,
+    // DcmItem::checkTransferSyntax): where the meta header ends, which transfer syntax each part is
+    // read with. Where the scan cannot follow DCMTK exactly, it is the stricter of the two.
     bool run(Source &src) {
         if (!src.more()) return fail(src, "empty file");
         uint8_t head[132];
-        uint64_t metaAt = kNoEnd;
-        const bool has132 = src.size() >= 132 && src.peek(head, 132);
-        if (has132 && std::memcmp(head + 128, "DICM", 4) == 0) {
-            metaAt = 132;
-        } else if (src.peek(head, 6) && u16(head, false) == 0x0002) {
-            metaAt = 0;  // file meta without a preamble, as DCMTK accepts it
+        const bool preamble = src.size() != kNoEnd && src.size() >= 132 && src.peek(head, 132) &&
+                              std::memcmp(head + 128, "DICM", 4) == 0;
+        if (preamble) src.skip(132);
+        // DCMTK guesses the meta header's encoding from its first bytes, and reads one when the
+        // next tag's group is 0002 in either byte order.
+        uint8_t first[6] = {0, 0, 0, 0, 0, 0};
+        const bool six = src.peek(first, 6);
+        bool meta = false;
+        std::string transferSyntax;
+        if (src.peek(first, 2) && ((first[0] == 2 && first[1] == 0) || (first[0] == 0 && first[1] == 2))) {
+            meta = true;
+            const Encoding metaEnc = six ? detectEncoding(first) : Encoding{};
+            if (!walk(src, metaEnc, "the file meta header", Phase::meta, &transferSyntax)) return false;
         }
         Encoding enc;
-        bool autodetect = true;
         bool deflated = false;
-        if (metaAt != kNoEnd) {
-            src.skip(metaAt);
-            std::string transferSyntax;
-            if (!readMeta(src, &transferSyntax)) return false;
-            if (!transferSyntax.empty()) {
-                DcmXfer xfer(transferSyntax.c_str());
-                if (xfer.getXfer() != EXS_Unknown) {
-                    autodetect = false;
-                    enc.explicitVR = xfer.isExplicitVR();
-                    enc.bigEndian = xfer.isBigEndian();
-                    deflated = xfer.getStreamCompression() != ESC_none;
-                }
+        bool known = false;
+        if (!transferSyntax.empty()) {
+            DcmXfer xfer(transferSyntax.c_str());
+            if (xfer.getXfer() != EXS_Unknown) {
+                known = true;
+                enc.explicitVR = xfer.isExplicitVR();
+                enc.bigEndian = xfer.isBigEndian();
+                deflated = xfer.getStreamCompression() != ESC_none;
             }
+        }
+        if (!src.more()) {
+            if (!src.failure.empty()) return fail(src, src.failure);
+            return meta || fail(src, "not a DICOM file: no data elements; refused");
         }
         if (deflated) {
             InflateSource inflated(src);
             if (!inflated.failure.empty()) return fail(src, inflated.failure);
-            bool ok = walkDataset(inflated, enc, "the inflated dataset");
+            bool ok = walk(inflated, enc, "the inflated dataset", Phase::dataset, nullptr);
             if (ok && inflated.exceeded())
                 return fail(inflated, "the deflated dataset inflates to more than " +
                                           std::to_string(kMaxInflated >> 20) + " MiB; refused");
             return ok;
         }
-        if (autodetect) {
-            uint8_t first[6];
-            if (!src.more()) return metaAt != kNoEnd || fail(src, "not a DICOM file: no data elements");
-            if (!src.peek(first, 6))
-                return fail(src, "not a DICOM file: too short for a data element; refused");
-            const uint16_t le = u16(first, false), be = u16(first, true);
-            if (metaAt == kNoEnd && !plausibleFirstGroup(le) && !plausibleFirstGroup(be))
+        uint8_t d[6];
+        if (!src.peek(d, 6)) return fail(src, "not a DICOM file: too short for a data element; refused");
+        if (!preamble && !meta) {
+            // Not DCMTK's rule but ours: a bare dataset must start like one.
+            const uint16_t le = u16(d, false), be = u16(d, true);
+            if (!plausibleFirstGroup(le) && !plausibleFirstGroup(be))
                 return fail(src, "not a DICOM file: no 'DICM' marker at offset 128, and the first bytes (tag " +
-                                     tagText(le, u16(first + 2, false)) +
-                                     ") do not start a DICOM dataset; refused");
-            enc.bigEndian = !plausibleFirstGroup(le) && plausibleFirstGroup(be);
-            const char vr[2] = {char(first[4]), char(first[5])};
-            enc.explicitVR = standardVR(vr);
+                                     tagText(le, u16(d + 2, false)) + ") do not start a DICOM dataset; refused");
         }
-        return walkDataset(src, enc, "the file");
+        if (!known) enc = detectEncoding(d);
+        return walk(src, enc, "the file", Phase::dataset, nullptr);
     }
 
   private:
+    enum class Phase { meta, dataset };
+
+    // DcmItem::checkTransferSyntax: is the first tag known to the dictionary when read little or
+    // big endian, and are bytes 4-5 a standard VR?
+    static bool foundVR(const uint8_t *p) {
+        if (!std::isalpha(p[0]) || !std::isalpha(p[1])) return false;
+        const char name[3] = {char(p[0]), char(p[1]), 0};
+        return DcmVR(name).isStandard();
+    }
+    static Encoding detectEncoding(const uint8_t *p) {
+        const uint16_t g = u16(p, false), e = u16(p + 2, false);
+        const bool littleBad = DcmTag(g, e).error().bad();
+        const bool bigBad = DcmTag(u16(p, true), u16(p + 2, true)).error().bad();
+        bool big;
+        if (littleBad && bigBad) big = false;
+        else if (littleBad) big = true;
+        else if (bigBad) big = false;
+        else big = g > 0xff && u16(p, true) <= 0xff;
+        return Encoding{foundVR(p + 4), big};
+    }
+
     bool fail(Source &src, const std::string &message) {
         *why_ = src.failure.empty() ? message : src.failure;
         return false;
@@ -328,38 +329,6 @@ class Walker {
     bool countElement(Source &src, uint64_t offset) {
         if (++elements_ <= kMaxElements) return true;
         return failAt(src, offset, "more than " + std::to_string(kMaxElements) + " DICOM data elements");
-    }
-
-    // File meta: explicit VR little endian, group 0002, no sequences.
-    bool readMeta(Source &src, std::string *transferSyntax) {
-        uint8_t h[12];
-        while (src.peek(h, 2) && u16(h, false) == 0x0002) {
-            const uint64_t at = src.pos();
-            if (!src.read(h, 8)) return failAt(src, at, "truncated in the file meta header");
-            const uint16_t e = u16(h + 2, false);
-            const char vr[2] = {char(h[4]), char(h[5])};
-            if (!standardVR(vr)) return failAt(src, at, "file meta element " + tagText(2, e) + " has no valid VR");
-            uint32_t len = u16(h + 6, false);
-            if (longLengthVR(vr)) {
-                if (!src.read(h + 8, 4)) return failAt(src, at, "truncated in the file meta header");
-                len = u32(h + 8, false);
-            }
-            if (len == kUndefined) return failAt(src, at, "file meta element " + tagText(2, e) + " has undefined length");
-            if (!countElement(src, at)) return false;
-            if (src.size() != kNoEnd && src.pos() + len > src.size())
-                return failAt(src, at, "file meta element " + tagText(2, e) + ": length " + std::to_string(len) +
-                                           " runs past the end of the file");
-            if (e == 0x0010 && len <= 64) {
-                char uid[65] = {0};
-                if (!src.read(uid, len)) return failAt(src, at, "truncated in the file meta header");
-                *transferSyntax = uid;
-                while (!transferSyntax->empty() && (transferSyntax->back() == ' ' || transferSyntax->back() == '\0'))
-                    transferSyntax->pop_back();
-            } else if (!src.skip(len)) {
-                return failAt(src, at, "truncated in the file meta header");
-            }
-        }
-        return true;
     }
 
     struct Level {
@@ -375,11 +344,18 @@ class Walker {
         return src.size();
     }
 
-    bool walkDataset(Source &src, Encoding top, const char *where) {
+    // Walks one part of the input: the file meta header (Phase::meta: until DcmMetaInfo::read would
+    // stop, noting the transfer syntax) or the dataset (until the end, or its top-level Pixel Data).
+    bool walk(Source &src, Encoding top, const char *where, Phase phase, std::string *transferSyntax) {
         std::vector<Level> st;
         st.reserve(kMaxDepth * 2 + 2);
         unsigned depth = 0;  // open sequences (and fragment lists)
         uint8_t h[12];
+        // Meta header extent, as DcmMetaInfo::read: a first element (0002,0000) gives the length
+        // (32-bit arithmetic, as DCMTK's); without it, elements are read while their group is 0002.
+        const uint64_t metaStart = src.pos();
+        bool firstElement = true, metaLengthKnown = false;
+        uint32_t metaLength = 0;
         for (;;) {
             Level *cur = st.empty() ? nullptr : &st.back();
             const Encoding enc = cur ? cur->enc : top;
@@ -391,6 +367,12 @@ class Walker {
                 continue;
             }
             if (!cur && !src.more()) return src.failure.empty() || fail(src, src.failure);
+            if (!cur && phase == Phase::meta && !firstElement) {
+                uint8_t t[2];
+                const bool more = metaLengthKnown ? src.pos() - metaStart < metaLength
+                                                  : src.peek(t, 2) && ((t[0] == 2 && t[1] == 0) || (t[0] == 0 && t[1] == 2));
+                if (!more) return true;
+            }
             const uint64_t at = src.pos();
             if (!src.read(h, 8)) {
                 if (!src.failure.empty()) return fail(src, src.failure);
@@ -436,72 +418,87 @@ class Walker {
             if (cur && cur->kind != Level::item)
                 return failAt(src, at, "data element " + tagText(g, e) + " where a sequence item was expected");
 
-            // A data element.
-            char vr[2] = {0, 0};
+            // A data element. Explicit VR: the length field's size follows DCMTK's DcmVR (an unknown VR
+            // of two capitals is a "future" VR with a 4-byte length, read like UN; other unknown VRs,
+            // zero padding for instance, have a 2-byte length).
+            DcmEVR evr = EVR_UNKNOWN;
             uint32_t len;
+            size_t headerSize = 8;
             if (enc.explicitVR) {
-                vr[0] = char(h[4]);
-                vr[1] = char(h[5]);
-                bool longLength = longLengthVR(vr);
-                if (!standardVR(vr)) {
-                    // As DCMTK does (DcmVR::setVR): an unknown VR of two capital letters is a future VR
-                    // with a 4-byte length, read like UN; anything else (say, zero padding at the end of
-                    // a file) has a 2-byte length and an opaque value.
-                    const bool capitals = vr[0] >= 'A' && vr[0] <= 'Z' && vr[1] >= 'A' && vr[1] <= 'Z';
-                    longLength = capitals;
-                    vr[0] = capitals ? 'U' : '?';
-                    vr[1] = capitals ? 'N' : '?';
-                }
-                if (longLength) {
+                const char name[3] = {char(h[4]), char(h[5]), 0};
+                const DcmVR vr(name);
+                evr = vr.getEVR();
+                if (vr.usesExtendedLengthEncoding()) {
                     if (!src.read(h + 8, 4)) return failAt(src, at, std::string("truncated: ") + where +
                                                                          " ends inside a data element header");
                     len = u32(h + 8, enc.bigEndian);
+                    headerSize = 12;
                 } else {
                     len = u16(h + 6, enc.bigEndian);
                 }
             } else {
                 len = u32(h + 4, enc.bigEndian);
+                evr = DcmTag(g, e).getEVR();
             }
+            const bool sq = evr == EVR_SQ;
+            const bool unknownVR = evr == EVR_UN || evr == EVR_UNKNOWN || evr == EVR_UNKNOWN2B;
             if (!countElement(src, at)) return false;
             const bool pixelData = g == 0x7FE0 && e == 0x0010;
-            if (!cur && pixelData && extent_ == ScanExtent::untilPixels) return true;
+            if (!cur && pixelData && extent_ == ScanExtent::untilPixels && phase == Phase::dataset) return true;
+            if (!cur && phase == Phase::meta) {
+                if (firstElement && g == 0x0002 && e == 0x0000) {
+                    uint8_t v[4];
+                    if (len == kUndefined || len < 4 || (enc.explicitVR && evr != EVR_UL) || !src.peek(v, 4))
+                        return failAt(src, at, "the file meta group length (0002,0000) is malformed");
+                    metaLength = uint32_t(u32(v, enc.bigEndian) + uint32_t(headerSize) + len);
+                    metaLengthKnown = metaLength != kUndefined;
+                    if (metaLength == 0) {  // DCMTK reads no further meta element
+                        metaLengthKnown = true;
+                    }
+                }
+                firstElement = false;
+                if (g == 0x0002 && e == 0x0010 && len != kUndefined && len <= 64 && transferSyntax != nullptr &&
+                    transferSyntax->empty()) {
+                    char uid[65] = {0};
+                    if (src.peek(uid, len)) {
+                        for (const char *c = uid; *c != '\0'; c++)
+                            if (*c != ' ') transferSyntax->push_back(*c);
+                    }
+                }
+            }
 
             enum { skipValue, openSequence, openFragments } action = skipValue;
             Encoding inner = enc;
             if (len == kUndefined) {
-                if (enc.explicitVR) {
-                    if (vr[0] == 'S' && vr[1] == 'Q') action = openSequence;
-                    else if (vr[0] == 'U' && vr[1] == 'N') {  // CP 246: read as an implicit VR LE sequence
-                        action = openSequence;
-                        inner = Encoding{false, false};
-                    } else if (vr[0] == 'O' && (vr[1] == 'B' || vr[1] == 'W')) action = openFragments;
-                    else return failAt(src, at, "data element " + tagText(g, e) + " (VR " + std::string(vr, 2) +
-                                                    ") has undefined length");
+                if (pixelData) {
+                    action = openFragments;  // encapsulated pixel data: items holding opaque fragments
+                } else if (enc.explicitVR && unknownVR) {
+                    action = openSequence;  // CP 246: an implicit VR little endian sequence
+                    inner = Encoding{false, false};
+                } else if (!enc.explicitVR || sq || evr == EVR_OB || evr == EVR_OW || evr == EVR_ox) {
+                    // Other undefined lengths are walked as sequences: the stricter reading (DCMTK
+                    // either reads them so, or fails).
+                    action = openSequence;
                 } else {
-                    action = pixelData ? openFragments : openSequence;
+                    return failAt(src, at, "data element " + tagText(g, e) + " (VR " +
+                                               std::string(DcmVR(evr).getVRName()) + ") has undefined length");
                 }
             } else {
                 if (src.pos() + len > limit)
                     return failAt(src, at, "data element " + tagText(g, e) + ": length " + std::to_string(len) +
                                                " runs past the end of " +
                                                (limit == src.size() ? std::string(where) : "its sequence item"));
-                if (enc.explicitVR && vr[0] == 'S' && vr[1] == 'Q') {
+                if (sq) {
                     action = openSequence;
-                } else if (!pixelData && len >= 8 && (!enc.explicitVR || (vr[0] == 'U' && vr[1] == 'N'))) {
-                    // DCMTK reads these as sequences when the dictionary says so (implicit VR) or when
-                    // the value starts with an item tag (UN, unknown private tags): so must the scan.
-                    const bool implicitInside = !enc.explicitVR || vr[0] == 'U';
-                    const Encoding in = vr[0] == 'U' ? Encoding{false, false} : enc;
-                    const DictVR dict = enc.explicitVR ? DictVR::unknown : dictionaryVR(g, e);
+                } else if (!pixelData && len >= 8 && unknownVR) {
+                    // DCMTK may read an unknown element whose value starts with an item tag as a
+                    // sequence: the scan does (the stricter reading).
+                    const Encoding in = enc.explicitVR ? Encoding{false, false} : enc;
                     uint8_t first[4];
-                    const bool startsWithItem = src.peek(first, 4) && u16(first, in.bigEndian) == 0xFFFE &&
-                                                u16(first + 2, in.bigEndian) == 0xE000;
-                    if (dict == DictVR::sequence || (dict == DictVR::unknown && startsWithItem)) {
+                    if (src.peek(first, 4) && u16(first, in.bigEndian) == 0xFFFE && u16(first + 2, in.bigEndian) == 0xE000) {
                         action = openSequence;
-                        if (implicitInside) inner = in;
+                        inner = in;
                     }
-                } else if (!enc.explicitVR && len < 8 && dictionaryVR(g, e) == DictVR::sequence) {
-                    action = openSequence;
                 }
             }
             if (action == skipValue) {
