@@ -457,7 +457,12 @@ class Walker {
                     }
                 }
                 firstElement = false;
-                if (g == 0x0002 && e == 0x0010 && len != kUndefined && len <= 64 && transferSyntax != nullptr &&
+                // DcmFileFormat::lookForXfer reads the UID only from a string element; a value under any
+                // other string VR is refused rather than guessed, a non-string one is ignored as DCMTK does.
+                if (g == 0x0002 && e == 0x0010 && enc.explicitVR && evr != EVR_UI && DcmVR(evr).isaString())
+                    return failAt(src, at, "the transfer syntax (0002,0010) is not encoded as UI");
+                const bool readable = !enc.explicitVR || evr == EVR_UI;
+                if (g == 0x0002 && e == 0x0010 && readable && len != kUndefined && len <= 64 && transferSyntax != nullptr &&
                     transferSyntax->empty()) {
                     char uid[65] = {0};
                     if (src.peek(uid, len)) {
@@ -507,6 +512,8 @@ class Walker {
                                                " runs past the end of " + where);
                 continue;
             }
+            if (phase == Phase::meta)  // never in real files; DCMTK would search inside it for the UID
+                return failAt(src, at, "a sequence in the file meta header");
             if (depth + 1 > kMaxDepth)
                 return fail(src, "DICOM nesting deeper than " + std::to_string(kMaxDepth) + " levels (sequence " +
                                      tagText(g, e) + " at offset " + std::to_string(at) + "); refused");
