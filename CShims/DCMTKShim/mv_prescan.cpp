@@ -2,6 +2,7 @@
 // bounded by kMaxDepth, and values are skipped by arithmetic (files) or pointer moves (memory).
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dctk.h"
+#include "dcmtk/dcmdata/dcistrmz.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -161,10 +162,9 @@ class InflateSource final : public Source {
   public:
     explicit InflateSource(Source &inner) : Source(kNoEnd), inner_(inner) {
         std::memset(&z_, 0, sizeof z_);
-        // DICOM says raw deflate (RFC 1951); DCMTK also accepts a zlib header: so do we.
-        uint8_t head[2] = {0, 0};
-        const bool zlibHeader = inner_.peek(head, 2) && (head[0] & 0x0F) == 8 && ((head[0] << 8) | head[1]) % 31 == 0;
-        ok_ = inflateInit2(&z_, zlibHeader ? MAX_WBITS : -MAX_WBITS) == Z_OK;
+        // DICOM says raw deflate (RFC 1951); DCMTK reads a zlib stream (RFC 1950) only when its global
+        // dcmZlibExpectRFC1950Encoding is set (off by default): follow the same switch.
+        ok_ = inflateInit2(&z_, dcmZlibExpectRFC1950Encoding.get() ? MAX_WBITS : -MAX_WBITS) == Z_OK;
         if (!ok_) failure = "cannot initialise zlib";
     }
     ~InflateSource() override {
