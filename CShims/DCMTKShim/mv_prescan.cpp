@@ -382,6 +382,10 @@ class Walker {
             }
             const uint16_t g = u16(h, enc.bigEndian), e = u16(h + 2, enc.bigEndian);
             const uint64_t limit = enclosingEnd(src, st);
+            // DCMTK's readUntilTag stops at the first top-level tag at or above the stop tag, unread.
+            if (!cur && phase == Phase::dataset && extent_ == ScanExtent::untilPixels &&
+                (g > 0x7FE0 || (g == 0x7FE0 && e >= 0x0010)))
+                return true;
 
             if (g == 0xFFFE) {  // item, item delimiter, sequence delimiter: tag + 4-byte length, no VR
                 const uint32_t len = u32(h + 4, enc.bigEndian);
@@ -444,7 +448,6 @@ class Walker {
             const bool unknownVR = evr == EVR_UN || evr == EVR_UNKNOWN || evr == EVR_UNKNOWN2B;
             if (!countElement(src, at)) return false;
             const bool pixelData = g == 0x7FE0 && e == 0x0010;
-            if (!cur && pixelData && extent_ == ScanExtent::untilPixels && phase == Phase::dataset) return true;
             if (!cur && phase == Phase::meta) {
                 if (firstElement && g == 0x0002 && e == 0x0000) {
                     uint8_t v[4];
@@ -475,7 +478,7 @@ class Walker {
             enum { skipValue, openSequence, openFragments } action = skipValue;
             Encoding inner = enc;
             if (len == kUndefined) {
-                if (pixelData) {
+                if (pixelData && (!enc.explicitVR || evr == EVR_OB || evr == EVR_OW || evr == EVR_ox)) {
                     action = openFragments;  // encapsulated pixel data: items holding opaque fragments
                 } else if (enc.explicitVR && unknownVR) {
                     action = openSequence;  // CP 246: an implicit VR little endian sequence
