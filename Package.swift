@@ -28,7 +28,8 @@ let package = Package(
             providers: [.apt(["libsodium-dev"])]),
         .target(
             name: "CDCMTKShim", path: "CShims/DCMTKShim", publicHeadersPath: "include",
-            linkerSettings: [.linkedLibrary("dcmdata"), .linkedLibrary("oflog"), .linkedLibrary("ofstd")]),
+            // zlib: the pre-scan inflates deflated datasets itself (DCMTK links it too).
+            linkerSettings: [.linkedLibrary("dcmdata"), .linkedLibrary("oflog"), .linkedLibrary("ofstd"), .linkedLibrary("z")]),
 
         .target(name: "CSysShim", path: "CShims/SysShim", publicHeadersPath: "include"),
 

@@ -20,6 +20,13 @@ Modes
   gen-dicom.py small-files OUTDIR --count 2000
       Many small (~9 KB) instances spread over ~20 patients / ~40 studies.
 
+  gen-dicom.py hostile OUTDIR [--depth 5600] [--elements 80000]
+      Files that attack the parser (issue 10), written byte by byte (no pydicom), next to two
+      ordinary importable files: sequences nested --depth deep (explicit VR, undefined lengths),
+      100,000 deep, implicit VR with defined lengths, inside a deflated dataset; nesting exactly
+      at and one past the 64-level limit; --elements small elements (importable); more than
+      1,000,000 elements. ``reason`` says what the parser must refuse (null: must import).
+
   gen-dicom.py big-file OUTFILE --mib 1024
       A single multi-frame instance with about N MiB of pixel data.  The pixel
       data element is appended by hand in a streaming fashion, so memory use
@@ -89,6 +96,7 @@ CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
+SC_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 SC_MULTIFRAME_GRAY_WORD = "1.2.840.10008.5.1.4.1.1.7.3"
 
 # Transfer syntaxes produced by DCMTK (for reference / sanity checks).
@@ -905,6 +913,173 @@ def build_big_file(outfile: str, mib: float, size: int) -> dict:
     return manifest_entry(os.path.basename(outfile), ds, ExplicitVRLittleEndian, w)
 
 
+
+# --------------------------------------------------------------------------
+# Mode: hostile (parser limits, issue 10)
+# --------------------------------------------------------------------------
+
+DEFLATED_EXPLICIT_LE = "1.2.840.10008.1.2.1.99"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+UNDEFINED = 0xFFFFFFFF
+
+
+def _pad(vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\0" if vr in (b"UI", b"OB", b"UN") else b" "
+    return value
+
+
+def el_explicit(tag: int, vr: bytes, value: bytes = b"", length: Optional[int] = None) -> bytes:
+    """One explicit VR little endian element; ``length`` overrides (e.g. UNDEFINED)."""
+    value = _pad(vr, value)
+    n = len(value) if length is None else length
+    head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + vr
+    head += struct.pack("<HI", 0, n) if vr in LONG_VRS else struct.pack("<H", n)
+    return head + value
+
+
+def el_implicit(tag: int, value: bytes, length: Optional[int] = None) -> bytes:
+    n = len(value) if length is None else length
+    return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, n) + value
+
+
+def item_tag(element: int, length: int) -> bytes:
+    return struct.pack("<HHI", 0xFFFE, element, length)
+
+
+def part10_meta(sop_class: str, sop_uid: str, ts: str) -> bytes:
+    body = b"".join([
+        el_explicit(0x00020001, b"OB", b"\0\1"),
+        el_explicit(0x00020002, b"UI", sop_class.encode()),
+        el_explicit(0x00020003, b"UI", sop_uid.encode()),
+        el_explicit(0x00020010, b"UI", ts.encode()),
+        el_explicit(0x00020012, b"UI", IMPLEMENTATION_CLASS_UID.encode()),
+    ])
+    return b"\0" * 128 + b"DICM" + el_explicit(0x00020000, b"UL", struct.pack("<I", len(body))) + body
+
+
+def base_elements(uid: "UIDGen", n: int, implicit: bool = False) -> tuple[list[tuple[int, bytes, bytes]], dict]:
+    """The attributes an importable instance needs, as (tag, VR, value), sorted; plus manifest values."""
+    study, series, sop = uid(), uid(), uid()
+    name, pid = f"Hostile^Case{n}", f"MRNH{n:05d}"
+    els = [
+        (0x00080016, b"UI", SC_IMAGE_STORAGE.encode()),
+        (0x00080018, b"UI", sop.encode()),
+        (0x00080020, b"DA", b"20240101"),
+        (0x00080060, b"CS", b"OT"),
+        (0x00100010, b"PN", name.encode()),
+        (0x00100020, b"LO", pid.encode()),
+        (0x0020000D, b"UI", study.encode()),
+        (0x0020000E, b"UI", series.encode()),
+    ]
+    info = {"patient_name": name, "patient_id": pid, "study_uid": study, "series_uid": series,
+            "sop_uid": sop, "modality": "OT", "study_date": "20240101"}
+    return els, info
+
+
+def encode_elements(els: list[tuple[int, bytes, bytes]], implicit: bool) -> bytes:
+    if implicit:
+        return b"".join(el_implicit(t, _pad(vr, v)) for t, vr, v in els)
+    return b"".join(el_explicit(t, vr, v) for t, vr, v in els)
+
+
+CONTENT_SEQUENCE = 0x0040A730  # after every base element's tag
+
+
+def nested_undefined(depth: int) -> bytes:
+    """``depth`` sequences, each in an item of the one before, all with undefined lengths (explicit VR)."""
+    opening = el_explicit(CONTENT_SEQUENCE, b"SQ", length=UNDEFINED) + item_tag(0xE000, UNDEFINED)
+    closing = item_tag(0xE00D, 0) + item_tag(0xE0DD, 0)
+    return opening * depth + closing * depth
+
+
+def nested_defined_implicit(depth: int) -> bytes:
+    """``depth`` sequences with defined lengths, implicit VR (the dictionary says (0040,A730) is SQ)."""
+    inner = b""
+    for _ in range(depth):
+        item = item_tag(0xE000, len(inner)) + inner
+        inner = el_implicit(CONTENT_SEQUENCE, item)
+    return inner
+
+
+def build_hostile(outdir: str, depth: int, n_elements: int) -> list[dict]:
+    uid = UIDGen(stable_arc(4, depth, n_elements))
+    entries: list[dict] = []
+
+    def put(rel: str, data: bytes, reason: Optional[str], ts: str, info: Optional[dict] = None) -> None:
+        w = write_bytes(os.path.join(outdir, rel), data)
+        entry = {"path": rel, "kind": "malformed" if reason else "valid", "reason": reason,
+                 "transfer_syntax": ts}
+        entry.update({k: None for k in MANIFEST_FIELDS})
+        entry.update(info or {})
+        entry.update({"size": w.size, "sha256": w.sha256})
+        entries.append(entry)
+
+    def explicit_file(n: int, extra: bytes, ts: str = EXPLICIT_LE) -> tuple[bytes, dict]:
+        els, info = base_elements(uid, n)
+        return part10_meta(SC_IMAGE_STORAGE, info["sop_uid"], ts) + encode_elements(els, False) + extra, info
+
+    data, info = explicit_file(1, b"")
+    put("ordinary-1.dcm", data, None, EXPLICIT_LE, info)
+    data, info = explicit_file(2, nested_undefined(3))
+    put("ordinary-2-nested-3.dcm", data, None, EXPLICIT_LE, info)
+    data, info = explicit_file(3, nested_undefined(64))
+    put("nested-64.dcm", data, None, EXPLICIT_LE, info)
+
+    data, _ = explicit_file(4, nested_undefined(65))
+    put("nested-65.dcm", data, "nesting deeper than 64 levels", EXPLICIT_LE)
+    data, _ = explicit_file(5, nested_undefined(depth))
+    put(f"nested-{depth}.dcm", data, "nesting deeper than 64 levels", EXPLICIT_LE)
+    data, _ = explicit_file(6, nested_undefined(100_000))
+    put("nested-100000.dcm", data, "nesting deeper than 64 levels", EXPLICIT_LE)
+
+    els, info = base_elements(uid, 7, implicit=True)
+    data = part10_meta(SC_IMAGE_STORAGE, info["sop_uid"], IMPLICIT_LE) + encode_elements(els, True) \
+        + nested_defined_implicit(depth)
+    put(f"nested-{depth}-implicit-defined.dcm", data, "nesting deeper than 64 levels", IMPLICIT_LE)
+
+    els, info = base_elements(uid, 8)
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = z.compress(encode_elements(els, False) + nested_undefined(depth)) + z.flush()
+    put(f"nested-{depth}-deflated.dcm", part10_meta(SC_IMAGE_STORAGE, info["sop_uid"], DEFLATED_EXPLICIT_LE) + body,
+        "nesting deeper than 64 levels", DEFLATED_EXPLICIT_LE)
+    els, info = base_elements(uid, 9)
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    body = z.compress(encode_elements(els, False) + nested_undefined(3)) + z.flush()
+    put("deflated-nested-3.dcm", part10_meta(SC_IMAGE_STORAGE, info["sop_uid"], DEFLATED_EXPLICIT_LE) + body,
+        None, DEFLATED_EXPLICIT_LE, info)
+
+    # Many small private elements in odd groups between (0008,xxxx) and (0010,xxxx): one group holds
+    # at most 0xFF00 of them (xx10..FFFF after the creator block).
+    def private_elements(count: int, value: bytes, vr: bytes = b"LO") -> bytes:
+        out, group, element = [], 0x0009, 0x1000
+        out.append(el_explicit(group << 16 | 0x0010, b"LO", b"MEDVAULT TEST"))
+        for _ in range(count):
+            if element > 0xFFFF:
+                group, element = group + 2, 0x1000
+                out.append(el_explicit(group << 16 | 0x0010, b"LO", b"MEDVAULT TEST"))
+            out.append(el_explicit(group << 16 | element, vr, value))
+            element += 1
+        assert group < 0x0010 or count > 200_000
+        return b"".join(out)
+
+    els, info = base_elements(uid, 10)
+    head, tail = [e for e in els if e[0] < 0x00100000], [e for e in els if e[0] >= 0x00100000]
+    data = part10_meta(SC_IMAGE_STORAGE, info["sop_uid"], EXPLICIT_LE) + encode_elements(head, False) \
+        + private_elements(n_elements, b"ab") + encode_elements(tail, False)
+    put(f"elements-{n_elements}.dcm", data, None, EXPLICIT_LE, info)
+
+    # Over the element limit: 1,100,000 empty elements (8 bytes each). Their groups run past 0x0010, so
+    # the base attributes come first and the order is not ascending; the pre-scan refuses by count first.
+    els, _ = base_elements(uid, 11)
+    data = part10_meta(SC_IMAGE_STORAGE, els[1][2].decode(), EXPLICIT_LE) + encode_elements(els, False) \
+        + private_elements(1_100_000, b"")
+    put("elements-1100000.dcm", data, "more than 1000000 DICOM data elements", EXPLICIT_LE)
+    return entries
+
+
 # --------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------
@@ -930,6 +1105,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--patients", type=int, default=20)
     p.add_argument("--studies", type=int, default=40)
 
+    p = sub.add_parser("hostile", help="files that attack the parser's limits, next to ordinary ones")
+    p.add_argument("outdir")
+    p.add_argument("--depth", type=int, default=5600)
+    p.add_argument("--elements", type=int, default=80_000)
+
     p = sub.add_parser("big-file", help="one multi-frame instance with ~N MiB of pixel data")
     p.add_argument("outfile")
     p.add_argument("--mib", type=float, default=1024)
@@ -954,6 +1134,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     os.makedirs(args.outdir, exist_ok=True)
     if args.mode == "corpus":
         entries = build_corpus(args.outdir)
+    elif args.mode == "hostile":
+        entries = build_hostile(args.outdir, args.depth, args.elements)
     elif args.mode == "ct-series":
         if args.slices < 1 or args.size < 16:
             ap.error("--slices must be >= 1 and --size >= 16")

@@ -5,6 +5,12 @@
 #include "dcmtk/oflog/oflog.h"
 #include "dcmtk/dcmdata/dcjson.h"
 
+#include <fcntl.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <sstream>
 
@@ -15,6 +21,7 @@
 #include <string>
 
 #include "mv_dcmtk.h"
+#include "mv_prescan.h"
 
 struct mv_dcm_header {
     std::map<uint32_t, std::string> values;
@@ -49,11 +56,12 @@ void initializeOnce() {
 }
 
 // Copies every short top-level element (not sequences, not pixel data) into the header.
+// Iterates the element list: getElement(i) walks the list from its head on every call (quadratic).
 void collectValues(DcmDataset *dataset, mv_dcm_header *header) {
     header->values.clear();
-    const unsigned long count = dataset->card();
-    for (unsigned long i = 0; i < count; i++) {
-        DcmElement *element = dataset->getElement(i);
+    for (DcmObject *object = dataset->nextInContainer(nullptr); object != nullptr;
+         object = dataset->nextInContainer(object)) {
+        DcmElement *element = dynamic_cast<DcmElement *>(object);
         if (element == nullptr) continue;
         const DcmTag &tag = element->getTag();
         const DcmEVR evr = tag.getEVR();
@@ -108,6 +116,67 @@ int finishParse(DcmFileFormat &fileFormat, OFCondition status, mv_dcm_header **o
     return MV_DCM_OK;
 }
 
+// Second line of defence behind the pre-scan's depth bound. DCMTK recurses once per nested sequence
+// (measured: about 1.5 KiB of stack a level here, so 64 levels need about 100 KiB), and so does
+// convertToUTF8 and the JSON writer. Callers run on threads whose stacks we do not choose (Swift
+// concurrency, NIO event loops, the fuzzer): when the current thread has less than kStackHeadroom
+// left, DCMTK runs on a helper thread with a kHelperStack stack instead.
+const size_t kStackHeadroom = size_t(2) << 20;
+const size_t kHelperStack = size_t(16) << 20;
+
+size_t stackRemaining() {
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0) return 0;
+    void *low = nullptr;
+    size_t size = 0;
+    const bool ok = pthread_attr_getstack(&attr, &low, &size) == 0;
+    pthread_attr_destroy(&attr);
+    if (!ok) return 0;
+    char here = 0;
+    const uintptr_t sp = reinterpret_cast<uintptr_t>(&here), bottom = reinterpret_cast<uintptr_t>(low);
+    return sp > bottom ? size_t(sp - bottom) : 0;
+}
+
+template <class F>
+struct StackJob {
+    F *body;
+    int rc = MV_DCM_ERR_INTERNAL;
+    static void *run(void *p) {
+        auto *job = static_cast<StackJob *>(p);
+        try {
+            job->rc = (*job->body)();
+        } catch (...) {
+            job->rc = MV_DCM_ERR_INTERNAL;
+        }
+        return nullptr;
+    }
+};
+
+// Runs `body` (which returns a status code and never throws out) with at least kStackHeadroom of stack.
+template <class F>
+int withKnownStack(F body, char *err, size_t errLen) {
+    if (stackRemaining() >= kStackHeadroom) return body();
+    StackJob<F> job;
+    job.body = &body;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, kHelperStack);
+    pthread_t thread;
+    const int created = pthread_create(&thread, &attr, &StackJob<F>::run, &job);
+    pthread_attr_destroy(&attr);
+    if (created != 0) {
+        setError(err, errLen, "cannot start the parser thread (out of memory or threads)");
+        return MV_DCM_ERR_INTERNAL;
+    }
+    pthread_join(thread, nullptr);
+    return job.rc;
+}
+
+int refused(const std::string &why, char *err, size_t errLen) {
+    setError(err, errLen, why);
+    return MV_DCM_ERR_REFUSED;
+}
+
 }  // namespace
 
 extern "C" int mv_dcm_initialize(char *err, size_t err_len) {
@@ -132,16 +201,36 @@ extern "C" int mv_dcm_parse_file(const char *path, mv_dcm_header **out, char *er
         *out = nullptr;
         int rc = mv_dcm_initialize(err, err_len);
         if (rc != MV_DCM_OK) return rc;
-        FILE *probe = std::fopen(path, "rb");
-        if (probe == nullptr) {
+        const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
             setError(err, err_len, std::string("cannot open file: ") + std::strerror(errno));
             return MV_DCM_ERR_IO;
         }
-        std::fclose(probe);
-        DcmFileFormat fileFormat;
-        OFCondition status = fileFormat.loadFile(OFFilename(path), EXS_Unknown, EGL_noChange, kMaxReadLength,
-                                                 ERM_autoDetect);
-        return finishParse(fileFormat, status, out, err, err_len);
+        struct FdCloser {
+            int fd;
+            ~FdCloser() { ::close(fd); }
+        } closer{fd};
+        std::string why;
+        if (!mv::prescanFd(fd, mv::ScanExtent::whole, &why)) return refused(why, err, err_len);
+        // DCMTK reads what was scanned: the same open file, not the path again.
+        char fdPath[64];
+        std::snprintf(fdPath, sizeof fdPath, "/proc/self/fd/%d", fd);
+        return withKnownStack(
+            [&]() -> int {
+                try {
+                    DcmFileFormat fileFormat;
+                    OFCondition status = fileFormat.loadFile(OFFilename(fdPath), EXS_Unknown, EGL_noChange,
+                                                             kMaxReadLength, ERM_autoDetect);
+                    return finishParse(fileFormat, status, out, err, err_len);
+                } catch (const std::bad_alloc &) {
+                    setError(err, err_len, "out of memory while parsing");
+                    return MV_DCM_ERR_INTERNAL;
+                } catch (...) {
+                    setError(err, err_len, "unexpected C++ exception while parsing");
+                    return MV_DCM_ERR_INTERNAL;
+                }
+            },
+            err, err_len);
     } catch (const std::bad_alloc &) {
         setError(err, err_len, "out of memory while parsing");
         return MV_DCM_ERR_INTERNAL;
@@ -162,14 +251,29 @@ extern "C" int mv_dcm_parse_buffer(const void *bytes, size_t length, mv_dcm_head
             setError(err, err_len, "not a DICOM file: empty");
             return MV_DCM_ERR_PARSE;
         }
-        DcmInputBufferStream stream;
-        stream.setBuffer(bytes, offile_off_t(length));
-        stream.setEos();
-        DcmFileFormat fileFormat;
-        fileFormat.transferInit();
-        OFCondition status = fileFormat.read(stream, EXS_Unknown, EGL_noChange, kMaxReadLength);
-        fileFormat.transferEnd();
-        return finishParse(fileFormat, status, out, err, err_len);
+        std::string why;
+        if (!mv::prescanBuffer(static_cast<const uint8_t *>(bytes), length, mv::ScanExtent::whole, &why))
+            return refused(why, err, err_len);
+        return withKnownStack(
+            [&]() -> int {
+                try {
+                    DcmInputBufferStream stream;
+                    stream.setBuffer(bytes, offile_off_t(length));
+                    stream.setEos();
+                    DcmFileFormat fileFormat;
+                    fileFormat.transferInit();
+                    OFCondition status = fileFormat.read(stream, EXS_Unknown, EGL_noChange, kMaxReadLength);
+                    fileFormat.transferEnd();
+                    return finishParse(fileFormat, status, out, err, err_len);
+                } catch (const std::bad_alloc &) {
+                    setError(err, err_len, "out of memory while parsing");
+                    return MV_DCM_ERR_INTERNAL;
+                } catch (...) {
+                    setError(err, err_len, "unexpected C++ exception while parsing");
+                    return MV_DCM_ERR_INTERNAL;
+                }
+            },
+            err, err_len);
     } catch (const std::bad_alloc &) {
         setError(err, err_len, "out of memory while parsing");
         return MV_DCM_ERR_INTERNAL;
@@ -199,6 +303,47 @@ extern "C" const char *mv_dcm_header_transfer_syntax(const mv_dcm_header *header
 
 extern "C" void mv_dcm_header_free(mv_dcm_header *header) { delete header; }
 
+namespace {
+
+int jsonFromBuffer(const void *bytes, size_t length, char **json, size_t *json_len, char *err, size_t err_len) {
+    DcmInputBufferStream stream;
+    stream.setBuffer(bytes, offile_off_t(length));
+    stream.setEos();
+    DcmFileFormat fileFormat;
+    fileFormat.transferInit();
+    OFCondition status = fileFormat.readUntilTag(stream, EXS_Unknown, EGL_noChange, DCM_MaxReadLength, DCM_PixelData);
+    fileFormat.transferEnd();
+    DcmDataset *dataset = fileFormat.getDataset();
+    if (status.bad() || dataset == nullptr || dataset->card() == 0) {
+        setError(err, err_len, std::string("cannot read the dataset: ") + status.text());
+        return MV_DCM_ERR_PARSE;
+    }
+    dataset->findAndDeleteElement(DCM_PixelData);
+    (void)dataset->convertToUTF8();  // values stay as read if this machine cannot convert them
+    std::ostringstream out;
+    DcmJsonFormatCompact format(OFFalse);
+    // DcmDataset::writeJson writes the members; the enclosing object is the caller's (as in DcmFileFormat).
+    out << "{";
+    OFCondition written = dataset->writeJson(out, format);
+    out << "}";
+    if (written.bad()) {
+        setError(err, err_len, std::string("cannot write DICOM JSON: ") + written.text());
+        return MV_DCM_ERR_PARSE;
+    }
+    const std::string text = out.str();
+    char *copy = static_cast<char *>(std::malloc(text.size() + 1));
+    if (copy == nullptr) {
+        setError(err, err_len, "out of memory");
+        return MV_DCM_ERR_INTERNAL;
+    }
+    std::memcpy(copy, text.c_str(), text.size() + 1);
+    *json = copy;
+    *json_len = text.size();
+    return MV_DCM_OK;
+}
+
+}  // namespace
+
 extern "C" int mv_dcm_json_from_buffer(const void *bytes, size_t length, char **json, size_t *json_len, char *err,
                                        size_t err_len) {
     try {
@@ -207,40 +352,20 @@ extern "C" int mv_dcm_json_from_buffer(const void *bytes, size_t length, char **
         *json_len = 0;
         int rc = mv_dcm_initialize(err, err_len);
         if (rc != MV_DCM_OK) return rc;
-        DcmInputBufferStream stream;
-        stream.setBuffer(bytes, offile_off_t(length));
-        stream.setEos();
-        DcmFileFormat fileFormat;
-        fileFormat.transferInit();
-        OFCondition status = fileFormat.readUntilTag(stream, EXS_Unknown, EGL_noChange, DCM_MaxReadLength, DCM_PixelData);
-        fileFormat.transferEnd();
-        DcmDataset *dataset = fileFormat.getDataset();
-        if (status.bad() || dataset == nullptr || dataset->card() == 0) {
-            setError(err, err_len, std::string("cannot read the dataset: ") + status.text());
-            return MV_DCM_ERR_PARSE;
-        }
-        dataset->findAndDeleteElement(DCM_PixelData);
-        (void)dataset->convertToUTF8();  // values stay as read if this machine cannot convert them
-        std::ostringstream out;
-        DcmJsonFormatCompact format(OFFalse);
-        // DcmDataset::writeJson writes the members; the enclosing object is the caller's (as in DcmFileFormat).
-        out << "{";
-        OFCondition written = dataset->writeJson(out, format);
-        out << "}";
-        if (written.bad()) {
-            setError(err, err_len, std::string("cannot write DICOM JSON: ") + written.text());
-            return MV_DCM_ERR_PARSE;
-        }
-        const std::string text = out.str();
-        char *copy = static_cast<char *>(std::malloc(text.size() + 1));
-        if (copy == nullptr) {
-            setError(err, err_len, "out of memory");
-            return MV_DCM_ERR_INTERNAL;
-        }
-        std::memcpy(copy, text.c_str(), text.size() + 1);
-        *json = copy;
-        *json_len = text.size();
-        return MV_DCM_OK;
+        // DCMTK stops at the top-level Pixel Data tag here (the buffer may be cut off inside it): so does the scan.
+        std::string why;
+        if (!mv::prescanBuffer(static_cast<const uint8_t *>(bytes), length, mv::ScanExtent::untilPixels, &why))
+            return refused(why, err, err_len);
+        return withKnownStack(
+            [&]() -> int {
+                try {
+                    return jsonFromBuffer(bytes, length, json, json_len, err, err_len);
+                } catch (...) {
+                    setError(err, err_len, "unexpected C++ exception while writing DICOM JSON");
+                    return MV_DCM_ERR_INTERNAL;
+                }
+            },
+            err, err_len);
     } catch (...) {
         setError(err, err_len, "unexpected C++ exception while writing DICOM JSON");
         return MV_DCM_ERR_INTERNAL;

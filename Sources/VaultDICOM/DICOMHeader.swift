@@ -137,11 +137,15 @@ public enum DICOMParser {
         if rc != 0 { throw .dictionaryUnavailable(cString(err)) }
     }
 
-    /// Parses the file at `path`, walking its structure without loading pixel data.
+    /// Parses the file at `path`, walking its structure without loading pixel data. Input beyond the
+    /// parser's limits (nesting deeper than 64 sequences, more than 1,000,000 elements, lengths past the
+    /// end, not DICOM at all) is refused as `.malformed` with the limit and offset, before DCMTK sees it.
     public static func parse(path: String) throws(DICOMError) -> DICOMHeader {
         var err = [CChar](repeating: 0, count: 512)
         var handle: OpaquePointer?
         let rc = mv_dcm_parse_file(path, &handle, &err, err.count)
+        // The pre-scan's reasons are already specific (limit, tag, offset): keep them as they are.
+        if rc == Int32(MV_DCM_ERR_REFUSED) { throw .malformed(cString(err)) }
         do {
             return try finish(rc, handle, err)
         } catch .malformed(let reason) {
@@ -194,7 +198,7 @@ public enum DICOMParser {
         var length = 0
         let rc = bytes.withUnsafeBytes { mv_dcm_json_from_buffer($0.baseAddress, $0.count, &out, &length, &err, err.count) }
         guard rc == 0, let out else {
-            throw rc == Int32(MV_DCM_ERR_PARSE) ? .malformed(cString(err)) : .internalFailure(cString(err))
+            throw rc == Int32(MV_DCM_ERR_PARSE) || rc == Int32(MV_DCM_ERR_REFUSED) ? .malformed(cString(err)) : .internalFailure(cString(err))
         }
         defer { mv_dcm_free_string(out) }
         return out.withMemoryRebound(to: UInt8.self, capacity: length) { String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self) }
@@ -206,7 +210,7 @@ public enum DICOMParser {
         case Int(MV_DCM_OK): break
         case Int(MV_DCM_ERR_DICTIONARY): throw .dictionaryUnavailable(message)
         case Int(MV_DCM_ERR_IO): throw .unreadable(message)
-        case Int(MV_DCM_ERR_PARSE): throw .malformed(message)
+        case Int(MV_DCM_ERR_PARSE), Int(MV_DCM_ERR_REFUSED): throw .malformed(message)
         default: throw .internalFailure(message)
         }
         guard let handle else { throw .internalFailure("parser returned no header") }

@@ -22,7 +22,9 @@ enum {
     MV_DCM_ERR_DICTIONARY = 1, /* DCMTK's data dictionary is not loaded: nothing can be parsed safely */
     MV_DCM_ERR_PARSE = 2,      /* the bytes are not well-formed DICOM */
     MV_DCM_ERR_IO = 3,         /* the file could not be opened or read */
-    MV_DCM_ERR_INTERNAL = 4    /* an unexpected C++ exception or allocation failure */
+    MV_DCM_ERR_INTERNAL = 4,   /* an unexpected C++ exception or allocation failure */
+    MV_DCM_ERR_REFUSED = 5     /* refused by the pre-scan before DCMTK saw it (nesting, element count,
+                                  lengths, not DICOM at all); `err` names the limit and the offset */
 };
 
 /* An opaque parsed header. Owned by the caller; release with mv_dcm_header_free. */
@@ -31,6 +33,13 @@ typedef struct mv_dcm_header mv_dcm_header;
 /* Silences DCMTK's own logging (it would print patient values to stderr) and checks that the
  * data dictionary is loaded. Idempotent and thread-safe. */
 int mv_dcm_initialize(char *err, size_t err_len);
+
+/* Every parse entry point below first runs a structural pre-scan (mv_prescan.cpp) that walks the
+ * elements without recursion and without reading values, and refuses (MV_DCM_ERR_REFUSED): sequences
+ * nested deeper than 64 levels, more than 1,000,000 elements, lengths running past the end of the data
+ * or of their sequence, input that is neither a Part 10 file nor a plausible bare dataset, and a
+ * deflated dataset inflating past 1 GiB. DCMTK then parses on a stack with known headroom (a helper
+ * thread with a 16 MiB stack when the caller's thread has less than 2 MiB left). */
 
 /* Parses the DICOM file at `path` (Part 10 with meta header, or a bare dataset). The whole file
  * structure is walked so that truncation and bad lengths are found, but values longer than

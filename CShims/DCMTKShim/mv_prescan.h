@@ -1,0 +1,38 @@
+// mv_prescan.h — private to the shim: a structural pre-scan of DICOM bytes before DCMTK sees them.
+//
+// Why: DCMTK's dcmdata parser recurses once per nested sequence (about 1.5 KiB of stack a level), so
+// about 5,600 nested sequences overflow an 8 MiB stack and crash the process; it also walks a file of
+// zeros for minutes before giving up. The pre-scan walks the element structure iteratively, with an
+// explicit stack bounded by kMaxDepth, reading through a small window (never the whole file), and
+// refuses what DCMTK must not be given. See docs/design.md ("Parser limits").
+#ifndef MV_PRESCAN_H
+#define MV_PRESCAN_H
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace mv {
+
+// Sequences nested deeper than this are refused. Real files rarely exceed ~10 levels.
+constexpr unsigned kMaxDepth = 64;
+// Data elements (including items and fragments, at any depth) beyond this count are refused.
+// 80,000-element files parse in well under a second; an enhanced multi-frame object with thousands of
+// per-frame functional groups stays below ~250,000.
+constexpr uint64_t kMaxElements = 1000000;
+// A deflated dataset is refused when it inflates to more than this (a decompression bomb).
+constexpr uint64_t kMaxInflated = uint64_t(1) << 30;
+
+enum class ScanExtent {
+    whole,        // DCMTK reads the whole file: scan everything
+    untilPixels,  // DCMTK stops at the top-level Pixel Data tag: so does the scan
+};
+
+// Both return true when the bytes may be handed to DCMTK; otherwise false and a reason in *why
+// (offsets, tags and limits only: never a value from the file).
+bool prescanBuffer(const uint8_t *bytes, size_t length, ScanExtent extent, std::string *why);
+bool prescanFd(int fd, ScanExtent extent, std::string *why);
+
+}  // namespace mv
+
+#endif
