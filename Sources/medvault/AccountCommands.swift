@@ -24,6 +24,7 @@ struct User: ParsableCommand {
         func run() throws {
             try MedVault.guarded {
                 let vault = try options.open()
+                Backup.publishIfStale(vault)  // an earlier writer committed and stopped before publishing
                 try vault.addUser(name, role: role.role)
                 try Auditing.record(vault, action: "user.add", outcome: "ok", detail: "\(name) as \(role.rawValue)")
                 Backup.publishAfterChange(vault)
@@ -60,6 +61,7 @@ struct User: ParsableCommand {
         func run() throws {
             try MedVault.guarded {
                 let vault = try options.open()
+                Backup.publishIfStale(vault)  // an earlier writer committed and stopped before publishing
                 try vault.disableUser(name)
                 try Auditing.record(vault, action: "user.disable", outcome: "ok", detail: name)
                 Backup.publishAfterChange(vault)
@@ -85,6 +87,7 @@ struct Token: ParsableCommand {
             try MedVault.guarded {
                 let lifetime = try TokenLifetime.parse(expires)
                 let vault = try options.open()
+                Backup.publishIfStale(vault)  // an earlier writer committed and stopped before publishing
                 let (token, info) = try vault.issueToken(for: name, lifetime: lifetime)
                 try Auditing.record(vault, action: "token.issue", outcome: "ok", detail: "token \(info.id) for \(name), \(expires)")
                 Backup.publishAfterChange(vault)
@@ -134,6 +137,7 @@ struct Token: ParsableCommand {
         func run() throws {
             try MedVault.guarded {
                 let vault = try options.open()
+                Backup.publishIfStale(vault)  // an earlier writer committed and stopped before publishing
                 if let id {
                     try vault.revokeToken(id: id)
                     try Auditing.record(vault, action: "token.revoke", outcome: "ok", detail: "token \(id)")

@@ -161,6 +161,9 @@ struct Import: ParsableCommand {
         try MedVault.guarded {
             try Vault.checkDICOMSupport()
             let vault = try options.open()
+            // An earlier import (or any writer) committed and stopped before publishing: publish now,
+            // whether or not this run imports anything.
+            let wasStale = vault.snapshotIsStale()
             let bar = ProgressBar(label: "import")
             let summary: ImportSummary
             do {
@@ -172,12 +175,12 @@ struct Import: ParsableCommand {
                 bar.finish()
                 report(aborted.partial)
                 try? audit(vault, aborted.partial, outcome: "failed", detail: aborted.reason)
-                if aborted.partial.count("imported") > 0 { Backup.publishAfterChange(vault) }  // what was committed
+                if aborted.partial.count("imported") > 0 || vault.snapshotIsStale() { Backup.publishAfterChange(vault) }  // what was committed
                 throw CLIError(aborted.description)
             }
             bar.finish()
             try audit(vault, summary, outcome: summary.anyFailed ? "partial" : "ok", detail: "")
-            let published = summary.count("imported") == 0 || Backup.publishAfterChange(vault)
+            let published = (summary.count("imported") == 0 && !wasStale && !vault.snapshotIsStale()) || Backup.publishAfterChange(vault)
             report(summary)
             if summary.anyFailed || !published { throw ExitCode(1) }
         }
@@ -362,6 +365,7 @@ struct Verify: ParsableCommand {
                     "ok": report.ok, "blobsChecked": report.blobsChecked, "bytesChecked": report.bytesChecked,
                     "patients": report.patients, "studies": report.studies, "series": report.series,
                     "interruptedLeftovers": report.interruptedLeftovers,
+                    "snapshotLeftovers": report.snapshotLeftovers, "snapshotStale": report.snapshotStale,
                     "problems": report.problems.map { ["kind": $0.kind.rawValue, "blob": $0.subject, "detail": $0.detail] },
                 ])
             } else {
@@ -373,6 +377,12 @@ struct Verify: ParsableCommand {
                     line += "; \(report.interruptedLeftovers) blobs left by an interrupted import or erasure (removed by the next import, forget or retention run)"
                 }
                 print(line)
+                if !report.snapshotLeftovers.isEmpty {
+                    print("snapshots/ holds \(report.snapshotLeftovers.count) file(s) left by an interrupted publish (\(report.snapshotLeftovers.joined(separator: ", "))); the next publish or writer removes them")
+                }
+                if report.snapshotStale {
+                    print("the newest snapshot is older than the catalog (a writer stopped before publishing): backups lack the newest changes; run `medvault backup publish`")
+                }
             }
             if !report.ok { throw ExitCode(1) }
         }

@@ -41,6 +41,7 @@ struct Forget: ParsableCommand {
     func run() throws {
         try MedVault.guarded {
             let vault = try options.open()
+            Backup.publishIfStale(vault)  // an earlier writer committed and stopped before publishing
             // An earlier erasure that could not finish (a crash, a busy catalog) is finished first.
             let finished = try vault.finishPendingErasures()
             if !finished.isEmpty { print("finished \(finished.count) earlier erasure(s) that had been interrupted") }
@@ -94,6 +95,12 @@ struct Retention: ParsableCommand {
                     throw CLIError("--older-than \(olderThan): expected a number and a unit, y (years), m (months) or d (days), e.g. 20y")
                 }
                 let vault = try options.open()
+                if !dryRun {
+                    // An earlier erasure that could not finish is finished first, as `forget` does.
+                    let finished = try vault.finishPendingErasures()
+                    if !finished.isEmpty { print("finished \(finished.count) earlier erasure(s) that had been interrupted") }
+                    Backup.publishIfStale(vault)  // an earlier writer committed and stopped before publishing
+                }
                 let plan = try vault.retentionPlan(cutoff: cutoff)
                 if dryRun {
                     try Auditing.record(vault, action: "retention.plan", outcome: "ok", instances: plan.instances, bytes: plan.bytes,

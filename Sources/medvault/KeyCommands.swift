@@ -20,6 +20,7 @@ struct Passphrase: ParsableCommand {
         func run() throws {
             try MedVault.guarded {
                 let vault = try options.open()
+                Backup.publishIfStale(vault)  // an earlier writer committed and stopped before publishing
                 let new = try PassphraseSource.readNew(file: newPassphraseFile)
                 try vault.changePassphrase(to: new, kdf: kdf.strength.parameters)
                 try Auditing.record(vault, action: "key.passphrase-change", outcome: "ok", detail: "slot \(vault.unlockedSlotID)")
@@ -72,6 +73,7 @@ struct Key: ParsableCommand {
         func run() throws {
             try MedVault.guarded {
                 let vault = try options.open()
+                Backup.publishIfStale(vault)  // an earlier writer committed and stopped before publishing
                 let new = try PassphraseSource.readNew(file: newPassphraseFile)
                 let id = try vault.addPassphraseSlot(label: label, passphrase: new, kdf: kdf.strength.parameters)
                 try Auditing.record(vault, action: "key.add-slot", outcome: "ok", detail: "slot \(id) (\(label))")
@@ -90,6 +92,7 @@ struct Key: ParsableCommand {
         func run() throws {
             try MedVault.guarded {
                 let vault = try options.open()
+                Backup.publishIfStale(vault)  // an earlier writer committed and stopped before publishing
                 let (id, recovery) = try vault.addRecoverySlot()
                 try Auditing.record(vault, action: "key.add-recovery", outcome: "ok", detail: "slot \(id)")
                 Backup.publishAfterChange(vault)
@@ -115,6 +118,7 @@ struct Key: ParsableCommand {
         func run() throws {
             try MedVault.guarded {
                 let vault = try options.open()
+                Backup.publishIfStale(vault)  // an earlier writer committed and stopped before publishing
                 try vault.removeSlot(slot)
                 try Auditing.record(vault, action: "key.remove-slot", outcome: "ok", detail: "slot \(slot)")
                 Backup.publishAfterChange(vault)
@@ -131,6 +135,7 @@ struct Key: ParsableCommand {
         func run() throws {
             try MedVault.guarded {
                 let vault = try options.open()
+                Backup.publishIfStale(vault)  // an earlier writer committed and stopped before publishing
                 let rotated = try vault.rotateMasterKey()
                 try Auditing.record(rotated, action: "key.rotate", outcome: "ok", detail: "master key generation \(rotated.keyGeneration)")
                 Backup.publishAfterChange(rotated)
