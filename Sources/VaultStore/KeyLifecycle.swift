@@ -253,6 +253,8 @@ extension Vault {
     }
 
     func writeConfig(_ config: VaultConfig) throws(VaultError) {
+        // The caller holds the writer lock: a temp file in tmp/ is what an interrupted write left.
+        for name in FileIO.list(layout.tmp) where name.hasSuffix(".tmp") { try? FileIO.unlink(layout.tmp + "/" + name) }
         do {
             try FileIO.writeAtomically(config.encoded(), to: layout.config, tmpDirectory: layout.tmp)
             try FileIO.fsyncDirectory(layout.root)

@@ -162,8 +162,8 @@ struct Import: ParsableCommand {
             try Vault.checkDICOMSupport()
             let vault = try options.open()
             // An earlier import (or any writer) committed and stopped before publishing: publish now,
-            // whether or not this run imports anything.
-            let wasStale = vault.snapshotIsStale()
+            // whether or not this run imports anything (and sweep what an interrupted publish left).
+            Backup.publishIfStale(vault)
             let bar = ProgressBar(label: "import")
             let summary: ImportSummary
             do {
@@ -180,7 +180,7 @@ struct Import: ParsableCommand {
             }
             bar.finish()
             try audit(vault, summary, outcome: summary.anyFailed ? "partial" : "ok", detail: "")
-            let published = (summary.count("imported") == 0 && !wasStale && !vault.snapshotIsStale()) || Backup.publishAfterChange(vault)
+            let published = (summary.count("imported") == 0 && !vault.snapshotIsStale()) || Backup.publishAfterChange(vault)
             report(summary)
             if summary.anyFailed || !published { throw ExitCode(1) }
         }
