@@ -112,6 +112,33 @@ let tmpfsMountable: Bool = {
         #expect(after.stdout.contains("repaired after an interrupted append: audit/head was an empty file"), "\(after.stdout)")
     }
 
+    /// A full disk while the publish copies the catalog used to say "catalog error while snapshotting:
+    /// not an error" (SQLite's message of the wrong connection). Every point of the publish's SQLite
+    /// writes, from the first on: the message names what failed.
+    @Test func aSnapshotFailureSaysWhatFailed() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let e = env()
+        let v = dir.sub("vault")
+        #expect(try run(medvaultBinary, ["init", "--vault", v, "--kdf", "interactive"], environment: e).status == 0)
+        var copyFailures = 0
+        for n in stride(from: 1, through: 40, by: 3) {
+            let r = try run("/usr/bin/strace", ["-f", "-qq", "-o", "/dev/null", "-e", "trace=pwrite64", "-e", "inject=pwrite64:error=ENOSPC:when=\(n)+",
+                                                medvaultBinary, "backup", "publish", "--vault", v], environment: e)
+            #expect(!r.stderr.contains("not an error"), "\(r.stderr)")
+            if r.stderr.contains("snapshot failed while copying the catalog into") {
+                #expect(r.stderr.contains("the disk is full"), "\(r.stderr)")
+                copyFailures += 1
+            }
+        }
+        #expect(copyFailures > 0)
+        #expect(try run(medvaultBinary, ["backup", "publish", "--vault", v], environment: e).status == 0)
+        let verify = try run(medvaultBinary, ["verify", "--vault", v, "--json"], environment: e)
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(verify.stdout.utf8)) as? [String: Any])
+        #expect((report["snapshotLeftovers"] as? [String])?.isEmpty == true)
+        #expect(report["snapshotStale"] as? Bool == false)
+    }
+
     /// The short version of `tools/crash-sweep --mode enospc`.
     @Test func diskFullSweepSmoke() throws {
         var e = ProcessInfo.processInfo.environment
