@@ -361,8 +361,9 @@ extension Vault {
         let blobs = try copyCatalog(to: staging + ".sqlite", generation: &generation)
         guard try readConfigBytes() == configBytes else { return nil }
 
-        let existing = snapshotSequences()
-        let sequence = (existing.last ?? 0) + 1
+        // Never below a sequence already published: an erasure whose publish failed removes every
+        // snapshot from the vault, and a backup may hold a higher one (sync would then refuse the vault).
+        let sequence = max(snapshotSequences().last ?? 0, publishedSequenceFloor()) + 1
         guard let prefix = SnapshotFormat.prefix(sequence: sequence, vaultID: config.vaultID) else {
             throw SnapshotError.malformed(file: layout.config, reason: "vaultID is not 32 hex characters")
         }
@@ -443,6 +444,16 @@ extension Vault {
         FileIO.list(layout.snapshots).compactMap { SnapshotNames.parse($0) }.filter { $0.kind == .manifest }.map(\.sequence).sorted()
     }
 
+    static let sequenceFloorName = "published-sequence"
+
+    /// The highest snapshot sequence this vault published before pruning (0 if none recorded).
+    func publishedSequenceFloor() -> UInt64 {
+        guard let d = FileManager.default.contents(atPath: layout.snapshots + "/" + Self.sequenceFloorName),
+            let t = String(data: d, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines)
+        else { return 0 }
+        return UInt64(t) ?? 0
+    }
+
     /// Removes every snapshot from the vault (manifests first). For an erasure whose new snapshot could
     /// not be written: no snapshot is better than one holding an erased patient's key.
     func removeAllSnapshots() {
@@ -453,6 +464,10 @@ extension Vault {
     /// a crashed prune left without their manifest (manifests first, so that no manifest ever names a
     /// file already gone).
     private func pruneSnapshots(keeping n: Int) {
+        // Remember the highest sequence before any manifest goes (see publishOnce).
+        if let top = snapshotSequences().last, top > publishedSequenceFloor() {
+            try? FileIO.writeAtomically(Array("\(top)\n".utf8), to: layout.snapshots + "/" + Self.sequenceFloorName, tmpDirectory: layout.snapshots)
+        }
         let keep = Set(snapshotSequences().suffix(n))
         let files = FileIO.list(layout.snapshots).compactMap { name in SnapshotNames.parse(name).map { (name, $0) } }
             .filter { !keep.contains($0.1.sequence) }
@@ -819,7 +834,7 @@ extension Vault {
         let names = FileIO.list(layout.snapshots)
         let manifests = Set(names.compactMap { SnapshotNames.parse($0) }.filter { $0.kind == .manifest }.map(\.sequence))
         return names.filter { name in
-            if name == "lock" || name == "audit-hashes.json" { return false }
+            if name == "lock" || name == "audit-hashes.json" || name == Self.sequenceFloorName { return false }
             if let p = SnapshotNames.parse(name) { return p.kind != .manifest && !manifests.contains(p.sequence) }
             return true
         }.sorted()
