@@ -77,6 +77,9 @@ public enum BackupRestore {
             try Posix.writeAtomically(head, to: root + "/audit/head")
         }
         try Posix.writeAtomically(signed.fileBytes, to: root + "/" + SnapshotNames.manifest(m.sequence))
+        // The restored catalog is that snapshot: it starts at the snapshot's generation, so that the
+        // restored vault's next commit makes its snapshot stale, as it should.
+        try Posix.writeAtomically(Array("\(m.catalogGeneration ?? 0)\n".utf8), to: root + "/" + CatalogGeneration.fileName)
         try Posix.writeAtomically(configBytes, to: root + "/vault.json")
         try Posix.syncFilesystem(root)
 

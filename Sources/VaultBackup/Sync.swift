@@ -40,6 +40,9 @@ public struct SyncReport: Sendable {
     public var blobsDeleted = 0
     public var snapshotsDeleted = 0
     public var seconds: Double = 0
+    /// Set when the vault's catalog.generation is ahead of the synced manifest's: the vault committed
+    /// changes (an import, a forget…) that its newest snapshot, and so this backup, lacks.
+    public var stale: (snapshot: UInt64?, catalog: UInt64)?
 }
 
 public enum BackupSync {
@@ -67,6 +70,11 @@ public enum BackupSync {
             }
             do {
                 var report = try syncOnce(signed, source: source, target: target, key: key, options: options, progress: progress)
+                // Keyless staleness check: the engine's clear commit counter against the signed one.
+                let current = CatalogGeneration.read(vault: vault)
+                if signed.manifest.catalogGeneration.map({ $0 < current }) ?? (current > 0) {
+                    report.stale = (signed.manifest.catalogGeneration, current)
+                }
                 try? state?.record(
                     vaultID: info.vaultID, backupID: marker.backupID, sequence: signed.manifest.sequence,
                     manifestHash: blake2bHex(signed.fileBytes))

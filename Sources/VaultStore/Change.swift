@@ -5,7 +5,9 @@
 //   3. first finishes what an interrupted writer left: staging files, uncommitted blobs, erasures;
 //   4. does its work, which reports what it did in a `ChangeReport` as it goes;
 //   5. appends its typed audit record, whether the work succeeded or not;
-//   6. publishes a new signed snapshot for the backup job when the work wrote anything.
+//   6. publishes a new signed snapshot for the backup job when the work wrote anything, or when the
+//      newest snapshot is older than the catalog (an earlier writer committed, then stopped before
+//      publishing: docs/backup.md, "Stale snapshots").
 // The public change methods (import, forget, retention, accounts, tokens, key slots, rotation) are all
 // built on `change`, so no caller can skip 2–6. Reads of patient data take `recordAccess` (step 5 only).
 // See docs/design.md §5.
@@ -102,6 +104,8 @@ extension Vault {
         // Patient keys are wrapped by our master key: it must still be the catalog's.
         try requireCurrentMasterKey()
         try recoverInterruptedWrites()
+        // What an interrupted publish left in snapshots/ (best effort: it blocks no change; verify lists it).
+        _ = try? sweepSnapshotLeftovers()
         if erasuresMustFinish { try finishErasures(interrupted: true) }
         return try body()
     }
@@ -119,7 +123,8 @@ extension Vault {
                 failed.detail = failed.detail.isEmpty ? "\(error)" : "\(failed.detail): \(error)"
                 // The work's own error is what the caller must see; a log that also fails is secondary.
                 try? audit(actor.event(action, failed))
-                if report.wroteVault { _ = try? publishSnapshot() }  // what was committed before the failure
+                // What was committed before the failure, or by an earlier writer.
+                if report.wroteVault || snapshotIsStale() { _ = try? publishSnapshot() }
             }
             throw error
         }
@@ -127,7 +132,7 @@ extension Vault {
         do { try audit(actor.event(action, report)) } catch {
             throw ChangeNotAudited(action: action, reason: String(describing: error))
         }
-        if report.wroteVault {
+        if report.wroteVault || snapshotIsStale() {
             do { _ = try publishSnapshot() } catch {
                 var note = ChangeReport()
                 note.outcome = .failed

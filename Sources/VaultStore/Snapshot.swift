@@ -31,7 +31,7 @@ public enum SnapshotError: Error, Equatable, Sendable, CustomStringConvertible {
         case .signingKeyMismatch(let m): "the manifest signing key does not match: \(m)"
         case .blobDamaged(let id, let r): "blob \(id) in the vault is \(r); run `medvault verify` (the backup keeps its previous snapshot)"
         case .io(let f): f.description
-        case .catalog(let m): "catalog error while snapshotting: \(m)"
+        case .catalog(let m): "snapshot failed while \(m)"
         case .changedDuringSnapshot: "vault.json kept changing during the snapshot (a key change in progress?); run it again"
         }
     }
@@ -216,6 +216,8 @@ public struct BackupManifest: Codable, Sendable, Equatable {
     /// Sorted by id.
     public var blobs: [Blob]
     public var blobBytes: Int64
+    /// `catalog.generation` when the snapshot was copied (absent from manifests of older releases).
+    public var catalogGeneration: UInt64? = nil
 
     /// Every file of this snapshot set other than the manifest itself: blobs, snapshot, vault.json copy.
     public var files: [File] {
@@ -330,9 +332,7 @@ extension Vault {
         let lock: WriterLock
         do { lock = try WriterLock(path: layout.snapshots + "/lock", onWait: {}) } catch { throw SnapshotError.io(error) }
         defer { withExtendedLifetime(lock) {} }
-        for name in FileIO.list(layout.snapshots) where name.hasPrefix(".staging-") || name.hasSuffix(".tmp") {
-            try? FileIO.unlink(layout.snapshots + "/" + name)  // an interrupted publish
-        }
+        sweepSnapshotLeftoversLocked()  // an interrupted publish or prune
         for _ in 1...3 {
             if let info = try publishOnce(keeping: max(1, keeping ?? SnapshotFormat.keepInVault)) { return info }
         }
@@ -355,11 +355,13 @@ extension Vault {
 
         let staging = layout.snapshots + "/.staging-" + FileIO.randomHex(8)
         defer { for s in ["", "-journal", "-wal", "-shm"] { _ = Glibc.unlink(staging + ".sqlite" + s) } }
-        let blobs = try copyCatalog(to: staging + ".sqlite")
+        var generation: UInt64 = 0
+        let blobs = try copyCatalog(to: staging + ".sqlite", generation: &generation)
         guard try readConfigBytes() == configBytes else { return nil }
 
-        let existing = snapshotSequences()
-        let sequence = (existing.last ?? 0) + 1
+        // Never below a sequence already published: an erasure whose publish failed removes every
+        // snapshot from the vault, and a backup may hold a higher one (sync would then refuse the vault).
+        let sequence = max(snapshotSequences().last ?? 0, publishedSequenceFloor()) + 1
         guard let prefix = SnapshotFormat.prefix(sequence: sequence, vaultID: config.vaultID) else {
             throw SnapshotError.malformed(file: layout.config, reason: "vaultID is not 32 hex characters")
         }
@@ -370,12 +372,14 @@ extension Vault {
         do { try FileIO.writeAtomically(configBytes, to: layout.root + "/" + configCopy, tmpDirectory: layout.snapshots) } catch {
             throw SnapshotError.io(error)
         }
+        let auditLog = try auditLogState()  // first: it may repair the log's tail (and move the head)
         let head = readAuditHead().map { BackupManifest.AuditHead(sequence: $0.sequence, mac: hex($0.mac)) }
         let manifest = BackupManifest(
             vaultID: config.vaultID, sequence: sequence, createdAt: ISO8601DateFormatter().string(from: Date()),
             snapshot: .init(name: SnapshotNames.snapshot(sequence), size: sealed.size, blake2b256: hex(sealed.hash)),
             vaultConfig: .init(name: configCopy, size: Int64(configBytes.count), blake2b256: hex(configBytes.withUnsafeBytes { blake2b256($0) })),
-            auditHead: head, auditLog: try auditLogState(), blobs: blobs, blobBytes: blobs.reduce(0) { $0 + $1.size })
+            auditHead: head, auditLog: auditLog, blobs: blobs, blobBytes: blobs.reduce(0) { $0 + $1.size },
+            catalogGeneration: generation)
         // The manifest last: whoever sees it finds its snapshot and vault.json copy durable.
         let manifestBytes = try SignedManifest.encode(manifest, key: signer)
         do {
@@ -394,6 +398,8 @@ extension Vault {
         let lock: WriterLock
         do { lock = try WriterLock(path: layout.audit + "/lock", onWait: {}) } catch { throw SnapshotError.io(error) }
         defer { withExtendedLifetime(lock) {} }
+        // What an interrupted append left is repaired first, so that no manifest lists a torn tail.
+        _ = try? repairAuditTailLocked()
         guard let head = FileManager.default.contents(atPath: layout.audit + "/head"), head.count == 72 else { return nil }
         let cachePath = layout.snapshots + "/audit-hashes.json"
         var cache = (FileManager.default.contents(atPath: cachePath)).flatMap { try? JSONDecoder().decode([String: BackupManifest.File].self, from: $0) } ?? [:]
@@ -440,6 +446,16 @@ extension Vault {
         FileIO.list(layout.snapshots).compactMap { SnapshotNames.parse($0) }.filter { $0.kind == .manifest }.map(\.sequence).sorted()
     }
 
+    static let sequenceFloorName = "published-sequence"
+
+    /// The highest snapshot sequence this vault published before pruning (0 if none recorded).
+    func publishedSequenceFloor() -> UInt64 {
+        guard let d = FileManager.default.contents(atPath: layout.snapshots + "/" + Self.sequenceFloorName),
+            let t = String(data: d, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines)
+        else { return 0 }
+        return UInt64(t) ?? 0
+    }
+
     /// Removes every snapshot from the vault (manifests first). For an erasure whose new snapshot could
     /// not be written: no snapshot is better than one holding an erased patient's key.
     func removeAllSnapshots() {
@@ -450,6 +466,10 @@ extension Vault {
     /// a crashed prune left without their manifest (manifests first, so that no manifest ever names a
     /// file already gone).
     private func pruneSnapshots(keeping n: Int) {
+        // Remember the highest sequence before any manifest goes (see publishOnce).
+        if let top = snapshotSequences().last, top > publishedSequenceFloor() {
+            try? FileIO.writeAtomically(Array("\(top)\n".utf8), to: layout.snapshots + "/" + Self.sequenceFloorName, tmpDirectory: layout.snapshots)
+        }
         let keep = Set(snapshotSequences().suffix(n))
         let files = FileIO.list(layout.snapshots).compactMap { name in SnapshotNames.parse(name).map { (name, $0) } }
             .filter { !keep.contains($0.1.sequence) }
@@ -492,13 +512,42 @@ extension Vault {
 
     /// A consistent copy of the catalog (SQLite online backup, from one read transaction), and the
     /// blob list read from that very copy, so that the manifest and the snapshot always agree.
-    private func copyCatalog(to path: String) throws -> [BackupManifest.Blob] {
+    private func copyCatalog(to path: String, generation: inout UInt64) throws -> [BackupManifest.Blob] {
         var rows: [(id: String, size: Int64, hash: [UInt8]?)] = []
         var patientSample: (ref: [UInt8], wrapped: [UInt8])?
+        var stage = "opening the staging copy " + path
         do {
             let copy = try DatabaseQueue(path: path)
             _ = chmod(path, 0o600)
-            try catalog.pool.backup(to: copy)
+            stage = "copying the catalog into " + path
+            // Under SQLite's write lock: every commit that raised catalog.generation up to the value
+            // read here has finished, and none can start until the copy is taken.
+            // A reader connection's snapshot is taken while this process holds the write lock, and the
+            // copy is made from that snapshot after the lock is released (a backup cannot read through
+            // the connection that holds the write lock).
+            var g: UInt64 = 0
+            var readerConfig = Configuration()
+            readerConfig.busyMode = .timeout(30)
+            readerConfig.readonly = true
+            readerConfig.allowsUnsafeTransactions = true  // the read transaction spans two accesses
+            let reader = try DatabaseQueue(path: layout.catalog, configuration: readerConfig)
+            try catalog.pool.writeWithoutTransaction { db in
+                try db.inTransaction(.immediate) {
+                    g = CatalogGeneration.read(vault: layout.root)
+                    try reader.inDatabase { r in
+                        try r.execute(sql: "BEGIN DEFERRED")
+                        _ = try Int.fetchOne(r, sql: "SELECT count(*) FROM sqlite_master")
+                    }
+                    return .rollback
+                }
+            }
+            try reader.inDatabase { r in
+                defer { try? r.execute(sql: "ROLLBACK") }
+                try copy.writeWithoutTransaction { dest in try r.backup(to: dest) }
+            }
+            try reader.close()
+            generation = g
+            stage = "preparing the staging copy " + path
             // Work in progress belongs to this vault, not to a restore of it: a restored vault must not
             // finish (and log again) an erasure that was finished here.
             try copy.write { db in try db.execute(sql: "DELETE FROM pendingErasure; DELETE FROM pendingBlob") }
@@ -506,6 +555,7 @@ extension Vault {
                 // One self-contained file: no -wal beside it.
                 try db.execute(sql: "PRAGMA journal_mode = DELETE")
             }
+            stage = "reading the blob list from the staging copy"
             try copy.read { db in
                 rows = try Row.fetchAll(
                     db, sql: "SELECT i.blobID, i.blobSize, h.hash FROM instance i LEFT JOIN blobHash h ON h.blobID = i.blobID ORDER BY i.blobID"
@@ -516,7 +566,7 @@ extension Vault {
             }
             try copy.close()
         } catch let e as DatabaseError {
-            throw SnapshotError.catalog(e.message ?? "\(e.resultCode)")
+            throw SnapshotError.catalog(Self.describe(e, while: stage))
         }
         // The catalog must be the one this process's MK opens (not one resealed by a key rotation meanwhile).
         if let p = patientSample, (try? KeyWrap.unwrap(p.wrapped, with: keyring.master, associatedData: Vault.patientKeyAssociatedData(p.ref))) == nil {
@@ -530,6 +580,20 @@ extension Vault {
             out.append(.init(id: r.id, size: r.size, blake2b256: hex(h)))
         }
         return out
+    }
+
+    /// What failed, from SQLite's result code: a failed backup step leaves the message of the other
+    /// connection, which says "not an error".
+    static func describe(_ e: DatabaseError, while stage: String) -> String {
+        let primary = e.extendedResultCode.rawValue & 0xFF
+        let known: [Int32: String] = [
+            5: "the database is busy", 6: "a table is locked", 7: "out of memory", 8: "the database is read-only",
+            10: "disk I/O error", 11: "the database file is malformed", 13: "the disk is full; free space and run it again",
+            14: "unable to open the database file", 26: "not a database file",
+        ]
+        var why = known[primary] ?? "SQLite result code \(e.extendedResultCode.rawValue)"
+        if let m = e.message, !m.isEmpty, m != "not an error", known[primary] == nil || !why.hasPrefix(m) { why += " (\(m))" }
+        return "\(stage): \(why)"
     }
 
     /// Encrypts `source` into `destination` (new file) as a snapshot and makes it durable.
@@ -703,5 +767,116 @@ extension Vault {
         try FileIO.rename(staged, layout.catalog)
         try FileIO.fsyncDirectory(layout.root)
         return try unlock.open(root)
+    }
+}
+
+// MARK: The catalog generation (is the newest snapshot older than the catalog?)
+
+/// `vault/catalog.generation`: a clear, non-secret counter (decimal ASCII, one line) that the engine
+/// raises, durably, just before every catalog transaction that changed something commits. Each
+/// manifest carries the value its snapshot was copied at (`catalogGeneration`), read while holding
+/// SQLite's write lock, so the copy holds every commit up to it. A manifest whose generation is below
+/// the file's is stale — a writer committed and was stopped before it published — and the keyless
+/// `backup sync` can see that without a key. A transaction that raised it and then did not commit
+/// (killed, rolled back) only makes the snapshot look stale until the next publish. See docs/backup.md §3.1.
+public enum CatalogGeneration {
+    public static let fileName = "catalog.generation"
+
+    public static func read(vault root: String) -> UInt64 {
+        guard let d = FileManager.default.contents(atPath: root + "/" + fileName),
+            let s = String(data: d, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines)
+        else { return 0 }
+        return UInt64(s) ?? 0
+    }
+
+    /// Temp file, fsync, rename, directory fsync. Called under SQLite's write lock (one writer at a
+    /// time), so the temp file has a fixed name: a kill leaves at most that one, overwritten next time.
+    static func write(_ value: UInt64, vault root: String) throws {
+        let tmp = root + "/" + fileName + ".tmp"
+        do {
+            let d = try FileIO.Descriptor.open(tmp, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
+            do {
+                try d.writeAll(Array("\(value)\n".utf8))
+                try d.sync()
+            } catch {
+                try? d.close()
+                throw error
+            }
+            try d.close()
+            try FileIO.rename(tmp, root + "/" + fileName)
+            try FileIO.fsyncDirectory(root)
+        } catch {
+            _ = Glibc.unlink(tmp)
+            throw error
+        }
+    }
+}
+
+/// Raises catalog.generation before a transaction that changed the catalog commits. A failure to
+/// write it (full disk) rolls the transaction back: a change the snapshot check cannot see is not committed.
+final class CatalogGenerationObserver: TransactionObserver, @unchecked Sendable {
+    private let root: String
+    private var changed = false  // only touched on the pool's writer queue
+    init(root: String) { self.root = root }
+    func observes(eventsOfKind eventKind: DatabaseEventKind) -> Bool { true }
+    func databaseDidChange(with event: DatabaseEvent) { changed = true }
+    func databaseWillCommit() throws {
+        guard changed else { return }
+        try CatalogGeneration.write(CatalogGeneration.read(vault: root) + 1, vault: root)
+    }
+    func databaseDidCommit(_ db: Database) { changed = false }
+    func databaseDidRollback(_ db: Database) { changed = false }
+}
+
+extension Vault {
+    /// Files in snapshots/ that no complete snapshot set accounts for: staging of an interrupted
+    /// publish (`.staging-*`, its `-journal`, a staged `.mvsnap`, `*.tmp`) and snapshot or vault.json
+    /// copies whose manifest is absent.
+    public func snapshotLeftovers() -> [String] {
+        let names = FileIO.list(layout.snapshots)
+        let manifests = Set(names.compactMap { SnapshotNames.parse($0) }.filter { $0.kind == .manifest }.map(\.sequence))
+        return names.filter { name in
+            if name == "lock" || name == "audit-hashes.json" || name == Self.sequenceFloorName { return false }
+            if let p = SnapshotNames.parse(name) { return p.kind != .manifest && !manifests.contains(p.sequence) }
+            return true
+        }.sorted()
+    }
+
+    /// Removes the leftovers, under snapshots/lock (so never a publish in progress). Returns their names.
+    @discardableResult
+    public func sweepSnapshotLeftovers() throws -> [String] {
+        let lock: WriterLock
+        do { lock = try WriterLock(path: layout.snapshots + "/lock", onWait: {}) } catch { throw SnapshotError.io(error) }
+        defer { withExtendedLifetime(lock) {} }
+        return sweepSnapshotLeftoversLocked()
+    }
+
+    @discardableResult
+    func sweepSnapshotLeftoversLocked() -> [String] {
+        let found = snapshotLeftovers()
+        for name in found { try? FileIO.unlink(layout.snapshots + "/" + name) }
+        if !found.isEmpty { try? FileIO.fsyncDirectory(layout.snapshots) }
+        return found
+    }
+
+    /// The catalog generation of the newest manifest in snapshots/ (nil: no manifest, or one written
+    /// before manifests carried it).
+    public func newestSnapshotGeneration() -> UInt64?? {
+        guard let seq = snapshotSequences().last,
+            let bytes = FileManager.default.contents(atPath: layout.root + "/" + SnapshotNames.manifest(seq)),
+            let key = try? checkedManifestPublicKey(),
+            let m = try? SignedManifest.parse(Array(bytes), file: SnapshotNames.manifest(seq), publicKey: key)
+        else { return nil }
+        return .some(m.manifest.catalogGeneration)
+    }
+
+    /// True when the catalog holds commits the newest snapshot lacks (or there is no snapshot).
+    public func snapshotIsStale() -> Bool {
+        let current = CatalogGeneration.read(vault: layout.root)
+        switch newestSnapshotGeneration() {
+        case .none: return true
+        case .some(.none): return current > 0
+        case .some(.some(let g)): return g < current
+        }
     }
 }

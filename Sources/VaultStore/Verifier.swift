@@ -28,6 +28,10 @@ public struct VerifyReport: Sendable {
     public var patients = 0, studies = 0, series = 0
     /// Blobs of an import interrupted before its commit: harmless, removed by the next import.
     public var interruptedLeftovers = 0
+    /// Files in snapshots/ left by an interrupted publish (swept by the next publish or writer).
+    public var snapshotLeftovers: [String] = []
+    /// The newest snapshot is older than the catalog (a writer stopped between commit and publish).
+    public var snapshotStale = false
     public var problems: [VerifyProblem] = []
     public var ok: Bool { problems.isEmpty }
 }
@@ -164,6 +168,8 @@ extension Vault {
                 report.problems.append(.init(kind: .orphan, subject: name, detail: "blob file not listed in the catalog"))
             }
         }
+        report.snapshotLeftovers = snapshotLeftovers()
+        report.snapshotStale = snapshotIsStale()
         return report
     }
 }

@@ -24,9 +24,11 @@ struct Audit: ParsableCommand {
                     Console.json([
                         "ok": report.ok, "records": report.records, "segments": report.segments,
                         "problems": report.problems.map { ["segment": $0.segment, "offset": $0.offset, "record": $0.sequence, "detail": $0.detail] as [String: Any] },
+                        "notices": report.notices.map { ["segment": $0.segment, "offset": $0.offset, "record": $0.sequence, "detail": $0.detail] as [String: Any] },
                     ])
                 } else {
                     for p in report.problems { print(p.description) }
+                    for n in report.notices { print("note: " + n.description) }
                     print(report.ok ? "OK: \(report.records) records in \(report.segments) segment(s)" : "FAILED: \(report.problems.count) problem(s)")
                 }
                 if !report.ok { throw ExitCode(1) }

@@ -23,7 +23,8 @@ struct Backup: ParsableCommand {
                 Copies what the newest signed manifest lists and is missing at DEST (durably, resumable after
                 any interruption: run it again), then deletes at DEST the blobs the manifest no longer lists and
                 snapshot sets beyond the newest --keep. Never decrypts anything; never opens the catalog.
-                Exit status: 0 done; 2 could not run (the message says why).
+                Exit status: 0 done; 1 done, but the vault's newest snapshot is older than its catalog (the
+                backup lacks the newest changes: publish, then sync again); 2 could not run (the message says why).
                 """)
 
         @Option(name: .long, help: ArgumentHelp("The vault directory (or set MEDVAULT_VAULT).", valueName: "dir"))
@@ -60,6 +61,7 @@ struct Backup: ParsableCommand {
                         "sequence": report.sequence, "blobs": report.blobsListed, "copied": report.blobsCopied,
                         "bytesCopied": report.bytesCopied, "alreadyPresent": report.blobsAlreadyPresent, "repaired": report.blobsRepaired,
                         "deleted": report.blobsDeleted, "snapshotsDeleted": report.snapshotsDeleted, "seconds": report.seconds,
+                        "stale": report.stale != nil,
                     ])
                 } else {
                     let rate = report.seconds > 0 ? Double(report.bytesCopied) / report.seconds : 0
@@ -69,6 +71,13 @@ struct Backup: ParsableCommand {
                     line += ", deleted \(report.blobsDeleted)"
                     if report.snapshotsDeleted > 0 { line += "; pruned \(report.snapshotsDeleted) old snapshot(s)" }
                     print(line)
+                }
+                if let s = report.stale {
+                    Console.error(
+                        "medvault: warning: the vault's newest snapshot is stale (catalog generation \(s.catalog), snapshot \(s.snapshot.map(String.init) ?? "unknown")): "
+                            + "the vault committed changes it has not published, and this backup lacks them; run `medvault backup publish` "
+                            + "(or any import) on the vault, then sync again")
+                    throw ExitCode(1)
                 }
             }
         }

@@ -365,6 +365,7 @@ struct Verify: ParsableCommand {
                     "ok": report.ok, "blobsChecked": report.blobsChecked, "bytesChecked": report.bytesChecked,
                     "patients": report.patients, "studies": report.studies, "series": report.series,
                     "interruptedLeftovers": report.interruptedLeftovers,
+                    "snapshotLeftovers": report.snapshotLeftovers, "snapshotStale": report.snapshotStale,
                     "problems": report.problems.map { ["kind": $0.kind.rawValue, "blob": $0.subject, "detail": $0.detail] },
                 ])
             } else {
@@ -376,6 +377,12 @@ struct Verify: ParsableCommand {
                     line += "; \(report.interruptedLeftovers) blobs left by an interrupted import or erasure (removed by the next import, forget or retention run)"
                 }
                 print(line)
+                if !report.snapshotLeftovers.isEmpty {
+                    print("snapshots/ holds \(report.snapshotLeftovers.count) file(s) left by an interrupted publish (\(report.snapshotLeftovers.joined(separator: ", "))); the next publish or writer removes them")
+                }
+                if report.snapshotStale {
+                    print("the newest snapshot is older than the catalog (a writer stopped before publishing): backups lack the newest changes; run `medvault backup publish`")
+                }
             }
             if !report.ok { throw ExitCode(1) }
         }

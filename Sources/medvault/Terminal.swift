@@ -16,7 +16,14 @@ enum Console {
     static var stderrIsTerminal: Bool { isatty(STDERR_FILENO) == 1 }
 
     static func error(_ s: String) {
-        FileHandle.standardError.write(Data((s + "\n").utf8))
+        // Not FileHandle.write, which traps when the write fails (stderr redirected to a full disk):
+        // a message that cannot be written is lost, the command's exit status still says what happened.
+        let bytes = Array((s + "\n").utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes[done...].withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }
+            if n > 0 { done += n } else if n < 0 && errno == EINTR { continue } else { break }
+        }
     }
 
     /// Prints JSON (sorted keys) on stdout.
