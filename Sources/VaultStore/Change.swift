@@ -164,6 +164,16 @@ extension Vault {
         return value
     }
 
+    /// Steps 1–3 and 6 with no work of its own: finishes what an interrupted writer left and publishes
+    /// if the newest snapshot lags the catalog. For a command that finds nothing to change (a retention
+    /// run with nothing left to remove) but must still leave the vault settled. Records nothing: it
+    /// changes nothing an earlier, recorded change did not.
+    public func finishInterruptedWork() throws {
+        try withWriterLock {
+            if snapshotIsStale() { _ = try publishSnapshot() }
+        }
+    }
+
     /// Writes a snapshot and signed manifest now, as a recorded change (`medvault backup publish`).
     public func publishSnapshot(by actor: AuditActor) throws -> SnapshotInfo {
         try change(.snapshotPublish, by: actor) { report in

@@ -93,6 +93,8 @@ struct Retention: ParsableCommand {
                     return
                 }
                 guard !plan.items.isEmpty else {
+                    // Nothing to remove, but an interrupted run may have left work to finish.
+                    try vault.finishInterruptedWork()
                     show(plan, applied: false)
                     return
                 }
