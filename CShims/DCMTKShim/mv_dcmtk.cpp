@@ -172,6 +172,20 @@ int withKnownStack(F body, char *err, size_t errLen) {
     return job.rc;
 }
 
+// Runs `body`, turning any C++ exception into a status and a message: none may cross into Swift.
+template <class F>
+int guarded(const char *what, char *err, size_t errLen, F body) {
+    try {
+        return body();
+    } catch (const std::bad_alloc &) {
+        setError(err, errLen, std::string("out of memory while ") + what);
+        return MV_DCM_ERR_INTERNAL;
+    } catch (...) {
+        setError(err, errLen, std::string("unexpected C++ exception while ") + what);
+        return MV_DCM_ERR_INTERNAL;
+    }
+}
+
 int refused(const std::string &why, char *err, size_t errLen) {
     setError(err, errLen, why);
     return MV_DCM_ERR_REFUSED;
@@ -196,7 +210,7 @@ extern "C" int mv_dcm_initialize(char *err, size_t err_len) {
 }
 
 extern "C" int mv_dcm_parse_file(const char *path, mv_dcm_header **out, char *err, size_t err_len) {
-    try {
+    return guarded("parsing", err, err_len, [&]() -> int {
         if (out == nullptr || path == nullptr) return MV_DCM_ERR_INTERNAL;
         *out = nullptr;
         int rc = mv_dcm_initialize(err, err_len);
@@ -217,32 +231,20 @@ extern "C" int mv_dcm_parse_file(const char *path, mv_dcm_header **out, char *er
         std::snprintf(fdPath, sizeof fdPath, "/proc/self/fd/%d", fd);
         return withKnownStack(
             [&]() -> int {
-                try {
+                return guarded("parsing", err, err_len, [&]() -> int {
                     DcmFileFormat fileFormat;
                     OFCondition status = fileFormat.loadFile(OFFilename(fdPath), EXS_Unknown, EGL_noChange,
                                                              kMaxReadLength, ERM_autoDetect);
                     return finishParse(fileFormat, status, out, err, err_len);
-                } catch (const std::bad_alloc &) {
-                    setError(err, err_len, "out of memory while parsing");
-                    return MV_DCM_ERR_INTERNAL;
-                } catch (...) {
-                    setError(err, err_len, "unexpected C++ exception while parsing");
-                    return MV_DCM_ERR_INTERNAL;
-                }
+                });
             },
             err, err_len);
-    } catch (const std::bad_alloc &) {
-        setError(err, err_len, "out of memory while parsing");
-        return MV_DCM_ERR_INTERNAL;
-    } catch (...) {
-        setError(err, err_len, "unexpected C++ exception while parsing");
-        return MV_DCM_ERR_INTERNAL;
-    }
+    });
 }
 
 extern "C" int mv_dcm_parse_buffer(const void *bytes, size_t length, mv_dcm_header **out, char *err,
                                    size_t err_len) {
-    try {
+    return guarded("parsing", err, err_len, [&]() -> int {
         if (out == nullptr || (bytes == nullptr && length > 0)) return MV_DCM_ERR_INTERNAL;
         *out = nullptr;
         int rc = mv_dcm_initialize(err, err_len);
@@ -256,7 +258,7 @@ extern "C" int mv_dcm_parse_buffer(const void *bytes, size_t length, mv_dcm_head
             return refused(why, err, err_len);
         return withKnownStack(
             [&]() -> int {
-                try {
+                return guarded("parsing", err, err_len, [&]() -> int {
                     DcmInputBufferStream stream;
                     stream.setBuffer(bytes, offile_off_t(length));
                     stream.setEos();
@@ -265,22 +267,10 @@ extern "C" int mv_dcm_parse_buffer(const void *bytes, size_t length, mv_dcm_head
                     OFCondition status = fileFormat.read(stream, EXS_Unknown, EGL_noChange, kMaxReadLength);
                     fileFormat.transferEnd();
                     return finishParse(fileFormat, status, out, err, err_len);
-                } catch (const std::bad_alloc &) {
-                    setError(err, err_len, "out of memory while parsing");
-                    return MV_DCM_ERR_INTERNAL;
-                } catch (...) {
-                    setError(err, err_len, "unexpected C++ exception while parsing");
-                    return MV_DCM_ERR_INTERNAL;
-                }
+                });
             },
             err, err_len);
-    } catch (const std::bad_alloc &) {
-        setError(err, err_len, "out of memory while parsing");
-        return MV_DCM_ERR_INTERNAL;
-    } catch (...) {
-        setError(err, err_len, "unexpected C++ exception while parsing");
-        return MV_DCM_ERR_INTERNAL;
-    }
+    });
 }
 
 extern "C" const char *mv_dcm_header_get(const mv_dcm_header *header, uint16_t group, uint16_t element) {
