@@ -16,10 +16,8 @@ let tmpfsMountable: Bool = {
     @Test func aFullDiskStopsTheImportCleanly() throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let small = dir.sub("small")
-        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
-        #expect(try run("/bin/mount", ["-t", "tmpfs", "-o", "size=14m", "tmpfs", small]).status == 0)
-        defer { _ = try? run("/bin/umount", [small]) }
+        let small = try mountSmallTmpfs(in: dir, size: "14m")
+        defer { unmountTmpfs(small) }
         var env = ProcessInfo.processInfo.environment
         env["MEDVAULT_PASSPHRASE"] = "correct horse battery staple"
         let v = small + "/vault"
@@ -159,10 +157,8 @@ extension DiskFullTests {
     @Test func aFullTmpfsDuringAnAuditAppendRecovers() throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let small = dir.sub("small")
-        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
-        #expect(try run("/bin/mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", small]).status == 0)
-        defer { _ = try? run("/bin/umount", [small]) }
+        let small = try mountSmallTmpfs(in: dir, size: "4m")
+        defer { unmountTmpfs(small) }
         var env = ProcessInfo.processInfo.environment
         env["MEDVAULT_PASSPHRASE"] = "correct horse battery staple"
         let v = small + "/vault"

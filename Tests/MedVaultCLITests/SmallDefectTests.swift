@@ -116,10 +116,8 @@ import TestSupport
     @Test(.enabled(if: tmpfsMountable)) func aFullDiskIsCalledFull() throws {
         let dir = TempDir()
         defer { dir.remove() }
-        let small = dir.sub("small")
-        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
-        #expect(try run("/bin/mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", small]).status == 0)
-        defer { _ = try? run("/bin/umount", [small]) }
+        let small = try mountSmallTmpfs(in: dir, size: "4m")
+        defer { unmountTmpfs(small) }
         let env = medvaultEnvironment(vault: small + "/vault")
         #expect(try run(medvaultBinary, ["init", "--kdf", "interactive"], environment: env).status == 0)
         // Fill the filesystem to its last byte.

@@ -164,3 +164,17 @@ public func medvaultEnvironment(vault: String, passphrase: String = "correct hor
     env["MEDVAULT_VAULT"] = vault
     return env
 }
+
+/// A small real filesystem for disk-full tests: a tmpfs of `size` (e.g. "4m") mounted at `dir/small`
+/// (root only). Returns its path; the caller unmounts it (`unmountTmpfs`) before removing `dir`.
+public func mountSmallTmpfs(in dir: TempDir, size: String) throws -> String {
+    let small = dir.sub("small")
+    try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+    let r = try run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", small])
+    guard r.status == 0 else { throw TmpfsUnavailable(reason: r.stderr) }
+    return small
+}
+
+public func unmountTmpfs(_ path: String) { _ = try? run("/bin/umount", [path]) }
+
+public struct TmpfsUnavailable: Error { public let reason: String }
