@@ -344,6 +344,23 @@ class Walker {
         return src.size();
     }
 
+    // The transfer syntax UID as DCMTK's lookForXfer sees it is the value up to its first NUL, spaces
+    // removed; an empty string there names DCMTK's virtual "Big Endian Implicit" syntax, and other
+    // damage makes DCMTK guess. Rather than follow every such case, only a well-formed UID (digits and
+    // dots, at most 64, padded by trailing spaces or NULs) is accepted.
+    static bool readTransferSyntax(Source &src, uint32_t len, std::string *uid) {
+        if (len == kUndefined || len == 0 || len > 64) return false;
+        char raw[64];
+        if (!src.peek(raw, len)) return false;
+        size_t end = len;
+        while (end > 0 && (raw[end - 1] == ' ' || raw[end - 1] == '\0')) end--;
+        if (end == 0) return false;
+        for (size_t i = 0; i < end; i++)
+            if (!(std::isdigit(static_cast<unsigned char>(raw[i])) || raw[i] == '.')) return false;
+        uid->assign(raw, end);
+        return true;
+    }
+
     // Walks one part of the input: the file meta header (Phase::meta: until DcmMetaInfo::read would
     // stop, noting the transfer syntax) or the dataset (until the end, or its top-level Pixel Data).
     bool walk(Source &src, Encoding top, const char *where, Phase phase, std::string *transferSyntax) {
@@ -354,7 +371,7 @@ class Walker {
         // Meta header extent, as DcmMetaInfo::read: a first element (0002,0000) gives the length
         // (32-bit arithmetic, as DCMTK's); without it, elements are read while their group is 0002.
         const uint64_t metaStart = src.pos();
-        bool firstElement = true, metaLengthKnown = false;
+        bool firstElement = true, metaLengthKnown = false, sawTransferSyntax = false;
         uint32_t metaLength = 0;
         for (;;) {
             Level *cur = st.empty() ? nullptr : &st.back();
@@ -465,13 +482,10 @@ class Walker {
                 if (g == 0x0002 && e == 0x0010 && enc.explicitVR && evr != EVR_UI && DcmVR(evr).isaString())
                     return failAt(src, at, "the transfer syntax (0002,0010) is not encoded as UI");
                 const bool readable = !enc.explicitVR || evr == EVR_UI;
-                if (g == 0x0002 && e == 0x0010 && readable && len != kUndefined && len <= 64 && transferSyntax != nullptr &&
-                    transferSyntax->empty()) {
-                    char uid[65] = {0};
-                    if (src.peek(uid, len)) {
-                        for (const char *c = uid; *c != '\0'; c++)
-                            if (*c != ' ') transferSyntax->push_back(*c);
-                    }
+                if (g == 0x0002 && e == 0x0010 && readable && transferSyntax != nullptr && !sawTransferSyntax) {
+                    sawTransferSyntax = true;
+                    if (!readTransferSyntax(src, len, transferSyntax))
+                        return failAt(src, at, "the transfer syntax (0002,0010) in the file meta header is not a valid UID");
                 }
             }
 

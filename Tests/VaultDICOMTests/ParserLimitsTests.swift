@@ -119,6 +119,19 @@ import TestSupport
             guard case .malformed(let m) = error as? DICOMError else { return false }
             return m.hasPrefix("data element (0000,0000): length 3772645374 runs past the end of the file")
         }
+        // An empty transfer syntax UID names DCMTK's virtual Big Endian Implicit syntax, which the scan
+        // did not follow; a UID that is not digits and dots is now refused by every entry point.
+        let emptyUID = dir + "/empty-transfer-syntax-uid.dcm"
+        let emptyUIDBytes = Array(try #require(FileManager.default.contents(atPath: emptyUID)))
+        for parse in [{ _ = try DICOMParser.json(bytes: emptyUIDBytes) }, { _ = try DICOMParser.parse(bytes: emptyUIDBytes) },
+                      { _ = try DICOMParser.parse(path: emptyUID) }] as [() throws -> Void] {
+            #expect {
+                try parse()
+            } throws: { error in
+                guard case .malformed(let m) = error as? DICOMError else { return false }
+                return m.hasPrefix("the transfer syntax (0002,0010) in the file meta header is not a valid UID")
+            }
+        }
     }
 
     /// Before the fix this took 7–9 s (getElement(i) in a loop walks the list from its head each time).
