@@ -36,42 +36,46 @@ let package = Package(
         // Swift layers.
         .target(name: "VaultCrypto", dependencies: ["CSodium"], swiftSettings: strict),
         .target(name: "VaultDICOM", dependencies: ["CDCMTKShim"], swiftSettings: strict),
+        // I/O primitives: descriptors, the durable-write recipe, the writer lock, typed I/O errors.
+        .target(name: "VaultIO", dependencies: ["VaultCrypto", "CSysShim"], swiftSettings: strict),
+        // On-disk formats: blob, snapshot set and manifest, audit framing, vault layout.
+        .target(name: "VaultFormats", dependencies: ["VaultIO", "VaultCrypto"], swiftSettings: strict),
         .target(
             name: "VaultStore",
-            dependencies: ["VaultCrypto", "VaultDICOM", "CSysShim", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["VaultIO", "VaultFormats", "VaultCrypto", "VaultDICOM", "CSysShim", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
         .target(
             name: "VaultServer",
             dependencies: [
-                "VaultStore", "CSysShim", .product(name: "Hummingbird", package: "hummingbird"),
+                "VaultStore", "VaultFormats", "CSysShim", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             swiftSettings: strict),
         // Backups that never hold a key: targets, sync, verify, restore (docs/backup.md).
-        .target(name: "VaultBackup", dependencies: ["VaultStore", "VaultCrypto", "CSysShim"], swiftSettings: strict),
+        .target(name: "VaultBackup", dependencies: ["VaultStore", "VaultFormats", "VaultIO", "VaultCrypto", "CSysShim"], swiftSettings: strict),
         .executableTarget(
             name: "medvault",
             // VaultCrypto only for SecureBytes: the passphrase is read straight into secure memory.
             dependencies: [
-                "VaultStore", "VaultServer", "VaultBackup", "VaultCrypto", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "VaultStore", "VaultServer", "VaultBackup", "VaultCrypto", "VaultIO", "VaultFormats", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
 
         // Tests run on real bytes: real libsodium, real DCMTK, real SQLite, real processes.
         // Shared test helpers: temp dirs, the generated DICOM corpus (tools/gen-dicom.py), processes.
-        .target(name: "TestSupport", dependencies: ["VaultStore", "VaultCrypto"], path: "Tests/Support", swiftSettings: strict),
+        .target(name: "TestSupport", dependencies: ["VaultStore", "VaultFormats", "VaultIO", "VaultCrypto"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: strict),
         .testTarget(name: "VaultDICOMTests", dependencies: ["VaultDICOM", "TestSupport"], swiftSettings: strict),
         .testTarget(
-            name: "VaultStoreTests", dependencies: ["VaultStore", "VaultCrypto", "VaultDICOM", "TestSupport"],
+            name: "VaultStoreTests", dependencies: ["VaultStore", "VaultIO", "VaultFormats", "VaultCrypto", "VaultDICOM", "TestSupport"],
             resources: [.copy("Fixtures")], swiftSettings: strict),
-        .testTarget(name: "MedVaultCLITests", dependencies: ["TestSupport"], swiftSettings: strict),
+        .testTarget(name: "MedVaultCLITests", dependencies: ["TestSupport", "VaultIO"], swiftSettings: strict),
         // The CLI's own logic (time parsing, the report's Markdown), in process.
         .testTarget(name: "MedVaultCLIUnitTests", dependencies: ["medvault", "TestSupport", "VaultStore"], swiftSettings: strict),
         .testTarget(
             name: "VaultBackupTests",
-            dependencies: ["VaultBackup", "VaultStore", "VaultCrypto", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["VaultBackup", "VaultStore", "VaultIO", "VaultFormats", "VaultCrypto", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
     ],
     cxxLanguageStandard: .cxx17

@@ -1,4 +1,6 @@
 // What the backup side remembers between runs, and the marker that makes a directory a backup.
+import VaultFormats
+import VaultIO
 import Foundation
 import VaultCrypto
 import VaultStore

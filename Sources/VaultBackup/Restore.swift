@@ -1,6 +1,7 @@
 // `medvault backup restore`: rebuilds a vault from a backup. Blobs and the sealed snapshot are
 // checked against the signed manifest on the way; the passphrase (or recovery key) then opens the
 // vault.json copy that goes with that snapshot, and the snapshot becomes catalog.sqlite.
+import VaultFormats
 import Foundation
 public import VaultCrypto
 public import VaultStore

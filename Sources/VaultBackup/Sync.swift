@@ -1,5 +1,6 @@
 // `medvault backup sync`: copies what the vault's newest signed manifest lists, as opaque bytes,
 // and removes from the backup what it no longer lists. No passphrase, no key, no catalog.
+import VaultFormats
 import Foundation
 import VaultCrypto
 import VaultStore

@@ -1,5 +1,6 @@
 // `medvault backup verify`: checks a backup with the public key only — the manifest's signature,
 // then every listed file's size and BLAKE2b-256 — and names what is missing, extra, truncated or altered.
+import VaultFormats
 import Foundation
 public import VaultCrypto
 import VaultStore

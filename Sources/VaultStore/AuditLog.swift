@@ -2,6 +2,8 @@
 // each chained to the previous one by a keyed MAC, with the chain's head kept in audit/head so that
 // removing records from the end is detected too. One chain across processes: appends hold audit/lock.
 // See docs/audit.md.
+import VaultFormats
+import VaultIO
 public import Foundation
 import VaultCrypto
 #if canImport(Glibc)
@@ -65,28 +67,6 @@ public struct AuditVerifyReport: Sendable {
     /// it) and the `audit.repair` records of earlier repairs.
     public var notices: [AuditProblem] = []
     public var ok: Bool { problems.isEmpty }
-}
-
-/// Record framing (all integers big-endian):
-///   magic "MVAR" (4) ‖ sequence u64 ‖ body length u32 ‖ body (AEAD box) ‖ MAC (32)
-/// MAC = keyed BLAKE2b(auditMAC, previous MAC ‖ sequence ‖ body). The first record chains from 32 zero bytes.
-/// audit/head = sequence u64 ‖ MAC (32) ‖ keyed BLAKE2b(auditMAC, "head" ‖ sequence ‖ MAC) (32).
-enum AuditFormat {
-    static let magic: [UInt8] = Array("MVAR".utf8)
-    static let headerLength = 4 + 8 + 4
-    static let macLength = 32
-    static let segmentLimit = 4 << 20
-    static let maxBody = 1 << 20
-
-    static func segmentName(_ n: Int) -> String {
-        let digits = String(n)
-        return "segment-" + String(repeating: "0", count: max(0, 6 - digits.count)) + digits + ".log"
-    }
-
-    static func be64(_ v: UInt64) -> [UInt8] { (0..<8).reversed().map { UInt8((v >> (UInt64($0) * 8)) & 0xFF) } }
-    static func be32(_ v: UInt32) -> [UInt8] { (0..<4).reversed().map { UInt8((v >> (UInt32($0) * 8)) & 0xFF) } }
-    static func read64(_ b: ArraySlice<UInt8>) -> UInt64 { b.reduce(0) { $0 << 8 | UInt64($1) } }
-    static func read32(_ b: ArraySlice<UInt8>) -> UInt32 { b.reduce(0) { $0 << 8 | UInt32($1) } }
 }
 
 extension Vault {

@@ -1,5 +1,6 @@
 // The sealed catalog: SQLite (WAL) through GRDB. Every identifying value is an AEAD box; lookups use
 // blind indexes. Sizes, counts and random blob ids are the only clear values. See docs/file-format.md.
+import VaultIO
 import Foundation
 import GRDB
 import VaultCrypto

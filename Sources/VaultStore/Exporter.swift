@@ -1,4 +1,6 @@
 // Getting original files back out: byte-identical, streamed chunk by chunk, written atomically.
+import VaultFormats
+import VaultIO
 import Foundation
 import GRDB
 import VaultCrypto

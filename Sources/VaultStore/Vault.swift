@@ -1,30 +1,13 @@
 // Creating and unlocking a vault. A locked vault is a path; an unlocked one is a `Vault` value that
 // holds the master key in secure memory. See docs/keys.md.
+public import VaultFormats
+import VaultIO
 import Foundation
 import VaultDICOM
 public import VaultCrypto
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Paths inside a vault directory.
-public struct VaultLayout: Sendable {
-    public let root: String
-    public init(root: String) {
-        var r = root
-        while r.count > 1 && r.hasSuffix("/") { r.removeLast() }
-        self.root = r
-    }
-    public var config: String { root + "/vault.json" }
-    public var catalog: String { root + "/catalog.sqlite" }
-    public var blobs: String { root + "/blobs" }
-    public var tmp: String { root + "/tmp" }
-    public var lock: String { root + "/lock" }
-    public var audit: String { root + "/audit" }
-    public var snapshots: String { root + "/snapshots" }
-    public var run: String { root + "/run" }
-    func blob(_ id: BlobID) -> String { root + "/" + id.relativePath }
-}
 
 /// How expensive the passphrase derivation is. `moderate` is the default for a vault.
 public enum KDFStrength: String, Sendable, CaseIterable {

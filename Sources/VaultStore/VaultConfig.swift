@@ -1,4 +1,5 @@
 // vault.json: the only clear-text file of a vault. It holds parameters and wrapped keys, never a secret.
+public import VaultIO
 import Foundation
 public import VaultCrypto
 

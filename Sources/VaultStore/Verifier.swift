@@ -1,5 +1,7 @@
 // `medvault verify`: opens every blob, checks every tag and fingerprint, and checks that the catalog
 // and the blob directory correspond exactly. Read-only; safe to run while an import is writing.
+import VaultFormats
+import VaultIO
 import Foundation
 import GRDB
 import VaultCrypto

@@ -1,5 +1,6 @@
 // `medvault backup sync|verify|restore|publish`. Sync and verify take no passphrase: they work from
 // the vault's signed manifests and public key alone. See docs/backup.md.
+import VaultFormats
 import ArgumentParser
 import Foundation
 import VaultBackup

@@ -1,3 +1,4 @@
+import VaultIO
 import Foundation
 import Testing
 import TestSupport

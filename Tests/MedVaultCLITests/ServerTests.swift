@@ -346,8 +346,14 @@ import TestSupport
         slow.arguments = ["-s", "--limit-rate", "2M", "-o", "/dev/null", "--unix-socket", s.socket,
                           "-H", "Authorization: Bearer \(s.tokens["rad"]!)", "http://localhost" + path]
         try slow.run()
-        usleep(700_000)
-        #expect(status("Threads") > threadsIdle)  // the reader thread is at work
+        // The reader thread is at work once curl is connected (at 2 MB/s the 160 MiB take over a
+        // minute, so the stream is still running; polling because a loaded machine starts curl late).
+        var working = false
+        for _ in 0..<100 where !working {
+            usleep(100_000)
+            working = status("Threads") > threadsIdle
+        }
+        #expect(working, "no reader thread started for the slow client")
         // A slow reader does not make the server buffer the file: back-pressure reaches the decryption.
         #expect(status("VmHWM") - peakBefore < 40 * 1024)
         kill(slow.processIdentifier, SIGKILL)

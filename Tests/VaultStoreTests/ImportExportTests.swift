@@ -1,3 +1,5 @@
+import VaultFormats
+import VaultIO
 import Foundation
 import Testing
 import TestSupport

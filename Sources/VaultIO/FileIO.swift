@@ -4,7 +4,7 @@ import Foundation
 import VaultCrypto
 import CSysShim
 #if canImport(Glibc)
-import Glibc
+package import Glibc
 #endif
 
 /// An I/O failure with the operation and the OS reason. Paths inside a vault are random ids, so
@@ -14,6 +14,12 @@ public struct IOFailure: Error, Sendable, Equatable, CustomStringConvertible {
     public let path: String
     public let errno: Int32
 
+    public init(operation: String, path: String, errno: Int32) {
+        self.operation = operation
+        self.path = path
+        self.errno = errno
+    }
+
     public var isDiskFull: Bool { errno == ENOSPC || errno == EDQUOT }
     public var description: String {
         let reason = String(cString: strerror(errno))
@@ -22,31 +28,31 @@ public struct IOFailure: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-enum FileIO {
-    static func failure(_ op: String, _ path: String) -> IOFailure {
+package enum FileIO {
+    package static func failure(_ op: String, _ path: String) -> IOFailure {
         IOFailure(operation: op, path: path, errno: Glibc.errno)
     }
 
     /// A file descriptor with exactly one owner; closed on deinit. Sendable so that an import job can
     /// hand it to the worker that encrypts it; only one thread uses it at a time.
-    final class Descriptor: @unchecked Sendable {
-        let fd: Int32
-        let path: String
+    package final class Descriptor: @unchecked Sendable {
+        package let fd: Int32
+        package let path: String
         private var closed = false
 
-        init(fd: Int32, path: String) {
+        package init(fd: Int32, path: String) {
             self.fd = fd
             self.path = path
         }
 
-        static func open(_ path: String, flags: Int32, mode: mode_t = 0o600) throws(IOFailure) -> Descriptor {
+        package static func open(_ path: String, flags: Int32, mode: mode_t = 0o600) throws(IOFailure) -> Descriptor {
             let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
             guard fd >= 0 else { throw FileIO.failure("open", path) }
             return Descriptor(fd: fd, path: path)
         }
 
         /// Reads until `buffer` is full or end of file; returns bytes read.
-        func readFully(into buffer: UnsafeMutableRawBufferPointer) throws(IOFailure) -> Int {
+        package func readFully(into buffer: UnsafeMutableRawBufferPointer) throws(IOFailure) -> Int {
             var total = 0
             while total < buffer.count {
                 let n = Glibc.read(fd, buffer.baseAddress! + total, buffer.count - total)
@@ -60,7 +66,7 @@ enum FileIO {
             return total
         }
 
-        func writeAll(_ buffer: UnsafeRawBufferPointer) throws(IOFailure) {
+        package func writeAll(_ buffer: UnsafeRawBufferPointer) throws(IOFailure) {
             var done = 0
             while done < buffer.count {
                 let n = Glibc.write(fd, buffer.baseAddress! + done, buffer.count - done)
@@ -72,34 +78,34 @@ enum FileIO {
             }
         }
 
-        func writeAll(_ bytes: [UInt8]) throws(IOFailure) {
+        package func writeAll(_ bytes: [UInt8]) throws(IOFailure) {
             let result: Result<Void, IOFailure> = bytes.withUnsafeBytes { b in
                 do throws(IOFailure) { try writeAll(b); return .success(()) } catch { return .failure(error) }
             }
             try result.get()
         }
 
-        func sync() throws(IOFailure) {
+        package func sync() throws(IOFailure) {
             guard fsync(fd) == 0 else { throw FileIO.failure("fsync", path) }
         }
 
         /// fdatasync: the data and the metadata needed to read it back (the size), not timestamps.
-        func dataSync() throws(IOFailure) {
+        package func dataSync() throws(IOFailure) {
             guard fdatasync(fd) == 0 else { throw FileIO.failure("fdatasync", path) }
         }
 
-        func writeAll(_ bytes: [UInt8], at offset: Int64) throws(IOFailure) {
+        package func writeAll(_ bytes: [UInt8], at offset: Int64) throws(IOFailure) {
             let n = bytes.withUnsafeBytes { Glibc.pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
             guard n == bytes.count else { throw FileIO.failure("write", path) }
         }
 
-        func size() throws(IOFailure) -> Int64 {
+        package func size() throws(IOFailure) -> Int64 {
             var st = stat()
             guard fstat(fd, &st) == 0 else { throw FileIO.failure("stat", path) }
             return Int64(st.st_size)
         }
 
-        func close() throws(IOFailure) {
+        package func close() throws(IOFailure) {
             guard !closed else { return }
             closed = true
             guard Glibc.close(fd) == 0 else { throw FileIO.failure("close", path) }
@@ -108,7 +114,7 @@ enum FileIO {
         deinit { if !closed { _ = Glibc.close(fd) } }
     }
 
-    static func fsyncDirectory(_ path: String) throws(IOFailure) {
+    package static func fsyncDirectory(_ path: String) throws(IOFailure) {
         let d = try Descriptor.open(path, flags: O_RDONLY | O_DIRECTORY)
         try d.sync()
         try d.close()
@@ -116,42 +122,42 @@ enum FileIO {
 
     /// Makes everything written to the filesystem holding `path` durable: file data, new names, the
     /// journal. One call per group commit replaces an fsync per file and per directory.
-    static func syncFilesystem(_ path: String) throws(IOFailure) {
+    package static func syncFilesystem(_ path: String) throws(IOFailure) {
         let d = try Descriptor.open(path, flags: O_RDONLY | O_DIRECTORY)
         guard mv_sys_syncfs(d.fd) == 0 else { throw failure("syncfs", path) }
         try d.close()
     }
 
-    static func rename(_ from: String, _ to: String) throws(IOFailure) {
+    package static func rename(_ from: String, _ to: String) throws(IOFailure) {
         guard Glibc.rename(from, to) == 0 else { throw failure("rename", to) }
     }
 
-    static func makeDirectory(_ path: String, mode: mode_t = 0o700) throws(IOFailure) {
+    package static func makeDirectory(_ path: String, mode: mode_t = 0o700) throws(IOFailure) {
         if mkdir(path, mode) != 0 && Glibc.errno != EEXIST { throw failure("mkdir", path) }
     }
 
-    static func exists(_ path: String) -> Bool {
+    package static func exists(_ path: String) -> Bool {
         var st = stat()
         return lstat(path, &st) == 0
     }
 
-    static func isDirectory(_ path: String) -> Bool {
+    package static func isDirectory(_ path: String) -> Bool {
         var st = stat()
         return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
-    static func fileSize(_ path: String) -> Int64? {
+    package static func fileSize(_ path: String) -> Int64? {
         var st = stat()
         guard stat(path, &st) == 0 else { return nil }
         return Int64(st.st_size)
     }
 
-    static func unlink(_ path: String) throws(IOFailure) {
+    package static func unlink(_ path: String) throws(IOFailure) {
         if Glibc.unlink(path) != 0 && Glibc.errno != ENOENT { throw failure("unlink", path) }
     }
 
     /// Names in a directory (no "." / ".."), or [] if it does not exist.
-    static func list(_ path: String) -> [String] {
+    package static func list(_ path: String) -> [String] {
         guard let dir = opendir(path) else { return [] }
         defer { closedir(dir) }
         var names: [String] = []
@@ -165,7 +171,7 @@ enum FileIO {
     }
 
     /// Writes `bytes` to `path` atomically and durably.
-    static func writeAtomically(_ bytes: [UInt8], to path: String, tmpDirectory: String, mode: mode_t = 0o600) throws(IOFailure) {
+    package static func writeAtomically(_ bytes: [UInt8], to path: String, tmpDirectory: String, mode: mode_t = 0o600) throws(IOFailure) {
         let tmp = tmpDirectory + "/" + randomHex(16) + ".tmp"
         do {
             let d = try Descriptor.open(tmp, flags: O_WRONLY | O_CREAT | O_EXCL, mode: mode)
@@ -180,13 +186,13 @@ enum FileIO {
         }
     }
 
-    static func randomHex(_ byteCount: Int) -> String {
+    package static func randomHex(_ byteCount: Int) -> String {
         hex(secureRandomBytes(byteCount))
     }
 }
 
 /// Lowercase hexadecimal.
-func hex(_ bytes: [UInt8]) -> String {
+package func hex(_ bytes: [UInt8]) -> String {
     let digits = Array("0123456789abcdef".utf8)
     var out = [UInt8]()
     out.reserveCapacity(bytes.count * 2)
@@ -197,7 +203,7 @@ func hex(_ bytes: [UInt8]) -> String {
     return String(decoding: out, as: UTF8.self)
 }
 
-func unhex(_ s: String) -> [UInt8]? {
+package func unhex(_ s: String) -> [UInt8]? {
     let u = Array(s.utf8)
     guard u.count % 2 == 0 else { return nil }
     var out = [UInt8]()
@@ -221,11 +227,11 @@ func unhex(_ s: String) -> [UInt8]? {
 
 /// An exclusive advisory lock (flock) on `vault/lock`, held by every process that writes blobs.
 /// The kernel drops it when the process dies, so a crash never leaves the vault locked.
-final class WriterLock {
+package final class WriterLock {
     private let descriptor: FileIO.Descriptor
 
     /// Takes the lock; if another process holds it, calls `onWait` once and then blocks.
-    init(path: String, onWait: () -> Void) throws(IOFailure) {
+    package init(path: String, onWait: () -> Void) throws(IOFailure) {
         descriptor = try FileIO.Descriptor.open(path, flags: O_RDWR | O_CREAT, mode: 0o600)
         if flock(descriptor.fd, LOCK_EX | LOCK_NB) != 0 {
             guard Glibc.errno == EWOULDBLOCK else { throw FileIO.failure("lock", path) }
@@ -239,7 +245,7 @@ final class WriterLock {
     private init(descriptor: FileIO.Descriptor) { self.descriptor = descriptor }
 
     /// Takes the lock only if it is free now; nil if another process holds it.
-    static func attempt(path: String) throws(IOFailure) -> WriterLock? {
+    package static func attempt(path: String) throws(IOFailure) -> WriterLock? {
         let d = try FileIO.Descriptor.open(path, flags: O_RDWR | O_CREAT, mode: 0o600)
         if flock(d.fd, LOCK_EX | LOCK_NB) == 0 { return WriterLock(descriptor: d) }
         guard Glibc.errno == EWOULDBLOCK else { throw FileIO.failure("lock", path) }

@@ -1,6 +1,7 @@
 // The encrypted blob: one per DICOM file. Byte layout and rules in docs/file-format.md.
+public import VaultIO
 import Foundation
-import VaultCrypto
+package import VaultCrypto
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,7 +10,7 @@ import Glibc
 public struct BlobID: Hashable, Sendable, CustomStringConvertible {
     public let bytes: [UInt8]
     public static func random() -> BlobID { BlobID(bytes: secureRandomBytes(16)) }
-    init(bytes: [UInt8]) {
+    package init(bytes: [UInt8]) {
         precondition(bytes.count == 16)
         self.bytes = bytes
     }
@@ -21,13 +22,13 @@ public struct BlobID: Hashable, Sendable, CustomStringConvertible {
     public var description: String { hexString }
     /// `blobs/ab/<id>` relative to the vault: 256 fan-out directories, all made when the vault is
     /// created, so an import never creates a directory (a million blobs is ~4,000 per directory).
-    var relativePath: String {
+    package var relativePath: String {
         let h = hexString
         return "blobs/\(h.prefix(2))/\(h)"
     }
 
     /// The 256 fan-out directory names, "00" … "ff".
-    static let fanOut: [String] = (0..<256).map { hex([UInt8($0)]) }
+    package static let fanOut: [String] = (0..<256).map { hex([UInt8($0)]) }
 }
 
 /// Why a blob could not be opened. `verify` prints these next to the blob's id.
@@ -57,50 +58,50 @@ public enum BlobError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-enum BlobFormat {
-    static let magic: [UInt8] = Array("MEDVBLOB".utf8)
-    static let version: UInt16 = 1
-    static let chunkSize = 64 * 1024
-    static let idOffset = 12
-    static let prefixLength = 28  // magic 8, version 2, reserved 2, id 16
-    static var wrappedKeyLength: Int { KeyWrap.wrappedByteCount }  // 72
-    static var authenticatedHeaderLength: Int { prefixLength + wrappedKeyLength }  // 100
-    static var headerLength: Int { authenticatedHeaderLength + SecretStream.headerByteCount }  // 124
-    static var encryptedChunkSize: Int { chunkSize + SecretStream.chunkOverhead }
+package enum BlobFormat {
+    package static let magic: [UInt8] = Array("MEDVBLOB".utf8)
+    package static let version: UInt16 = 1
+    package static let chunkSize = 64 * 1024
+    package static let idOffset = 12
+    package static let prefixLength = 28  // magic 8, version 2, reserved 2, id 16
+    package static var wrappedKeyLength: Int { KeyWrap.wrappedByteCount }  // 72
+    package static var authenticatedHeaderLength: Int { prefixLength + wrappedKeyLength }  // 100
+    package static var headerLength: Int { authenticatedHeaderLength + SecretStream.headerByteCount }  // 124
+    package static var encryptedChunkSize: Int { chunkSize + SecretStream.chunkOverhead }
 
-    static func prefix(id: BlobID) -> [UInt8] {
+    package static func prefix(id: BlobID) -> [UInt8] {
         magic + [UInt8(version >> 8), UInt8(version & 0xFF), 0, 0] + id.bytes
     }
 
     /// Associated data for the file key: the prefix (magic, version, id).
-    static func fileKeyAssociatedData(id: BlobID) -> [UInt8] {
+    package static func fileKeyAssociatedData(id: BlobID) -> [UInt8] {
         Array("medvault.v1.file-key|".utf8) + prefix(id: id)
     }
 
     /// Ciphertext size for a clear file of `size` bytes: full chunks, the last one tagged FINAL; an
     /// empty file is one empty FINAL chunk.
-    static func blobSize(forPlainSize size: Int64) -> Int64 {
+    package static func blobSize(forPlainSize size: Int64) -> Int64 {
         let chunks = max(1, (size + Int64(chunkSize) - 1) / Int64(chunkSize))
         return Int64(headerLength) + size + chunks * Int64(SecretStream.chunkOverhead)
     }
 }
 
 /// The result of writing or reading one blob.
-struct BlobDigest: Sendable, Equatable {
-    var plainSize: Int64
-    var blobSize: Int64
+package struct BlobDigest: Sendable, Equatable {
+    package var plainSize: Int64
+    package var blobSize: Int64
     /// Keyed BLAKE2b of the clear bytes.
-    var contentMAC: [UInt8]
+    package var contentMAC: [UInt8]
     /// Plain BLAKE2b-256 of the blob file as written (empty when the blob was read, not written).
-    var ciphertextHash: [UInt8] = []
+    package var ciphertextHash: [UInt8] = []
 }
 
 /// Streams a clear file into a blob and a blob back out, in fixed-size buffers: memory does not
 /// grow with file size.
-enum BlobCodec {
+package enum BlobCodec {
     /// Encrypts everything readable from `source` into a new file at `destination` (created, must not
     /// exist), fsyncs it, and returns its digest. On any error the partial file is removed.
-    static func encrypt(
+    package static func encrypt(
         source: FileIO.Descriptor, to destination: String, id: BlobID, patientKey: SymmetricKey,
         contentKey: SymmetricKey, sync: Bool = true, progress: (Int) -> Void = { _ in }
     ) throws -> BlobDigest {
@@ -182,7 +183,7 @@ enum BlobCodec {
     }
 
     /// The id a blob's header claims (unauthenticated; for diagnostics only), or nil if unreadable.
-    static func headerID(path: String) -> BlobID? {
+    package static func headerID(path: String) -> BlobID? {
         guard let d = try? FileIO.Descriptor.open(path, flags: O_RDONLY) else { return nil }
         var prefix = [UInt8](repeating: 0, count: BlobFormat.prefixLength)
         guard let n = try? prefix.withUnsafeMutableBytes({ (b) throws(IOFailure) in try d.readFully(into: b) }),
@@ -195,7 +196,7 @@ enum BlobCodec {
     /// chunks of at most 64 KiB. Nothing is handed over before its chunk has authenticated.
     /// With `fingerprint` false the keyed fingerprint of the clear bytes is not computed (its
     /// `contentMAC` is empty): the AEAD still authenticates every chunk and the blob id.
-    static func decrypt(
+    package static func decrypt(
         path: String, id: BlobID, patientKey: SymmetricKey, contentKey: SymmetricKey, fingerprint: Bool = true,
         sink: (UnsafeRawBufferPointer) throws -> Void
     ) throws -> BlobDigest {

@@ -8,9 +8,9 @@ import Glibc
 #endif
 #endif
 
-enum FaultInjection {
+package enum FaultInjection {
     @inline(__always)
-    static func point(_ name: String) {
+    package static func point(_ name: String) {
         #if DEBUG
         if ProcessInfo.processInfo.environment["MEDVAULT_FAULT"] == name { kill(getpid(), SIGKILL) }
         #endif
