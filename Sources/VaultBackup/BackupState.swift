@@ -1,9 +1,8 @@
 // What the backup side remembers between runs, and the marker that makes a directory a backup.
-import VaultFormats
-import VaultIO
+package import VaultFormats
+package import VaultIO
 import Foundation
-import VaultCrypto
-import VaultStore
+package import VaultCrypto
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,7 +17,7 @@ public struct BackupMarker: Codable, Sendable, Equatable {
     public var backupID: String
     public var createdAt: String
 
-    static func load(_ target: any BackupTarget) throws -> BackupMarker? {
+    package static func load(_ target: any BackupTarget) throws -> BackupMarker? {
         guard let bytes = try target.read(name) else { return nil }
         guard let m = try? JSONDecoder().decode(BackupMarker.self, from: Data(bytes)), m.format == "medvault-backup" else {
             throw BackupError.notABackup(target.location)
@@ -26,7 +25,7 @@ public struct BackupMarker: Codable, Sendable, Equatable {
         return m
     }
 
-    func encoded() throws(JSONEncodingFailure) -> [UInt8] {
+    package func encoded() throws(JSONEncodingFailure) -> [UInt8] {
         try JSONFiles.encode(self, "the backup marker", formatting: .prettyPrinted) + [0x0A]
     }
 }
@@ -54,7 +53,7 @@ public struct BackupStateFile: Sendable {
         return home + "/.local/state/medvault/backup-state.json"
     }
 
-    static func key(vaultID: String, backupID: String) -> String { vaultID + "/" + backupID }
+    package static func key(vaultID: String, backupID: String) -> String { vaultID + "/" + backupID }
 
     public func load() throws -> [String: Entry] {
         guard Posix.exists(path) else { return [:] }
@@ -82,12 +81,12 @@ public struct BackupStateFile: Sendable {
 }
 
 /// The manifests a backup (or a vault's snapshots/) holds, newest first, each authenticated or not.
-struct ManifestCandidate {
-    let sequence: UInt64
-    let name: String
+package struct ManifestCandidate {
+    package let sequence: UInt64
+    package let name: String
 }
 
-func manifestCandidates(_ names: [String]) -> [ManifestCandidate] {
+package func manifestCandidates(_ names: [String]) -> [ManifestCandidate] {
     names.compactMap { name -> ManifestCandidate? in
         guard name.hasPrefix(SnapshotNames.directory + "/"),
             let p = SnapshotNames.parse(String(name.dropFirst(SnapshotNames.directory.count + 1))), p.kind == .manifest
@@ -96,19 +95,19 @@ func manifestCandidates(_ names: [String]) -> [ManifestCandidate] {
     }.sorted { $0.sequence > $1.sequence }
 }
 
-func blake2bHex(_ bytes: [UInt8]) -> String {
-    hexString(bytes.withUnsafeBytes { blake2b256($0) })
+package func blake2bHex(_ bytes: [UInt8]) -> String {
+    hex(bytes.withUnsafeBytes { blake2b256($0) })
 }
 
 /// The vault-side files a sync reads, by name relative to the vault root. Plain bytes: nothing here
 /// can decrypt anything.
-struct VaultSource {
-    let root: String
+package struct VaultSource {
+    package let root: String
 
-    func path(_ name: String) -> String { root + "/" + name }
+    package func path(_ name: String) -> String { root + "/" + name }
 
     /// The newest manifest in the vault's snapshots/ that verifies with `key`.
-    func newestManifest(key: Ed25519PublicKey) throws -> SignedManifest {
+    package func newestManifest(key: Ed25519PublicKey) throws -> SignedManifest {
         let names = Posix.list(root + "/" + SnapshotNames.directory).map { SnapshotNames.directory + "/" + $0 }
         var lastError: (any Error)?
         for c in manifestCandidates(names) {

@@ -2,8 +2,9 @@
 // backend, object storage can follow without touching sync, verify or restore. See docs/backup.md.
 import Foundation
 import CSysShim
+package import VaultIO
 #if canImport(Glibc)
-import Glibc
+package import Glibc
 #endif
 
 /// One stored object: its name relative to the backup root (`blobs/ab/<id>`, `snapshots/…`) and size.
@@ -79,7 +80,7 @@ public enum BackupError: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    static func ioMessage(_ op: String, _ path: String, _ e: Int32) -> String {
+    package static func ioMessage(_ op: String, _ path: String, _ e: Int32) -> String {
         let reason = String(cString: strerror(e))
         if e == ENOSPC || e == EDQUOT { return "\(op) \(path): the disk is full (\(reason)); free space and run the command again" }
         return "\(op) \(path): \(reason)"
@@ -127,7 +128,7 @@ public final class DirectoryTarget: BackupTarget, @unchecked Sendable {
         if lockFD >= 0 { close(lockFD) }
     }
 
-    func path(_ name: String) throws -> String {
+    package func path(_ name: String) throws -> String {
         let parts = name.split(separator: "/", omittingEmptySubsequences: false)
         guard !name.isEmpty, !name.hasPrefix("/"), parts.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }), parts.first != "tmp" else {
             throw BackupError.invalidName(name)
@@ -233,124 +234,68 @@ public final class DirectoryTarget: BackupTarget, @unchecked Sendable {
     }
 }
 
-// MARK: POSIX helpers (the backup layer has no access to VaultStore's internals, and needs none)
+// MARK: File helpers: VaultIO's, with the backup's error type
 
-final class PosixFile {
-    let fd: Int32
-    let path: String
-    private var closed = false
-
-    init(_ path: String, flags: Int32, mode: mode_t = 0o600) throws {
-        let fd = open(path, flags | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw BackupError.io(operation: "open", path: path, errno: errno) }
-        self.fd = fd
-        self.path = path
-    }
-
-    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        var total = 0
-        while total < buffer.count {
-            let n = Glibc.read(fd, buffer.baseAddress! + total, buffer.count - total)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw BackupError.io(operation: "read", path: path, errno: errno)
-            }
-            if n == 0 { break }
-            total += n
-        }
-        return total
-    }
-
-    func write(_ buffer: UnsafeRawBufferPointer) throws {
-        var done = 0
-        while done < buffer.count {
-            let n = Glibc.write(fd, buffer.baseAddress! + done, buffer.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw BackupError.io(operation: "write", path: path, errno: errno)
-            }
-            done += n
-        }
-    }
-
-    func sync() throws {
-        guard fsync(fd) == 0 else { throw BackupError.io(operation: "fsync", path: path, errno: errno) }
-    }
-
-    func close() throws {
-        guard !closed else { return }
-        closed = true
-        guard Glibc.close(fd) == 0 else { throw BackupError.io(operation: "close", path: path, errno: errno) }
-    }
-
-    deinit { if !closed { _ = Glibc.close(fd) } }
+extension BackupError {
+    package init(_ failure: IOFailure) { self = .io(operation: failure.operation, path: failure.path, errno: failure.errno) }
 }
 
-enum Posix {
-    static func exists(_ path: String) -> Bool {
-        var st = stat()
-        return lstat(path, &st) == 0
+/// VaultIO's descriptor with the backup's error type (one recipe for I/O in the whole product).
+package final class PosixFile {
+    private let descriptor: FileIO.Descriptor
+    package var fd: Int32 { descriptor.fd }
+    package var path: String { descriptor.path }
+
+    package init(_ path: String, flags: Int32, mode: mode_t = 0o600) throws {
+        do { descriptor = try FileIO.Descriptor.open(path, flags: flags, mode: mode) } catch { throw BackupError(error) }
     }
 
-    static func isDirectory(_ path: String) -> Bool {
-        var st = stat()
-        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    package func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        do { return try descriptor.readFully(into: buffer) } catch { throw BackupError(error) }
     }
 
-    static func makeDirectory(_ path: String) throws {
-        if mkdir(path, 0o700) != 0 && errno != EEXIST { throw BackupError.io(operation: "mkdir", path: path, errno: errno) }
+    package func write(_ buffer: UnsafeRawBufferPointer) throws {
+        do { try descriptor.writeAll(buffer) } catch { throw BackupError(error) }
+    }
+
+    package func sync() throws {
+        do { try descriptor.sync() } catch { throw BackupError(error) }
+    }
+
+    package func close() throws {
+        do { try descriptor.close() } catch { throw BackupError(error) }
+    }
+}
+
+/// VaultIO's file operations with the backup's error type.
+package enum Posix {
+    package static func exists(_ path: String) -> Bool { FileIO.exists(path) }
+    package static func isDirectory(_ path: String) -> Bool { FileIO.isDirectory(path) }
+    package static func list(_ path: String) -> [String] { FileIO.list(path) }
+
+    package static func makeDirectory(_ path: String) throws {
+        do { try FileIO.makeDirectory(path) } catch { throw BackupError(error) }
     }
 
     /// Makes `path` and any missing parents below `root`.
-    static func makeDirectories(_ path: String, under root: String) throws {
+    package static func makeDirectories(_ path: String, under root: String) throws {
         if path.isEmpty || path == "/" || path == "." || path == root || isDirectory(path) { return }
         try makeDirectories((path as NSString).deletingLastPathComponent, under: root)
         try makeDirectory(path)
     }
 
-    static func list(_ path: String) -> [String] {
-        guard let dir = opendir(path) else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
+    package static func syncFilesystem(_ path: String) throws {
+        do { try FileIO.syncFilesystem(path) } catch { throw BackupError(error) }
     }
 
-    static func syncFilesystem(_ path: String) throws {
-        let d = try PosixFile(path, flags: O_RDONLY | O_DIRECTORY)
-        guard mv_sys_syncfs(d.fd) == 0 else { throw BackupError.io(operation: "syncfs", path: path, errno: errno) }
-        try d.close()
-    }
-
-    static func fsyncDirectory(_ path: String) throws {
-        let d = try PosixFile(path, flags: O_RDONLY | O_DIRECTORY)
-        try d.sync()
-        try d.close()
-    }
-
-    /// Writes a small file atomically and durably (temp, fsync, rename, fsync the directory).
-    static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
-        let dir = (path as NSString).deletingLastPathComponent
-        let tmp = dir + "/." + (path as NSString).lastPathComponent + ".\(getpid()).tmp"
-        do {
-            let f = try PosixFile(tmp, flags: O_WRONLY | O_CREAT | O_TRUNC)
-            try bytes.withUnsafeBytes { try f.write($0) }
-            try f.sync()
-            try f.close()
-            guard rename(tmp, path) == 0 else { throw BackupError.io(operation: "rename", path: path, errno: errno) }
-            try fsyncDirectory(dir)
-        } catch {
-            unlink(tmp)
-            throw error
+    /// Writes a small file atomically and durably (temp in the same directory, fsync, rename, fsync the directory).
+    package static func writeAtomically(_ bytes: [UInt8], to path: String) throws {
+        do { try FileIO.writeAtomically(bytes, to: path, tmpDirectory: (path as NSString).deletingLastPathComponent) } catch {
+            throw BackupError(error)
         }
     }
 
-    static func readFile(_ path: String) throws -> [UInt8] {
+    package static func readFile(_ path: String) throws -> [UInt8] {
         let f = try PosixFile(path, flags: O_RDONLY)
         var out: [UInt8] = []
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
@@ -360,17 +305,7 @@ enum Posix {
             if n == 0 { break }
             out += UnsafeRawBufferPointer(rebasing: buf[0..<n])
         }
+        try f.close()
         return out
     }
-}
-
-func hexString(_ bytes: [UInt8]) -> String {
-    let digits = Array("0123456789abcdef".utf8)
-    var out = [UInt8]()
-    out.reserveCapacity(bytes.count * 2)
-    for b in bytes {
-        out.append(digits[Int(b >> 4)])
-        out.append(digits[Int(b & 0x0F)])
-    }
-    return String(decoding: out, as: UTF8.self)
 }

@@ -1,9 +1,9 @@
 // `medvault backup sync`: copies what the vault's newest signed manifest lists, as opaque bytes,
 // and removes from the backup what it no longer lists. No passphrase, no key, no catalog.
 import VaultFormats
+import VaultIO
 import Foundation
 import VaultCrypto
-import VaultStore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -27,6 +27,12 @@ public struct SyncProgress: Sendable {
     public var filesTotal: Int
     public var bytesDone: Int64
     public var bytesTotal: Int64
+    package init(filesDone: Int, filesTotal: Int, bytesDone: Int64, bytesTotal: Int64) {
+        self.filesDone = filesDone
+        self.filesTotal = filesTotal
+        self.bytesDone = bytesDone
+        self.bytesTotal = bytesTotal
+    }
 }
 
 public struct SyncReport: Sendable {
@@ -91,7 +97,7 @@ public enum BackupSync {
         }
     }
 
-    static func ensureMarker(_ target: any BackupTarget, vaultID: String) throws -> BackupMarker {
+    package static func ensureMarker(_ target: any BackupTarget, vaultID: String) throws -> BackupMarker {
         if let m = try BackupMarker.load(target) {
             guard m.vaultID == vaultID else { throw BackupError.wrongVault(location: target.location, expected: vaultID, found: m.vaultID) }
             return m
@@ -99,7 +105,7 @@ public enum BackupSync {
         guard try target.list(prefix: "").isEmpty else { throw BackupError.notABackup(target.location + " (and it is not empty)") }
         var g = SystemRandomNumberGenerator()
         let m = BackupMarker(
-            vaultID: vaultID, backupID: hexString((0..<16).map { _ in UInt8.random(in: 0...255, using: &g) }),
+            vaultID: vaultID, backupID: hex((0..<16).map { _ in UInt8.random(in: 0...255, using: &g) }),
             createdAt: ISO8601DateFormatter().string(from: Date()))
         try target.put(BackupMarker.name, bytes: try m.encoded())
         try target.commit()
@@ -260,7 +266,7 @@ public enum BackupSync {
                 size += Int64(n)
                 progress(n)
             }
-            guard size == f.size, hexString(hasher.finalize()) == f.blake2b256 else {
+            guard size == f.size, hex(hasher.finalize()) == f.blake2b256 else {
                 throw BackupError.blobDamaged(
                     "\(source.path(f.name)) does not match the vault's signed manifest (\(size) of \(f.size) bytes, or altered): not copied; run `medvault verify` on the vault")
             }
@@ -269,9 +275,9 @@ public enum BackupSync {
     }
 
     /// Copy workers: one per core, at least two (one reads while the other hashes and writes).
-    static let workers = max(2, ProcessInfo.processInfo.activeProcessorCount)
+    package static let workers = max(2, ProcessInfo.processInfo.activeProcessorCount)
 
-    static func hashObject(_ target: any BackupTarget, _ name: String, prefix limit: Int64 = .max) throws -> String {
+    package static func hashObject(_ target: any BackupTarget, _ name: String, prefix limit: Int64 = .max) throws -> String {
         let hasher = BLAKE2bHasher()
         var remaining = limit
         try target.read(name) { chunk in
@@ -279,7 +285,7 @@ public enum BackupSync {
             if n > 0 { hasher.update(UnsafeRawBufferPointer(rebasing: chunk[0..<n])) }
             remaining -= Int64(n)
         }
-        return hexString(hasher.finalize())
+        return hex(hasher.finalize())
     }
 }
 
@@ -287,9 +293,9 @@ public enum BackupSync {
 private final class FirstError: @unchecked Sendable {
     private let lock = NSLock()
     private var first: (index: Int, error: any Error)?
-    var isSet: Bool { lock.withLock { first != nil } }
-    var error: (any Error)? { lock.withLock { first?.error } }
-    func set(_ e: any Error, at i: Int) {
+    package var isSet: Bool { lock.withLock { first != nil } }
+    package var error: (any Error)? { lock.withLock { first?.error } }
+    package func set(_ e: any Error, at i: Int) {
         lock.withLock {
             if let f = first, f.index <= i { return }
             first = (i, e)

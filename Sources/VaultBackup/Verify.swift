@@ -3,7 +3,6 @@
 import VaultFormats
 import Foundation
 public import VaultCrypto
-import VaultStore
 
 public struct BackupProblem: Sendable, Equatable, CustomStringConvertible {
     public enum Kind: String, Sendable {
@@ -19,6 +18,11 @@ public struct BackupProblem: Sendable, Equatable, CustomStringConvertible {
     public let name: String
     public let detail: String
     public var description: String { "\(kind.rawValue): \(name): \(detail)" }
+    package init(kind: Kind, name: String, detail: String) {
+        self.kind = kind
+        self.name = name
+        self.detail = detail
+    }
 }
 
 public struct BackupVerifyReport: Sendable {

@@ -359,4 +359,3 @@ public enum CatalogGeneration {
     }
 }
 
-/// Raises catalog.generation before a transaction that changed the catalog commits. A failure to

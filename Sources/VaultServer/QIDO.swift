@@ -1,6 +1,7 @@
 // QIDO-RS (PS3.18 §10.6): search for studies, series and instances; answers application/dicom+json.
 // Each level builds every attribute the catalog holds, then keeps the level's default return set, the
 // matching keys, and what `includefield` asks for (or everything for `includefield=all`).
+import VaultCatalog
 import Foundation
 import Hummingbird
 import HTTPTypes

@@ -1,56 +1,8 @@
 // Accounts for the local API (issue 3): one per person or job, never shared, each with one role.
 // Tokens are random 256-bit bearer secrets shown once; the catalog keeps only a keyed hash.
 public import Foundation
-import GRDB
+public import VaultCatalog
 import VaultCrypto
-
-public enum Role: String, Sendable, CaseIterable, Codable {
-    /// Everything, including accounts.
-    case admin
-    /// Imports and reads.
-    case radiologist
-    /// Reads only.
-    case viewer
-    /// Copies encrypted blobs; never receives decrypted data.
-    case backup
-}
-
-public struct UserAccount: Sendable, Equatable {
-    public let name: String
-    public let role: Role
-    public let disabled: Bool
-    public let createdAt: Date
-}
-
-public struct TokenInfo: Sendable, Equatable {
-    /// Short public handle for `token revoke` (not the secret).
-    public let id: Int64
-    public let user: String
-    public let createdAt: Date
-    public let expiresAt: Date
-    public let revoked: Bool
-    public func isActive(at now: Date = Date()) -> Bool { !revoked && now < expiresAt }
-}
-
-public enum AccountError: Error, Equatable, Sendable, CustomStringConvertible {
-    case invalidName(String)
-    case exists(String)
-    case noSuchUser(String)
-    case noSuchToken(Int64)
-    case disabled(String)
-    case invalidLifetime(String)
-
-    public var description: String {
-        switch self {
-        case .invalidName(let n): "invalid account name \"\(n)\": use 1–64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
-        case .exists(let n): "an account named \(n) already exists"
-        case .noSuchUser(let n): "no account named \(n)"
-        case .noSuchToken(let id): "no token with id \(id)"
-        case .disabled(let n): "account \(n) is disabled"
-        case .invalidLifetime(let m): m
-        }
-    }
-}
 
 /// Token lifetimes as people write them: 30min, 8h, 7d (`DurationText`).
 public enum TokenLifetime {
@@ -82,10 +34,10 @@ extension Vault {
 
     /// An account or token change: one catalog transaction, as a change by `actor` (`Vault.change`).
     private func accountChange<R: Sendable>(
-        _ action: AuditAction, by actor: AuditActor, detail: () -> String, _ body: (Database) throws -> R
+        _ action: AuditAction, by actor: AuditActor, detail: () -> String, _ body: () throws -> R
     ) throws -> R {
         try change(action, by: actor) { report in
-            let value = try catalog.pool.write { db in try body(db) }
+            let value = try body()
             report.wroteVault = true
             report.detail = detail()
             return value
@@ -100,31 +52,16 @@ extension Vault {
 
     public func addUser(_ name: String, role: Role, now: Date = Date(), by actor: AuditActor = .currentProcess) throws {
         guard Self.validAccountName(name) else { throw AccountError.invalidName(name) }
-        try accountChange(.userAdd, by: actor, detail: { "\(name) as \(role.rawValue)" }) { db in
-            if try Int64.fetchOne(db, sql: "SELECT id FROM account WHERE name = ?", arguments: [name]) != nil {
-                throw AccountError.exists(name)
-            }
-            try db.execute(
-                sql: "INSERT INTO account(name, role, disabled, createdAt) VALUES (?, ?, 0, ?)",
-                arguments: [name, role.rawValue, Int64(now.timeIntervalSince1970)])
+        try accountChange(.userAdd, by: actor, detail: { "\(name) as \(role.rawValue)" }) {
+            try catalog.addAccount(name, role: role, createdAt: now)
         }
     }
 
-    public func listUsers() throws -> [UserAccount] {
-        try catalog.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM account ORDER BY name").map(Self.account)
-        }
-    }
+    public func listUsers() throws -> [UserAccount] { try catalog.accounts() }
 
     /// Disables an account and revokes its tokens, at once (a running server re-reads on every request).
     public func disableUser(_ name: String, by actor: AuditActor = .currentProcess) throws {
-        try accountChange(.userDisable, by: actor, detail: { name }) { db in
-            guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM account WHERE name = ?", arguments: [name]) else {
-                throw AccountError.noSuchUser(name)
-            }
-            try db.execute(sql: "UPDATE account SET disabled = 1 WHERE id = ?", arguments: [id])
-            try db.execute(sql: "UPDATE token SET revoked = 1 WHERE accountID = ?", arguments: [id])
-        }
+        try accountChange(.userDisable, by: actor, detail: { name }) { try catalog.disableAccount(name) }
     }
 
     /// Issues a bearer token for `name`. The secret is returned once and never stored.
@@ -135,15 +72,8 @@ extension Vault {
         let hash = tokenHash(token)
         let expires = now.addingTimeInterval(lifetime)
         var issued: Int64 = 0
-        let id: Int64 = try accountChange(.tokenIssue, by: actor, detail: { "token \(issued) for \(name), \(TokenLifetime.describe(lifetime))" }) { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT id, disabled FROM account WHERE name = ?", arguments: [name]) else {
-                throw AccountError.noSuchUser(name)
-            }
-            if (row["disabled"] as Int) != 0 { throw AccountError.disabled(name) }
-            try db.execute(
-                sql: "INSERT INTO token(accountID, hash, createdAt, expiresAt, revoked) VALUES (?, ?, ?, ?, 0)",
-                arguments: [row["id"] as Int64, Data(hash), Int64(now.timeIntervalSince1970), Int64(expires.timeIntervalSince1970)])
-            issued = db.lastInsertedRowID
+        let id: Int64 = try accountChange(.tokenIssue, by: actor, detail: { "token \(issued) for \(name), \(TokenLifetime.describe(lifetime))" }) {
+            issued = try catalog.addToken(for: name, hash: hash, createdAt: now, expiresAt: expires)
             return issued
         }
         return (token, TokenInfo(
@@ -151,35 +81,18 @@ extension Vault {
             expiresAt: Date(timeIntervalSince1970: Double(Int64(expires.timeIntervalSince1970))), revoked: false))
     }
 
-    public func listTokens(user: String? = nil) throws -> [TokenInfo] {
-        try catalog.pool.read { db in
-            let sql = """
-                SELECT t.*, a.name AS user FROM token t JOIN account a ON a.id = t.accountID
-                \(user == nil ? "" : "WHERE a.name = ?") ORDER BY t.id
-                """
-            return try Row.fetchAll(db, sql: sql, arguments: StatementArguments(user.map { [$0] } ?? [])).map(Self.tokenInfo)
-        }
-    }
+    public func listTokens(user: String? = nil) throws -> [TokenInfo] { try catalog.tokens(user: user) }
 
     public func revokeToken(id: Int64, by actor: AuditActor = .currentProcess) throws {
-        try accountChange(.tokenRevoke, by: actor, detail: { "token \(id)" }) { db in
-            try db.execute(sql: "UPDATE token SET revoked = 1 WHERE id = ?", arguments: [id])
-            if db.changesCount == 0 { throw AccountError.noSuchToken(id) }
-        }
+        try accountChange(.tokenRevoke, by: actor, detail: { "token \(id)" }) { try catalog.revokeToken(id: id) }
     }
 
     /// Revokes every token of an account; returns how many were active.
     @discardableResult
     public func revokeTokens(user name: String, now: Date = Date(), by actor: AuditActor = .currentProcess) throws -> Int {
         var revoked = 0
-        return try accountChange(.tokenRevoke, by: actor, detail: { "\(revoked) token(s) of \(name)" }) { db in
-            guard let id = try Int64.fetchOne(db, sql: "SELECT id FROM account WHERE name = ?", arguments: [name]) else {
-                throw AccountError.noSuchUser(name)
-            }
-            try db.execute(
-                sql: "UPDATE token SET revoked = 1 WHERE accountID = ? AND revoked = 0 AND expiresAt > ?",
-                arguments: [id, Int64(now.timeIntervalSince1970)])
-            revoked = db.changesCount
+        return try accountChange(.tokenRevoke, by: actor, detail: { "\(revoked) token(s) of \(name)" }) {
+            revoked = try catalog.revokeTokens(user: name, now: now)
             return revoked
         }
     }
@@ -189,28 +102,7 @@ extension Vault {
     /// by another process take effect at once.
     public func authenticate(token: String, now: Date = Date()) throws -> UserAccount? {
         guard token.hasPrefix("mvt_"), token.utf8.count < 100 else { return nil }
-        let hash = tokenHash(token)
-        return try catalog.pool.read { db in
-            try Row.fetchOne(
-                db,
-                sql: """
-                    SELECT a.* FROM token t JOIN account a ON a.id = t.accountID
-                    WHERE t.hash = ? AND t.revoked = 0 AND t.expiresAt > ? AND a.disabled = 0
-                    """, arguments: [Data(hash), Int64(now.timeIntervalSince1970)]
-            ).map(Self.account)
-        }
-    }
-
-    static func account(_ r: Row) -> UserAccount {
-        UserAccount(
-            name: r["name"], role: Role(rawValue: r["role"]) ?? .viewer, disabled: (r["disabled"] as Int) != 0,
-            createdAt: Date(timeIntervalSince1970: Double(r["createdAt"] as Int64)))
-    }
-
-    static func tokenInfo(_ r: Row) -> TokenInfo {
-        TokenInfo(
-            id: r["id"], user: r["user"], createdAt: Date(timeIntervalSince1970: Double(r["createdAt"] as Int64)),
-            expiresAt: Date(timeIntervalSince1970: Double(r["expiresAt"] as Int64)), revoked: (r["revoked"] as Int) != 0)
+        return try catalog.account(tokenHash: tokenHash(token), now: now)
     }
 }
 

@@ -1,6 +1,6 @@
 // Reading the catalog back: listing (decrypted in memory only) and resolving UIDs for export.
 import Foundation
-import GRDB
+public import VaultCatalog
 import VaultCrypto
 
 public struct PatientSummary: Sendable {
@@ -27,64 +27,13 @@ public struct SeriesSummary: Sendable {
     public var bytes: Int64
 }
 
-/// The whole catalog decrypted in memory, for listing and filtering. Built per request; never written.
-struct OpenedCatalog {
-    struct Patient { let id: Int64; let ref: [UInt8]; let wrappedKey: [UInt8]; let record: PatientRecord }
-    struct Study { let id: Int64; let patientID: Int64; let record: StudyRecord }
-    struct Series { let id: Int64; let studyID: Int64; let record: SeriesRecord }
-    struct Instance { let row: InstanceRow; let record: InstanceRecord }
-    var patients: [Int64: Patient] = [:]
-    var studies: [Int64: Study] = [:]
-    var series: [Int64: Series] = [:]
-    var instances: [Instance] = []
-    /// Instance count and clear bytes per series, from clear columns (no record decrypted).
-    var tally: [Int64: (count: Int, bytes: Int64)] = [:]
-}
-
 extension Vault {
     /// Decrypts catalog rows. With `patientID`, only that patient's rows (found by blind index). Instance
     /// records are decrypted only when `instances` is true; otherwise only their per-series tally is read
     /// (a study or series listing needs counts, and a patient may have thousands of instances).
     func openCatalog(patientID: String? = nil, instances: Bool = true) throws -> OpenedCatalog {
         let pidIndex = patientID.map { keyring.blindIndex(.patientID, Normalize.identifier($0)) }
-        return try catalog.pool.read { db in
-            var out = OpenedCatalog()
-            let patientRows: [Row]
-            if let pidIndex {
-                patientRows = try Row.fetchAll(db, sql: "SELECT * FROM patient WHERE patientIDIndex = ?", arguments: [Data(pidIndex)])
-            } else {
-                patientRows = try Row.fetchAll(db, sql: "SELECT * FROM patient")
-            }
-            for r in patientRows {
-                let ref = Array(r["ref"] as Data)
-                let rec = try sealer.open(PatientRecord.self, Array(r["sealed"] as Data), table: "patient", index: ref)
-                out.patients[r["id"]] = .init(id: r["id"], ref: ref, wrappedKey: Array(r["wrappedKey"] as Data), record: rec)
-            }
-            let ids = Array(out.patients.keys)
-            guard !ids.isEmpty else { return out }
-            let filter = pidIndex == nil ? "" : " WHERE patientID IN (\(ids.map(String.init).joined(separator: ",")))"
-            for r in try Row.fetchAll(db, sql: "SELECT * FROM study" + filter) {
-                let rec = try sealer.open(StudyRecord.self, Array(r["sealed"] as Data), table: "study", index: Array(r["uidIndex"] as Data))
-                out.studies[r["id"]] = .init(id: r["id"], patientID: r["patientID"], record: rec)
-            }
-            let studyFilter = pidIndex == nil ? "" : " WHERE studyID IN (\(out.studies.keys.map(String.init).joined(separator: ",")))"
-            for r in try Row.fetchAll(db, sql: "SELECT * FROM series" + studyFilter) {
-                let rec = try sealer.open(SeriesRecord.self, Array(r["sealed"] as Data), table: "series", index: Array(r["uidIndex"] as Data))
-                out.series[r["id"]] = .init(id: r["id"], studyID: r["studyID"], record: rec)
-            }
-            let seriesFilter = pidIndex == nil ? "" : " WHERE seriesID IN (\(out.series.keys.map(String.init).joined(separator: ",")))"
-            guard instances else {
-                let sql = "SELECT seriesID, COUNT(*) AS n, SUM(plainSize) AS bytes FROM instance" + seriesFilter + " GROUP BY seriesID"
-                for r in try Row.fetchAll(db, sql: sql) { out.tally[r["seriesID"]] = (r["n"], r["bytes"]) }
-                return out
-            }
-            for r in try Row.fetchAll(db, sql: "SELECT * FROM instance" + seriesFilter) {
-                let row = Catalog.instanceRow(r)
-                let rec = try sealer.open(InstanceRecord.self, row.sealed, table: "instance", index: row.uidIndex)
-                out.instances.append(.init(row: row, record: rec))
-            }
-            return out
-        }
+        return try catalog.open(patientIDIndex: pidIndex, instances: instances, sealer: sealer)
     }
 
     public func listPatients(patientID: String? = nil) throws -> [PatientSummary] {

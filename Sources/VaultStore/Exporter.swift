@@ -2,7 +2,7 @@
 import VaultFormats
 import VaultIO
 import Foundation
-import GRDB
+import VaultCatalog
 import VaultCrypto
 import VaultDICOM
 #if canImport(Glibc)
@@ -49,23 +49,13 @@ struct ResolvedInstance {
 extension Vault {
     /// Finds the instances a selection names. Unknown UIDs are `VaultError.notFound`.
     func resolve(_ selection: ExportSelection, instanceUIDs: Bool = true) throws -> [ResolvedInstance] {
-        let (column, index): (String, [UInt8]) =
+        let (level, index): (Catalog.Level, [UInt8]) =
             switch selection {
-            case .study(let uid): ("st.uidIndex", keyring.blindIndex(.studyUID, Normalize.identifier(uid)))
-            case .series(let uid): ("se.uidIndex", keyring.blindIndex(.seriesUID, Normalize.identifier(uid)))
-            case .instance(let uid): ("i.uidIndex", keyring.blindIndex(.instanceUID, Normalize.identifier(uid)))
+            case .study(let uid): (.study, keyring.blindIndex(.studyUID, Normalize.identifier(uid)))
+            case .series(let uid): (.series, keyring.blindIndex(.seriesUID, Normalize.identifier(uid)))
+            case .instance(let uid): (.instance, keyring.blindIndex(.instanceUID, Normalize.identifier(uid)))
             }
-        let rows = try catalog.pool.read { db in
-            try Row.fetchAll(
-                db,
-                sql: """
-                    SELECT i.id, i.seriesID, i.uidIndex, i.blobID, i.plainSize, i.blobSize, i.contentMAC, i.sealed,
-                           se.uidIndex, se.sealed, st.uidIndex, st.sealed, p.ref, p.wrappedKey, p.sealed
-                    FROM instance i JOIN series se ON se.id = i.seriesID JOIN study st ON st.id = se.studyID
-                    JOIN patient p ON p.id = st.patientID
-                    WHERE \(column) = ? ORDER BY i.id
-                    """, arguments: [Data(index)])
-        }
+        let rows = try catalog.instances(at: level, index: index)
         guard !rows.isEmpty else {
             let what: String =
                 switch selection {
@@ -77,29 +67,22 @@ extension Vault {
         }
         // A study's rows repeat its series, study and patient: open each sealed record once.
         var seriesUIDs: [[UInt8]: String] = [:], studyUIDs: [[UInt8]: String] = [:], patientIDs: [[UInt8]: String] = [:]
-        // Columns by position (the SELECT above): GRDB's lookup by name costs a case-folded search per
-        // access, which dominated resolving a 300-instance series.
-        func bytes(_ r: Row, _ i: Int) -> [UInt8] { Array(r[i] as Data) }
         return try rows.map { r in
-            let row = InstanceRow(
-                id: r[0], seriesID: r[1], uidIndex: bytes(r, 2), blobID: r[3], plainSize: r[4], blobSize: r[5],
-                contentMAC: bytes(r, 6), sealed: bytes(r, 7))
-            let seIndex = bytes(r, 8), stIndex = bytes(r, 10), pRef = bytes(r, 12)
-            if seriesUIDs[seIndex] == nil {
-                seriesUIDs[seIndex] = try sealer.open(SeriesRecord.self, bytes(r, 9), table: "series", index: seIndex).seriesUID
+            if seriesUIDs[r.seriesIndex] == nil {
+                seriesUIDs[r.seriesIndex] = try sealer.open(SeriesRecord.self, r.seriesSealed, table: "series", index: r.seriesIndex).seriesUID
             }
-            if studyUIDs[stIndex] == nil {
-                studyUIDs[stIndex] = try sealer.open(StudyRecord.self, bytes(r, 11), table: "study", index: stIndex).studyUID
+            if studyUIDs[r.studyIndex] == nil {
+                studyUIDs[r.studyIndex] = try sealer.open(StudyRecord.self, r.studySealed, table: "study", index: r.studyIndex).studyUID
             }
-            if patientIDs[pRef] == nil {
-                patientIDs[pRef] = try sealer.open(PatientRecord.self, bytes(r, 14), table: "patient", index: pRef).patientID
+            if patientIDs[r.patientRef] == nil {
+                patientIDs[r.patientRef] = try sealer.open(PatientRecord.self, r.patientSealed, table: "patient", index: r.patientRef).patientID
             }
             return ResolvedInstance(
-                row: row,
+                row: r.row,
                 sopInstanceUID: instanceUIDs
-                    ? try sealer.open(InstanceRecord.self, row.sealed, table: "instance", index: row.uidIndex).sopInstanceUID : nil,
-                seriesUID: seriesUIDs[seIndex] ?? "", studyUID: studyUIDs[stIndex] ?? "", patientRef: pRef,
-                patientID: patientIDs[pRef] ?? "", wrappedPatientKey: bytes(r, 13))
+                    ? try sealer.open(InstanceRecord.self, r.row.sealed, table: "instance", index: r.row.uidIndex).sopInstanceUID : nil,
+                seriesUID: seriesUIDs[r.seriesIndex] ?? "", studyUID: studyUIDs[r.studyIndex] ?? "", patientRef: r.patientRef,
+                patientID: patientIDs[r.patientRef] ?? "", wrappedPatientKey: r.wrappedPatientKey)
         }
     }
 

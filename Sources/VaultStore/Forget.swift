@@ -13,7 +13,7 @@
 import VaultFormats
 import VaultIO
 public import Foundation
-import GRDB
+import VaultCatalog
 import VaultCrypto
 #if canImport(Glibc)
 import Glibc
@@ -153,30 +153,13 @@ extension Vault {
 
     private func patientRows(patientID: String) throws -> [(id: Int64, ref: [UInt8])] {
         let index = keyring.blindIndex(.patientID, Normalize.identifier(patientID))
-        return try catalog.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT id, ref FROM patient WHERE patientIDIndex = ?", arguments: [Data(index)]).map {
-                (id: $0["id"], ref: Array($0["ref"] as Data))
-            }
-        }
+        return try catalog.patients(patientIDIndex: index)
     }
 
     /// Counts of what erasing these patients (all their studies) and these studies removes.
     private func summary(patients: [Int64], studies: [Int64]?) throws -> ErasureSummary {
-        try catalog.pool.read { db in
-            let studyIDs = try Self.studyIDs(db, patients: patients, studies: studies ?? [])
-            let list = studyIDs.map(String.init).joined(separator: ",")
-            let row = try Row.fetchOne(
-                db, sql: """
-                    SELECT COUNT(*) AS n, COALESCE(SUM(i.plainSize), 0) AS bytes FROM instance i
-                    JOIN series se ON se.id = i.seriesID WHERE se.studyID IN (\(list))
-                    """)
-            return ErasureSummary(patients: patients.count, studies: studyIDs.count, instances: row?["n"] ?? 0, bytes: row?["bytes"] ?? 0)
-        }
-    }
-
-    private static func studyIDs(_ db: Database, patients: [Int64], studies: [Int64]) throws -> [Int64] {
-        let ofPatients = try Int64.fetchAll(db, sql: "SELECT id FROM study WHERE patientID IN (\(patients.map(String.init).joined(separator: ",")))")
-        return Array(Set(ofPatients + studies)).sorted()
+        let counts = try catalog.erasureCounts(patients: patients, studies: studies ?? [])
+        return ErasureSummary(patients: patients.count, studies: counts.studies, instances: counts.instances, bytes: counts.bytes)
     }
 
     /// The erasure itself. One transaction deletes the rows and keys, lists the blobs in `pendingBlob`
@@ -190,17 +173,8 @@ extension Vault {
         let record = PendingErasure(
             summary: summary, detail: detail, actor: actor.name, role: actor.role, peerUID: actor.peerUID, peerPID: actor.peerPID, time: Date())
         let encoded = String(decoding: try JSONFiles.encode(record, "the erasure record"), as: UTF8.self)
-        try catalog.pool.write { db in
-            let studyIDs = try Self.studyIDs(db, patients: patients, studies: studies)
-            let list = studyIDs.map(String.init).joined(separator: ",")
-            let blobs = try String.fetchAll(
-                db, sql: "SELECT i.blobID FROM instance i JOIN series se ON se.id = i.seriesID WHERE se.studyID IN (\(list))")
-            for id in blobs { try db.execute(sql: "INSERT OR IGNORE INTO pendingBlob(blobID) VALUES (?)", arguments: [id]) }
-            // Foreign keys cascade to series and instances; patient rows take their wrapped key with them.
-            try db.execute(sql: "DELETE FROM study WHERE id IN (\(list))")
-            try db.execute(sql: "DELETE FROM patient WHERE id IN (\(patients.map(String.init).joined(separator: ",")))")
-            try db.execute(sql: "INSERT INTO pendingErasure(action, summary) VALUES (?, ?)", arguments: [action.rawValue, encoded])
-        }
+        // Foreign keys cascade to series and instances; patient rows take their wrapped key with them.
+        try catalog.erase(patients: patients, studies: studies, action: action.rawValue, record: encoded)
         FaultInjection.point("erase.committed")
         // Committed: from here the erasure's own record (written by whoever finishes it) is the audit
         // record; a failure now is a partial change, recorded as such.
@@ -230,31 +204,23 @@ extension Vault {
     /// writes one audit record per erasure. Called with the writer lock held.
     @discardableResult
     func finishErasures(interrupted: Bool) throws -> [ErasureSummary] {
-        let pending = try catalog.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT id, action, summary FROM pendingErasure ORDER BY id").map {
-                (id: $0["id"] as Int64, action: $0["action"] as String, summary: $0["summary"] as String)
-            }
-        }
+        let pending = try catalog.pendingErasures()
         guard !pending.isEmpty else { return [] }
-        let leftovers = try catalog.pool.read { db in
-            try String.fetchAll(db, sql: "SELECT blobID FROM pendingBlob WHERE blobID NOT IN (SELECT blobID FROM instance)")
-        }
+        let leftovers = try catalog.unreferencedPendingBlobs()
         do {
             for id in leftovers {
                 if let blob = BlobID(hex: id) { try FileIO.unlink(layout.blob(blob)) }
             }
             try FileIO.syncFilesystem(layout.blobs)
         } catch { throw VaultError.io(error) }
-        try catalog.pool.write { db in
-            for id in leftovers { try db.execute(sql: "DELETE FROM pendingBlob WHERE blobID = ?", arguments: [id]) }
-        }
-        try catalog.pool.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
+        try catalog.removePendingBlobs(leftovers)
+        try catalog.truncateWriteAheadLog()
         let published = replaceSnapshotsAfterErasure()
         var done: [ErasureSummary] = []
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
         for p in pending {
-            let record = try? decoder.decode(PendingErasure.self, from: Data(p.summary.utf8))
+            let record = try? decoder.decode(PendingErasure.self, from: Data(p.record.utf8))
             var s = record?.summary ?? ErasureSummary()
             s.snapshotPublished = published
             // The record names who asked and when, even when another process finishes the erasure.
@@ -268,7 +234,7 @@ extension Vault {
                 + "erased \(s.pseudonyms.isEmpty ? "no patient" : s.pseudonyms.joined(separator: ", ")): \(s.studies) studies"
                 + (published ? "" : "; no new snapshot could be written, every older one was removed")
             try audit(event)
-            try catalog.pool.write { db in try db.execute(sql: "DELETE FROM pendingErasure WHERE id = ?", arguments: [p.id]) }
+            try catalog.removePendingErasure(id: p.id)
             done.append(s)
         }
         // Once more, so that the newest snapshot (what a restore brings back) carries the audit records

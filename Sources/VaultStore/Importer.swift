@@ -3,7 +3,7 @@
 import VaultFormats
 import VaultIO
 import Foundation
-import GRDB
+import VaultCatalog
 import VaultCrypto
 import VaultDICOM
 #if canImport(Glibc)
@@ -230,9 +230,7 @@ extension Vault {
         for name in FileIO.list(layout.tmp) {
             try? FileIO.unlink(layout.tmp + "/" + name)
         }
-        let leftovers = try catalog.pool.read { db in
-            try String.fetchAll(db, sql: "SELECT blobID FROM pendingBlob WHERE blobID NOT IN (SELECT blobID FROM instance)")
-        }
+        let leftovers = try catalog.unreferencedPendingBlobs()
         // An erasure that committed but did not finish: its blobs are among the leftovers; finishing it
         // also truncates the WAL, replaces the snapshots and writes its audit record.
         // Best effort here: an erasure that cannot finish now (say, the WAL is busy) must not stop the
@@ -241,7 +239,7 @@ extension Vault {
         for id in leftovers {
             if let blob = BlobID(hex: id) { try FileIO.unlink(layout.blob(blob)) }
         }
-        try catalog.pool.write { db in try db.execute(sql: "DELETE FROM pendingBlob") }
+        try catalog.removeAllPendingBlobs()
     }
 }
 
@@ -525,9 +523,7 @@ struct ImportSession {
         let batch = staged
         // 1. Every staged blob's bytes on disk (one syncfs for the group, not one fsync per file).
         try FileIO.syncFilesystem(layout.tmp)
-        try vault.catalog.pool.write { db in
-            for s in batch { try db.execute(sql: "INSERT INTO pendingBlob(blobID) VALUES (?)", arguments: [s.blobID.hexString]) }
-        }
+        try vault.catalog.addPendingBlobs(batch.map(\.blobID.hexString))
         for s in batch {
             let final = layout.blob(s.blobID)
             if !FileIO.isDirectory(parentDirectory(final)) {
@@ -542,90 +538,50 @@ struct ImportSession {
         let sealer = vault.sealer
         let keyring = vault.keyring
         let keys = patientKeys
-        var cache = rowIDs
-        try vault.catalog.pool.write { db in
-            for s in batch {
-                let h = s.header
-                // Patient
-                let patientID: Int64
-                if let id = try cache.patient[s.patientRef] ?? Int64.fetchOne(db, sql: "SELECT id FROM patient WHERE ref = ?", arguments: [Data(s.patientRef)]) {
-                    patientID = id
-                } else {
+        try vault.catalog.file(batch.map { s in
+            let h = s.header
+            return InstanceToFile(
+                patientRef: s.patientRef,
+                patientIDIndex: h[.patientID].map { keyring.blindIndex(.patientID, Normalize.identifier($0)) },
+                wrappedPatientKey: {
                     guard let pk = keys[s.patientRef] else { throw VaultError.catalog("patient key lost during import") }
-                    let record = PatientRecord(
-                        name: h[.patientName] ?? "", patientID: h[.patientID] ?? "", issuer: h[.issuerOfPatientID] ?? "",
-                        birthDate: h[.patientBirthDate] ?? "", sex: h[.patientSex] ?? "",
-                        characterSetConverted: h.characterSetConverted)
-                    let pidIndex = h[.patientID].map { keyring.blindIndex(.patientID, Normalize.identifier($0)) }
-                    try db.execute(
-                        sql: "INSERT INTO patient(ref, patientIDIndex, wrappedKey, sealed) VALUES (?, ?, ?, ?)",
-                        arguments: [
-                            Data(s.patientRef), pidIndex.map { Data($0) }, Data(pk.wrapped),
-                            Data(try sealer.seal(record, table: "patient", index: s.patientRef)),
-                        ])
-                    patientID = db.lastInsertedRowID
-                }
-                cache.patient[s.patientRef] = patientID
-                // A series stays under the study it was first filed in: a file whose series is known
-                // goes there, and its own (possibly new) study is not created, which would leave an
-                // empty study row that `ls` lists and `export` cannot find.
-                let seriesIndex = s.seriesIndex
-                let seriesID: Int64
-                if let id = try cache.series[seriesIndex] ?? Int64.fetchOne(db, sql: "SELECT id FROM series WHERE uidIndex = ?", arguments: [Data(seriesIndex)]) {
-                    seriesID = id
-                } else {
-                    // Study
-                    let studyUID = h.studyInstanceUID ?? ""
-                    let studyIndex = s.studyIndex
-                    let studyID: Int64
-                    if let id = try cache.study[studyIndex] ?? Int64.fetchOne(db, sql: "SELECT id FROM study WHERE uidIndex = ?", arguments: [Data(studyIndex)]) {
-                        studyID = id
-                    } else {
-                        let record = StudyRecord(
-                            studyUID: studyUID, date: h[.studyDate] ?? "", time: h[.studyTime] ?? "",
+                    return pk.wrapped
+                },
+                sealedPatient: {
+                    try sealer.seal(
+                        PatientRecord(
+                            name: h[.patientName] ?? "", patientID: h[.patientID] ?? "", issuer: h[.issuerOfPatientID] ?? "",
+                            birthDate: h[.patientBirthDate] ?? "", sex: h[.patientSex] ?? "", characterSetConverted: h.characterSetConverted),
+                        table: "patient", index: s.patientRef)
+                },
+                studyIndex: s.studyIndex,
+                accessionIndex: h[.accessionNumber].map { keyring.blindIndex(.accession, Normalize.identifier($0)) },
+                sealedStudy: {
+                    try sealer.seal(
+                        StudyRecord(
+                            studyUID: h.studyInstanceUID ?? "", date: h[.studyDate] ?? "", time: h[.studyTime] ?? "",
                             accessionNumber: h[.accessionNumber] ?? "", referringPhysician: h[.referringPhysicianName] ?? "",
-                            institution: h[.institutionName] ?? "", description: h[.studyDescription] ?? "", studyID: h[.studyID] ?? "")
-                        let acc = h[.accessionNumber].map { keyring.blindIndex(.accession, Normalize.identifier($0)) }
-                        try db.execute(
-                            sql: "INSERT INTO study(patientID, uidIndex, accessionIndex, sealed) VALUES (?, ?, ?, ?)",
-                            arguments: [patientID, Data(studyIndex), acc.map { Data($0) }, Data(try sealer.seal(record, table: "study", index: studyIndex))])
-                        studyID = db.lastInsertedRowID
-                    }
-                    cache.study[studyIndex] = studyID
-                    // Series
-                    let seriesUID = h.seriesInstanceUID ?? ""
-                    let record = SeriesRecord(
-                        seriesUID: seriesUID, modality: h[.modality] ?? "", number: h[.seriesNumber] ?? "",
-                        description: h[.seriesDescription] ?? "", bodyPart: h[.bodyPartExamined] ?? "",
-                        performingPhysician: h[.performingPhysicianName] ?? "")
-                    try db.execute(
-                        sql: "INSERT INTO series(studyID, uidIndex, sealed) VALUES (?, ?, ?)",
-                        arguments: [studyID, Data(seriesIndex), Data(try sealer.seal(record, table: "series", index: seriesIndex))])
-                    seriesID = db.lastInsertedRowID
-                }
-                cache.series[seriesIndex] = seriesID
-                // Instance
-                let record = InstanceRecord(
-                    sopInstanceUID: h.sopInstanceUID ?? "", sopClassUID: h[.sopClassUID] ?? "", number: h[.instanceNumber] ?? "",
-                    transferSyntaxUID: h.transferSyntaxUID, frames: h[.numberOfFrames] ?? "", rows: h[.rows] ?? "",
-                    columns: h[.columns] ?? "")
-                try db.execute(
-                    sql: """
-                        INSERT INTO instance(seriesID, uidIndex, blobID, plainSize, blobSize, contentMAC, sealed)
-                        VALUES (?, ?, ?, ?, ?, ?, ?)
-                        """,
-                    arguments: [
-                        seriesID, Data(s.instanceIndex), s.blobID.hexString, s.digest.plainSize, s.digest.blobSize,
-                        Data(s.digest.contentMAC), Data(try sealer.seal(record, table: "instance", index: s.instanceIndex)),
-                    ])
-                if !s.digest.ciphertextHash.isEmpty {  // for the backup manifest (Snapshot.swift)
-                    try db.execute(
-                        sql: "INSERT INTO blobHash(blobID, hash) VALUES (?, ?)", arguments: [s.blobID.hexString, Data(s.digest.ciphertextHash)])
-                }
-                try db.execute(sql: "DELETE FROM pendingBlob WHERE blobID = ?", arguments: [s.blobID.hexString])
-            }
-        }
-        rowIDs = cache
+                            institution: h[.institutionName] ?? "", description: h[.studyDescription] ?? "", studyID: h[.studyID] ?? ""),
+                        table: "study", index: s.studyIndex)
+                },
+                seriesIndex: s.seriesIndex,
+                sealedSeries: {
+                    try sealer.seal(
+                        SeriesRecord(
+                            seriesUID: h.seriesInstanceUID ?? "", modality: h[.modality] ?? "", number: h[.seriesNumber] ?? "",
+                            description: h[.seriesDescription] ?? "", bodyPart: h[.bodyPartExamined] ?? "",
+                            performingPhysician: h[.performingPhysicianName] ?? ""),
+                        table: "series", index: s.seriesIndex)
+                },
+                instanceIndex: s.instanceIndex, blobID: s.blobID.hexString, plainSize: s.digest.plainSize, blobSize: s.digest.blobSize,
+                contentMAC: s.digest.contentMAC, ciphertextHash: s.digest.ciphertextHash,
+                sealedInstance: try sealer.seal(
+                    InstanceRecord(
+                        sopInstanceUID: h.sopInstanceUID ?? "", sopClassUID: h[.sopClassUID] ?? "", number: h[.instanceNumber] ?? "",
+                        transferSyntaxUID: h.transferSyntaxUID, frames: h[.numberOfFrames] ?? "", rows: h[.rows] ?? "",
+                        columns: h[.columns] ?? ""),
+                    table: "instance", index: s.instanceIndex))
+        }, cache: &rowIDs)
         for s in batch {
             rowIDs.studyOwner[s.studyIndex] = s.patientRef
             rowIDs.seriesOwner[s.seriesIndex] = s.patientRef
@@ -685,10 +641,3 @@ private final class ResultsBox: @unchecked Sendable {
 }
 
 /// Catalog row ids by blind index, for one import run.
-struct RowIDCache {
-    var patient: [[UInt8]: Int64] = [:]
-    var study: [[UInt8]: Int64] = [:]
-    var series: [[UInt8]: Int64] = [:]
-    var studyOwner: [[UInt8]: [UInt8]] = [:]
-    var seriesOwner: [[UInt8]: [UInt8]] = [:]
-}

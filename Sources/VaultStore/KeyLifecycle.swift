@@ -10,7 +10,7 @@
 // Opening tries the current key, then the pending one, and takes whichever matches the catalog.
 import VaultIO
 import Foundation
-import GRDB
+import VaultCatalog
 public import VaultCrypto
 #if canImport(Glibc)
 import Glibc
@@ -172,29 +172,19 @@ extension Vault {
         do { newKeyring = try Keyring(master: newMaster, indexKey: keyring.indexKey) } catch { throw .crypto(error) }
         let newSealer = RecordSealer(key: newKeyring.catalogSeal)
         do {
-            try catalog.pool.write { db in
-                for r in try Row.fetchAll(db, sql: "SELECT id, ref, wrappedKey, sealed FROM patient") {
-                    let ref = Array(r["ref"] as Data)
+            let wrappedIndex = KeyWrap.wrap(keyring.indexKey, with: newMaster, associatedData: Keyring.indexKeyAssociatedData(vaultID: config.vaultID))
+            try catalog.rewrapAll(
+                patient: { ref, wrapped, sealed in
                     let ad = Vault.patientKeyAssociatedData(ref)
-                    let patientKey = try KeyWrap.unwrap(Array(r["wrappedKey"] as Data), with: keyring.master, associatedData: ad)
-                    let resealed = try reseal(Array(r["sealed"] as Data), table: "patient", index: ref, with: newSealer)
-                    try db.execute(
-                        sql: "UPDATE patient SET wrappedKey = ?, sealed = ? WHERE id = ?",
-                        arguments: [Data(KeyWrap.wrap(patientKey, with: newMaster, associatedData: ad)), Data(resealed), r["id"] as Int64])
-                }
-                for table in ["study", "series", "instance"] {
-                    for r in try Row.fetchAll(db, sql: "SELECT id, uidIndex, sealed FROM \(table)") {
-                        let resealed = try reseal(Array(r["sealed"] as Data), table: table, index: Array(r["uidIndex"] as Data), with: newSealer)
-                        try db.execute(sql: "UPDATE \(table) SET sealed = ? WHERE id = ?", arguments: [Data(resealed), r["id"] as Int64])
-                    }
-                }
-                let wrappedIndex = KeyWrap.wrap(keyring.indexKey, with: newMaster, associatedData: Keyring.indexKeyAssociatedData(vaultID: config.vaultID))
-                try db.execute(sql: "UPDATE vaultKey SET value = ? WHERE name = ?", arguments: [Data(wrappedIndex), Catalog.wrappedIndexKeyName])
-                try db.execute(
-                    sql: "UPDATE vaultKey SET value = ? WHERE name = ?",
-                    arguments: [Data(Keyring.masterKeyCheck(newMaster, vaultID: config.vaultID)), Catalog.masterKeyCheckName])
-                FaultInjection.point("rotate.before-commit")
-            }
+                    let patientKey = try KeyWrap.unwrap(wrapped, with: keyring.master, associatedData: ad)
+                    return (KeyWrap.wrap(patientKey, with: newMaster, associatedData: ad), try reseal(sealed, table: "patient", index: ref, with: newSealer))
+                },
+                record: { table, index, sealed in try reseal(sealed, table: table, index: index, with: newSealer) },
+                vaultKeys: [
+                    (Catalog.wrappedIndexKeyName, wrappedIndex),
+                    (Catalog.masterKeyCheckName, Keyring.masterKeyCheck(newMaster, vaultID: config.vaultID)),
+                ],
+                beforeCommit: { FaultInjection.point("rotate.before-commit") })
         } catch let e as VaultError { throw e } catch {
             throw .catalog("rotation stopped before its commit; the old key remains in force: \(error)")
         }

@@ -3,7 +3,7 @@
 public import VaultFormats
 public import VaultIO
 import Foundation
-import GRDB
+import VaultCatalog
 public import VaultCrypto
 #if canImport(Glibc)
 import Glibc
@@ -226,21 +226,11 @@ extension Vault {
 
     /// Hashes the blob files of instances imported before the hash was recorded at import.
     private func fillMissingBlobHashes() throws {
-        let missing = try catalog.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT blobID, blobSize FROM instance WHERE blobID NOT IN (SELECT blobID FROM blobHash)")
-                .map { (id: $0["blobID"] as String, size: $0["blobSize"] as Int64) }
-        }
+        let missing = try catalog.blobsWithoutHash()
         guard !missing.isEmpty else { return }
-        var hashes: [(String, [UInt8])] = []
+        var hashes: [(id: String, hash: [UInt8])] = []
         for m in missing { hashes.append((m.id, try hashBlob(id: m.id, expectedSize: m.size))) }
-        try catalog.pool.write { db in
-            for (id, h) in hashes {
-                // The instance may have been deleted meanwhile (forget): then there is nothing to record.
-                try db.execute(
-                    sql: "INSERT OR REPLACE INTO blobHash(blobID, hash) SELECT ?, ? WHERE EXISTS (SELECT 1 FROM instance WHERE blobID = ?)",
-                    arguments: [id, Data(h), id])
-            }
-        }
+        try catalog.recordBlobHashes(hashes)
     }
 
     private func hashBlob(id: String, expectedSize: Int64) throws(SnapshotError) -> [UInt8] {
@@ -254,64 +244,13 @@ extension Vault {
         return result.hash
     }
 
-    /// A consistent copy of the catalog (SQLite online backup, from one read transaction), and the
-    /// blob list read from that very copy, so that the manifest and the snapshot always agree.
+    /// A consistent copy of the catalog and the blob list read from that very copy, so that the
+    /// manifest and the snapshot always agree (`Catalog.copy`).
     private func copyCatalog(to path: String, generation: inout UInt64) throws -> [BackupManifest.Blob] {
-        var rows: [(id: String, size: Int64, hash: [UInt8]?)] = []
-        var patientSample: (ref: [UInt8], wrapped: [UInt8])?
-        var stage = "opening the staging copy " + path
-        do {
-            let copy = try DatabaseQueue(path: path)
-            _ = chmod(path, 0o600)
-            stage = "copying the catalog into " + path
-            // Under SQLite's write lock: every commit that raised catalog.generation up to the value
-            // read here has finished, and none can start until the copy is taken.
-            // A reader connection's snapshot is taken while this process holds the write lock, and the
-            // copy is made from that snapshot after the lock is released (a backup cannot read through
-            // the connection that holds the write lock).
-            var g: UInt64 = 0
-            var readerConfig = Configuration()
-            readerConfig.busyMode = .timeout(30)
-            readerConfig.readonly = true
-            readerConfig.allowsUnsafeTransactions = true  // the read transaction spans two accesses
-            let reader = try DatabaseQueue(path: layout.catalog, configuration: readerConfig)
-            try catalog.pool.writeWithoutTransaction { db in
-                try db.inTransaction(.immediate) {
-                    g = CatalogGeneration.read(vault: layout.root)
-                    try reader.inDatabase { r in
-                        try r.execute(sql: "BEGIN DEFERRED")
-                        _ = try Int.fetchOne(r, sql: "SELECT count(*) FROM sqlite_master")
-                    }
-                    return .rollback
-                }
-            }
-            try reader.inDatabase { r in
-                defer { try? r.execute(sql: "ROLLBACK") }
-                try copy.writeWithoutTransaction { dest in try r.backup(to: dest) }
-            }
-            try reader.close()
-            generation = g
-            stage = "preparing the staging copy " + path
-            // Work in progress belongs to this vault, not to a restore of it: a restored vault must not
-            // finish (and log again) an erasure that was finished here.
-            try copy.write { db in try db.execute(sql: "DELETE FROM pendingErasure; DELETE FROM pendingBlob") }
-            try copy.writeWithoutTransaction { db in
-                // One self-contained file: no -wal beside it.
-                try db.execute(sql: "PRAGMA journal_mode = DELETE")
-            }
-            stage = "reading the blob list from the staging copy"
-            try copy.read { db in
-                rows = try Row.fetchAll(
-                    db, sql: "SELECT i.blobID, i.blobSize, h.hash FROM instance i LEFT JOIN blobHash h ON h.blobID = i.blobID ORDER BY i.blobID"
-                ).map { (id: $0["blobID"], size: $0["blobSize"], hash: ($0["hash"] as Data?).map { Array($0) }) }
-                patientSample = try Row.fetchOne(db, sql: "SELECT ref, wrappedKey FROM patient LIMIT 1").map {
-                    (ref: Array($0["ref"] as Data), wrapped: Array($0["wrappedKey"] as Data))
-                }
-            }
-            try copy.close()
-        } catch let e as DatabaseError {
-            throw SnapshotError.catalog(Self.describe(e, while: stage))
-        }
+        let copy = try catalog.copy(to: path, vaultRoot: layout.root)
+        generation = copy.generation
+        let rows = copy.blobs
+        let patientSample = copy.patientSample
         // The catalog must be the one this process's MK opens (not one resealed by a key rotation meanwhile).
         if let p = patientSample, (try? KeyWrap.unwrap(p.wrapped, with: keyring.master, associatedData: Vault.patientKeyAssociatedData(p.ref))) == nil {
             throw SnapshotError.signingKeyMismatch("the catalog's patient keys do not open with this process's master key (were the keys rotated meanwhile?)")
@@ -324,20 +263,6 @@ extension Vault {
             out.append(.init(id: r.id, size: r.size, blake2b256: hex(h)))
         }
         return out
-    }
-
-    /// What failed, from SQLite's result code: a failed backup step leaves the message of the other
-    /// connection, which says "not an error".
-    static func describe(_ e: DatabaseError, while stage: String) -> String {
-        let primary = e.extendedResultCode.rawValue & 0xFF
-        let known: [Int32: String] = [
-            5: "the database is busy", 6: "a table is locked", 7: "out of memory", 8: "the database is read-only",
-            10: "disk I/O error", 11: "the database file is malformed", 13: "the disk is full; free space and run it again",
-            14: "unable to open the database file", 26: "not a database file",
-        ]
-        var why = known[primary] ?? "SQLite result code \(e.extendedResultCode.rawValue)"
-        if let m = e.message, !m.isEmpty, m != "not an error", known[primary] == nil || !why.hasPrefix(m) { why += " (\(m))" }
-        return "\(stage): \(why)"
     }
 
     /// Encrypts `source` into `destination` (new file) as a snapshot and makes it durable.
@@ -497,20 +422,6 @@ extension Vault {
     }
 }
 
-/// write it (full disk) rolls the transaction back: a change the snapshot check cannot see is not committed.
-final class CatalogGenerationObserver: TransactionObserver, @unchecked Sendable {
-    private let root: String
-    private var changed = false  // only touched on the pool's writer queue
-    init(root: String) { self.root = root }
-    func observes(eventsOfKind eventKind: DatabaseEventKind) -> Bool { true }
-    func databaseDidChange(with event: DatabaseEvent) { changed = true }
-    func databaseWillCommit() throws {
-        guard changed else { return }
-        try CatalogGeneration.write(CatalogGeneration.read(vault: root) + 1, vault: root)
-    }
-    func databaseDidCommit(_ db: Database) { changed = false }
-    func databaseDidRollback(_ db: Database) { changed = false }
-}
 
 extension Vault {
     /// Files in snapshots/ that no complete snapshot set accounts for: staging of an interrupted

@@ -1,5 +1,6 @@
 // Creating and unlocking a vault. A locked vault is a path; an unlocked one is a `Vault` value that
 // holds the master key in secure memory. See docs/keys.md.
+public import VaultCatalog
 public import VaultFormats
 import VaultIO
 import Foundation
@@ -82,15 +83,10 @@ public final class Vault: Sendable {
         do {
             // The catalog first, vault.json last: a directory without vault.json is not yet a vault.
             let catalog = try Catalog(path: layout.catalog)
-            try catalog.pool.write { db in
-                try db.execute(
-                    sql: "INSERT INTO vaultKey(name, value) VALUES (?, ?), (?, ?)",
-                    arguments: [
-                        Catalog.wrappedIndexKeyName,
-                        Data(KeyWrap.wrap(indexKey, with: master, associatedData: Keyring.indexKeyAssociatedData(vaultID: vaultID))),
-                        Catalog.masterKeyCheckName, Data(Keyring.masterKeyCheck(master, vaultID: vaultID)),
-                    ])
-            }
+            try catalog.storeVaultKeys([
+                (Catalog.wrappedIndexKeyName, KeyWrap.wrap(indexKey, with: master, associatedData: Keyring.indexKeyAssociatedData(vaultID: vaultID))),
+                (Catalog.masterKeyCheckName, Keyring.masterKeyCheck(master, vaultID: vaultID)),
+            ])
             let vault = Vault(
                 layout: layout, config: config, keyring: try Keyring(master: master, indexKey: indexKey), catalog: catalog,
                 slotID: passphraseSlot.id, generation: 1)

@@ -3,7 +3,7 @@
 import VaultFormats
 import VaultIO
 import Foundation
-import GRDB
+import VaultCatalog
 import VaultCrypto
 
 public struct VerifyProblem: Sendable, Equatable, CustomStringConvertible {
@@ -62,35 +62,21 @@ extension Vault {
         var entries: [Entry] = []
         var pending = Set<String>()
         var problems: [VerifyProblem] = []
-        try catalog.pool.read { db in
-            let check = try String.fetchAll(db, sql: "PRAGMA quick_check")
-            if check != ["ok"] {
-                problems.append(.init(kind: .catalog, subject: "catalog.sqlite", detail: check.prefix(3).joined(separator: "; ")))
-            }
-            for (table, index) in [("patient", "ref"), ("study", "uidIndex"), ("series", "uidIndex"), ("instance", "uidIndex")] {
-                for r in try Row.fetchAll(db, sql: "SELECT id, \(index) AS idx, sealed FROM \(table)") {
-                    if !sealer.authenticates(Array(r["sealed"] as Data), table: table, index: Array(r["idx"] as Data)) {
-                        problems.append(.init(kind: .catalog, subject: "\(table) #\(r["id"] as Int64)", detail: "sealed record fails authentication"))
-                    }
-                }
-            }
-            report.patients = try Int.fetchOne(db, sql: "SELECT count(*) FROM patient") ?? 0
-            report.studies = try Int.fetchOne(db, sql: "SELECT count(*) FROM study") ?? 0
-            report.series = try Int.fetchOne(db, sql: "SELECT count(*) FROM series") ?? 0
-            for r in try Row.fetchAll(db, sql: """
-                SELECT i.*, p.ref AS pRef, p.wrappedKey AS pKey FROM instance i
-                JOIN series se ON se.id = i.seriesID JOIN study st ON st.id = se.studyID JOIN patient p ON p.id = st.patientID
-                ORDER BY i.blobID
-                """)
-            {
-                entries.append(Entry(inst: Catalog.instanceRow(r), ref: Array(r["pRef"] as Data), wrapped: Array(r["pKey"] as Data)))
-            }
-            let instanceCount = try Int.fetchOne(db, sql: "SELECT count(*) FROM instance") ?? 0
-            if instanceCount != entries.count {
-                problems.append(.init(kind: .catalog, subject: "instance", detail: "\(instanceCount - entries.count) instance rows are not linked to a patient"))
-            }
-            pending = Set(try String.fetchAll(db, sql: "SELECT blobID FROM pendingBlob"))
+        let scan = try catalog.scan(authenticates: { sealer.authenticates($2, table: $0, index: $1) })
+        if scan.quickCheck != ["ok"] {
+            problems.append(.init(kind: .catalog, subject: "catalog.sqlite", detail: scan.quickCheck.prefix(3).joined(separator: "; ")))
         }
+        for bad in scan.unauthentic {
+            problems.append(.init(kind: .catalog, subject: "\(bad.table) #\(bad.id)", detail: "sealed record fails authentication"))
+        }
+        report.patients = scan.patients
+        report.studies = scan.studies
+        report.series = scan.series
+        entries = scan.linked.map { Entry(inst: $0.row, ref: $0.patientRef, wrapped: $0.wrappedKey) }
+        if scan.instances != entries.count {
+            problems.append(.init(kind: .catalog, subject: "instance", detail: "\(scan.instances - entries.count) instance rows are not linked to a patient"))
+        }
+        pending = scan.pendingBlobs
         report.problems += problems
 
         // 3. Every catalogued blob: present, right size, every tag, the clear-bytes fingerprint.

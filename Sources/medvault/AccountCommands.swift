@@ -1,5 +1,6 @@
 // `medvault user …` and `medvault token …`: accounts for the local API. They change the catalog
 // directly (so they need the passphrase) and a running server sees the change on its next request.
+import VaultCatalog
 import ArgumentParser
 import Foundation
 import VaultStore

@@ -4,6 +4,7 @@ import VaultFormats
 import ArgumentParser
 import Foundation
 import VaultBackup
+import VaultRestore
 import VaultCrypto
 import VaultStore
 

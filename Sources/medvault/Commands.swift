@@ -1,4 +1,5 @@
 // medvault: a thin command-line shell over VaultStore. All logic lives in the library.
+import VaultCatalog
 import VaultIO
 import ArgumentParser
 import Foundation

@@ -5,8 +5,10 @@ import GRDB
 import Testing
 import TestSupport
 @testable import VaultBackup
+import VaultRestore
 @testable import VaultCrypto
 @testable import VaultStore
+@testable import VaultCatalog
 
 // MARK: Helpers
 

@@ -1,3 +1,4 @@
+import VaultCatalog
 import Foundation
 import Testing
 import TestSupport

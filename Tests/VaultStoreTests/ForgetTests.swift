@@ -6,6 +6,7 @@ import Testing
 import TestSupport
 @testable import VaultCrypto
 @testable import VaultStore
+@testable import VaultCatalog
 
 /// Crypto-shredding and retention on real vaults: the key is gone from every file, and copies of the
 /// blobs no longer decrypt with anything the vault holds.

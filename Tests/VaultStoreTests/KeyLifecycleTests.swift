@@ -4,6 +4,7 @@ import Testing
 import TestSupport
 @testable import VaultCrypto
 @testable import VaultStore
+@testable import VaultCatalog
 
 /// Passphrase change, extra slots and master-key rotation, on real vaults with real files.
 @Suite struct KeyLifecycleTests {

@@ -5,6 +5,7 @@ import Testing
 import TestSupport
 @testable import VaultCrypto
 @testable import VaultStore
+@testable import VaultCatalog
 
 @Suite struct VerifyTests {
     @Test func namesEveryKindOfDamageByBlob() throws {

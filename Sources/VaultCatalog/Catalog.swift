@@ -1,9 +1,9 @@
 // The sealed catalog: SQLite (WAL) through GRDB. Every identifying value is an AEAD box; lookups use
 // blind indexes. Sizes, counts and random blob ids are the only clear values. See docs/file-format.md.
-import VaultIO
+package import VaultIO
 import Foundation
 import GRDB
-import VaultCrypto
+package import VaultCrypto
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,6 +18,15 @@ public struct PatientRecord: Codable, Sendable, Equatable {
     public var sex: String
     /// False when the file's character set could not be converted to UTF-8 here (values kept as read).
     public var characterSetConverted: Bool
+
+    package init(name: String, patientID: String, issuer: String, birthDate: String, sex: String, characterSetConverted: Bool) {
+        self.name = name
+        self.patientID = patientID
+        self.issuer = issuer
+        self.birthDate = birthDate
+        self.sex = sex
+        self.characterSetConverted = characterSetConverted
+    }
 }
 
 public struct StudyRecord: Codable, Sendable, Equatable {
@@ -29,6 +38,17 @@ public struct StudyRecord: Codable, Sendable, Equatable {
     public var institution: String
     public var description: String
     public var studyID: String
+
+    package init(studyUID: String, date: String, time: String, accessionNumber: String, referringPhysician: String, institution: String, description: String, studyID: String) {
+        self.studyUID = studyUID
+        self.date = date
+        self.time = time
+        self.accessionNumber = accessionNumber
+        self.referringPhysician = referringPhysician
+        self.institution = institution
+        self.description = description
+        self.studyID = studyID
+    }
 }
 
 public struct SeriesRecord: Codable, Sendable, Equatable {
@@ -38,6 +58,15 @@ public struct SeriesRecord: Codable, Sendable, Equatable {
     public var description: String
     public var bodyPart: String
     public var performingPhysician: String
+
+    package init(seriesUID: String, modality: String, number: String, description: String, bodyPart: String, performingPhysician: String) {
+        self.seriesUID = seriesUID
+        self.modality = modality
+        self.number = number
+        self.description = description
+        self.bodyPart = bodyPart
+        self.performingPhysician = performingPhysician
+    }
 }
 
 public struct InstanceRecord: Codable, Sendable, Equatable {
@@ -48,16 +77,28 @@ public struct InstanceRecord: Codable, Sendable, Equatable {
     public var frames: String
     public var rows: String
     public var columns: String
+
+    package init(sopInstanceUID: String, sopClassUID: String, number: String, transferSyntaxUID: String, frames: String, rows: String, columns: String) {
+        self.sopInstanceUID = sopInstanceUID
+        self.sopClassUID = sopClassUID
+        self.number = number
+        self.transferSyntaxUID = transferSyntaxUID
+        self.frames = frames
+        self.rows = rows
+        self.columns = columns
+    }
 }
 
 /// Seals and opens catalog records. The associated data names the table and the row's blind index, so a
 /// sealed value cannot be moved to another row. Plaintexts are padded to 64 bytes so that a box's size
 /// does not reveal the length of a name.
-struct RecordSealer: Sendable {
-    let key: SymmetricKey
-    static let padding = 64
+package struct RecordSealer: Sendable {
+    package let key: SymmetricKey
+    package static let padding = 64
 
-    func seal<T: Encodable>(_ record: T, table: String, index: [UInt8]) throws(JSONEncodingFailure) -> [UInt8] {
+    package init(key: SymmetricKey) { self.key = key }
+
+    package func seal<T: Encodable>(_ record: T, table: String, index: [UInt8]) throws(JSONEncodingFailure) -> [UInt8] {
         var plain = try JSONFiles.encode(record, "a \(table) record")
         let padded = (plain.count / Self.padding + 1) * Self.padding
         plain += [UInt8](repeating: 0x20, count: padded - plain.count)  // JSON allows trailing spaces
@@ -65,43 +106,61 @@ struct RecordSealer: Sendable {
         return AEAD.seal(plain, key: key, associatedData: Self.associatedData(table, index))
     }
 
-    func open<T: Decodable>(_ type: T.Type, _ box: [UInt8], table: String, index: [UInt8]) throws -> T {
+    package func open<T: Decodable>(_ type: T.Type, _ box: [UInt8], table: String, index: [UInt8]) throws -> T {
         var plain = try AEAD.open(box, key: key, associatedData: Self.associatedData(table, index))
         defer { wipe(&plain) }
         return try JSONDecoder().decode(T.self, from: Data(plain))
     }
 
     /// Whether a sealed record is authentic for its place (table and row), without decoding it.
-    func authenticates(_ box: [UInt8], table: String, index: [UInt8]) -> Bool {
+    package func authenticates(_ box: [UInt8], table: String, index: [UInt8]) -> Bool {
         guard var plain = try? AEAD.open(box, key: key, associatedData: Self.associatedData(table, index)) else { return false }
         wipe(&plain)
         return true
     }
 
-    static func associatedData(_ table: String, _ index: [UInt8]) -> [UInt8] {
+    package static func associatedData(_ table: String, _ index: [UInt8]) -> [UInt8] {
         Array("medvault.v1.catalog|\(table)|".utf8) + index
     }
 }
 
 // MARK: Rows
 
-struct InstanceRow: Sendable {
-    var id: Int64
-    var seriesID: Int64
-    var uidIndex: [UInt8]
-    var blobID: String
-    var plainSize: Int64
-    var blobSize: Int64
-    var contentMAC: [UInt8]
-    var sealed: [UInt8]
+package struct InstanceRow: Sendable {
+    package var id: Int64
+    package var seriesID: Int64
+    package var uidIndex: [UInt8]
+    package var blobID: String
+    package var plainSize: Int64
+    package var blobSize: Int64
+    package var contentMAC: [UInt8]
+    package var sealed: [UInt8]
+
+    package init(
+        id: Int64, seriesID: Int64, uidIndex: [UInt8], blobID: String, plainSize: Int64, blobSize: Int64, contentMAC: [UInt8],
+        sealed: [UInt8]
+    ) {
+        self.id = id
+        self.seriesID = seriesID
+        self.uidIndex = uidIndex
+        self.blobID = blobID
+        self.plainSize = plainSize
+        self.blobSize = blobSize
+        self.contentMAC = contentMAC
+        self.sealed = sealed
+    }
 }
 
 /// The catalog database. Thread-safe (GRDB's `DatabasePool`): readers see a consistent snapshot
 /// while one process writes.
-final class Catalog: Sendable {
+package final class Catalog: Sendable {
+    /// Module-internal: every statement is written in this module (issue 9).
     let pool: DatabasePool
+    /// `catalog.sqlite`'s path.
+    package let path: String
 
-    init(path: String) throws {
+    package init(path: String) throws {
+        self.path = path
         var config = Configuration()
         // Several processes (import, serve) share one vault: wait for the writer instead of failing.
         config.busyMode = .timeout(30)
@@ -208,10 +267,10 @@ final class Catalog: Sendable {
         return m
     }
 
-    static let wrappedIndexKeyName = "index-key"
-    static let masterKeyCheckName = "master-key-check"
+    package static let wrappedIndexKeyName = "index-key"
+    package static let masterKeyCheckName = "master-key-check"
 
-    func vaultKey(_ name: String) throws -> [UInt8]? {
+    package func vaultKey(_ name: String) throws -> [UInt8]? {
         try pool.read { db in
             try Data.fetchOne(db, sql: "SELECT value FROM vaultKey WHERE name = ?", arguments: [name]).map { Array($0) }
         }
@@ -219,7 +278,7 @@ final class Catalog: Sendable {
 
     // MARK: Queries used by import, export, verify, ls
 
-    func instance(uidIndex: [UInt8]) throws -> InstanceRow? {
+    package func instance(uidIndex: [UInt8]) throws -> InstanceRow? {
         try pool.read { db in
             try Row.fetchOne(db, sql: "SELECT * FROM instance WHERE uidIndex = ?", arguments: [Data(uidIndex)]).map(Self.instanceRow)
         }
@@ -233,7 +292,7 @@ final class Catalog: Sendable {
     }
 
     /// The identity of the patient a study is filed under, if the study is in the catalog.
-    func patientRef(ofStudy studyIndex: [UInt8]) throws -> [UInt8]? {
+    package func patientRef(ofStudy studyIndex: [UInt8]) throws -> [UInt8]? {
         try pool.read { db in
             try Data.fetchOne(
                 db, sql: "SELECT p.ref FROM study s JOIN patient p ON p.id = s.patientID WHERE s.uidIndex = ?",
@@ -242,7 +301,7 @@ final class Catalog: Sendable {
     }
 
     /// The identity of the patient a series is filed under (through its study), if the series is known.
-    func patientRef(ofSeries seriesIndex: [UInt8]) throws -> [UInt8]? {
+    package func patientRef(ofSeries seriesIndex: [UInt8]) throws -> [UInt8]? {
         try pool.read { db in
             try Data.fetchOne(
                 db,
@@ -251,7 +310,7 @@ final class Catalog: Sendable {
         }
     }
 
-    func patientKeyRow(ref: [UInt8]) throws -> (id: Int64, wrappedKey: [UInt8])? {
+    package func patientKeyRow(ref: [UInt8]) throws -> (id: Int64, wrappedKey: [UInt8])? {
         try pool.read { db in
             try Row.fetchOne(db, sql: "SELECT id, wrappedKey FROM patient WHERE ref = ?", arguments: [Data(ref)]).map {
                 (id: $0["id"], wrappedKey: Array($0["wrappedKey"] as Data))

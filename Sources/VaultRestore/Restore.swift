@@ -2,6 +2,8 @@
 // checked against the signed manifest on the way; the passphrase (or recovery key) then opens the
 // vault.json copy that goes with that snapshot, and the snapshot becomes catalog.sqlite.
 import VaultFormats
+public import VaultBackup
+import VaultIO
 import Foundation
 public import VaultCrypto
 public import VaultStore
@@ -45,7 +47,7 @@ public enum BackupRestore {
         try Posix.makeDirectory(root)
         guard chmod(root, 0o700) == 0 else { throw BackupError.io(operation: "chmod", path: root, errno: errno) }
         for dir in ["blobs", "tmp", "audit", "snapshots", "run"] { try Posix.makeDirectory(root + "/" + dir) }
-        for i in 0..<256 { try Posix.makeDirectory(root + "/blobs/" + hexString([UInt8(i)])) }
+        for i in 0..<256 { try Posix.makeDirectory(root + "/blobs/" + hex([UInt8(i)])) }
 
         var placeholder = RestoreProgressState(total: m.files.count, bytes: m.files.reduce(0) { $0 + $1.size })
         progress(placeholder.progress)
@@ -160,7 +162,7 @@ public enum BackupRestore {
             unlink(tmp)
             throw error
         }
-        guard hexString(hasher.finalize()) == f.blake2b256 else {
+        guard hex(hasher.finalize()) == f.blake2b256 else {
             unlink(tmp)
             throw BackupProblem(kind: .altered, name: f.name, detail: "its BLAKE2b-256 differs from the signed manifest's")
         }
