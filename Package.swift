@@ -40,18 +40,20 @@ let package = Package(
         .target(name: "VaultIO", dependencies: ["VaultCrypto", "CSysShim"], swiftSettings: strict),
         // On-disk formats: blob, snapshot set and manifest, audit framing, vault layout.
         .target(name: "VaultFormats", dependencies: ["VaultIO", "VaultCrypto"], swiftSettings: strict),
+        // Keys: vault.json and its slots, the keyring below the master key, associated-data builders.
+        .target(name: "VaultKeys", dependencies: ["VaultIO", "VaultFormats", "VaultCrypto"], swiftSettings: strict),
         // The catalog: schema and migrations, sealed records, and every SQL statement; the pool is private.
         .target(
             name: "VaultCatalog", dependencies: ["VaultIO", "VaultFormats", "VaultCrypto", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
         .target(
             name: "VaultStore",
-            dependencies: ["VaultIO", "VaultFormats", "VaultCatalog", "VaultCrypto", "VaultDICOM", "CSysShim"],
+            dependencies: ["VaultIO", "VaultFormats", "VaultKeys", "VaultCatalog", "VaultCrypto", "VaultDICOM", "CSysShim"],
             swiftSettings: strict),
         .target(
             name: "VaultServer",
             dependencies: [
-                "VaultStore", "VaultFormats", "VaultCatalog", "CSysShim", .product(name: "Hummingbird", package: "hummingbird"),
+                "VaultStore", "VaultFormats", "VaultKeys", "VaultCatalog", "CSysShim", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
@@ -60,29 +62,29 @@ let package = Package(
         // keyed engine, so the compiler proves the backup job cannot open a key.
         .target(name: "VaultBackup", dependencies: ["VaultFormats", "VaultIO", "VaultCrypto", "CSysShim"], swiftSettings: strict),
         // Restore: a backup's snapshot set back into a vault; needs a passphrase, so it sits on the engine.
-        .target(name: "VaultRestore", dependencies: ["VaultBackup", "VaultStore", "VaultFormats", "VaultIO", "VaultCrypto"], swiftSettings: strict),
+        .target(name: "VaultRestore", dependencies: ["VaultBackup", "VaultStore", "VaultKeys", "VaultFormats", "VaultIO", "VaultCrypto"], swiftSettings: strict),
         .executableTarget(
             name: "medvault",
             // VaultCrypto only for SecureBytes: the passphrase is read straight into secure memory.
             dependencies: [
-                "VaultStore", "VaultServer", "VaultBackup", "VaultRestore", "VaultCrypto", "VaultIO", "VaultFormats", "VaultCatalog", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "VaultStore", "VaultServer", "VaultBackup", "VaultRestore", "VaultCrypto", "VaultIO", "VaultFormats", "VaultKeys", "VaultCatalog", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
 
         // Tests run on real bytes: real libsodium, real DCMTK, real SQLite, real processes.
         // Shared test helpers: temp dirs, the generated DICOM corpus (tools/gen-dicom.py), processes.
-        .target(name: "TestSupport", dependencies: ["VaultStore", "VaultCatalog", "VaultFormats", "VaultIO", "VaultCrypto"], path: "Tests/Support", swiftSettings: strict),
+        .target(name: "TestSupport", dependencies: ["VaultStore", "VaultKeys", "VaultCatalog", "VaultFormats", "VaultIO", "VaultCrypto"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: strict),
         .testTarget(name: "VaultDICOMTests", dependencies: ["VaultDICOM", "TestSupport"], swiftSettings: strict),
         .testTarget(
-            name: "VaultStoreTests", dependencies: ["VaultStore", "VaultCatalog", "VaultIO", "VaultFormats", "VaultCrypto", "VaultDICOM", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            name: "VaultStoreTests", dependencies: ["VaultStore", "VaultKeys", "VaultCatalog", "VaultIO", "VaultFormats", "VaultCrypto", "VaultDICOM", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "MedVaultCLITests", dependencies: ["TestSupport", "VaultIO"], swiftSettings: strict),
         // The CLI's own logic (time parsing, the report's Markdown), in process.
-        .testTarget(name: "MedVaultCLIUnitTests", dependencies: ["medvault", "TestSupport", "VaultStore", "VaultCatalog"], swiftSettings: strict),
+        .testTarget(name: "MedVaultCLIUnitTests", dependencies: ["medvault", "TestSupport", "VaultStore", "VaultKeys", "VaultCatalog"], swiftSettings: strict),
         .testTarget(
             name: "VaultBackupTests",
-            dependencies: ["VaultBackup", "VaultRestore", "VaultStore", "VaultCatalog", "VaultIO", "VaultFormats", "VaultCrypto", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["VaultBackup", "VaultRestore", "VaultStore", "VaultKeys", "VaultCatalog", "VaultIO", "VaultFormats", "VaultCrypto", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
     ],
     cxxLanguageStandard: .cxx17

@@ -2,6 +2,7 @@
 // each chained to the previous one by a keyed MAC, with the chain's head kept in audit/head so that
 // removing records from the end is detected too. One chain across processes: appends hold audit/lock.
 // See docs/audit.md.
+public import VaultKeys
 import VaultFormats
 import VaultIO
 public import Foundation

@@ -1,4 +1,5 @@
 // Reading the catalog back: listing (decrypted in memory only) and resolving UIDs for export.
+public import VaultKeys
 import Foundation
 public import VaultCatalog
 import VaultCrypto

@@ -1,4 +1,5 @@
 // Getting original files back out: byte-identical, streamed chunk by chunk, written atomically.
+public import VaultKeys
 import VaultFormats
 import VaultIO
 import Foundation

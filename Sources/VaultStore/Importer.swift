@@ -1,5 +1,6 @@
 // The import pipeline: parse (DCMTK) → seal into a blob in vault/tmp → group commit (fsync, rename,
 // catalog transaction) → optional read-back and removal of the source. See docs/design.md, "Import".
+public import VaultKeys
 import VaultFormats
 import VaultIO
 import Foundation

@@ -1,5 +1,6 @@
 // Creating and unlocking a vault. A locked vault is a path; an unlocked one is a `Vault` value that
 // holds the master key in secure memory. See docs/keys.md.
+public import VaultKeys
 public import VaultCatalog
 public import VaultFormats
 import VaultIO

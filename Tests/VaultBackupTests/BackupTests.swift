@@ -1,3 +1,4 @@
+import VaultKeys
 import VaultFormats
 import VaultIO
 import Foundation

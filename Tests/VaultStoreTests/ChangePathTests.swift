@@ -1,6 +1,7 @@
 // The engine's single mutation path (Sources/VaultStore/Change.swift): a caller that uses the library
 // alone — as the API server or a DICOM receiver does — gets the audit record and the signed snapshot
 // without asking for them, and a failure before or after the work is recorded as such.
+import VaultKeys
 import VaultCatalog
 import VaultFormats
 import VaultIO

@@ -3,6 +3,7 @@
 // engine was split into layers): `init --kdf interactive`, an import of 35 corpus files, `user add`,
 // `token issue`, `forget` of one patient (6 instances), `key rotate`. Its expected.json lists every
 // instance still in it with the SHA-256 of the original file. Never regenerate it with newer code.
+import VaultKeys
 import Foundation
 import Testing
 import TestSupport

@@ -1,3 +1,4 @@
+import VaultKeys
 import Foundation
 import Testing
 import TestSupport

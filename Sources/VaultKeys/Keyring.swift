@@ -1,5 +1,5 @@
 // The key hierarchy below the master key. See docs/keys.md.
-import VaultCrypto
+package import VaultCrypto
 
 /// The working keys of an unlocked vault, in two families (see docs/keys.md):
 ///
@@ -12,26 +12,26 @@ import VaultCrypto
 ///
 /// Each is `crypto_kdf` (BLAKE2b) with context "MVaultv1" and its own id; each has one job.
 public struct Keyring: Sendable {
-    enum SubkeyID: UInt64 {
+    package enum SubkeyID: UInt64 {
         case catalogSeal = 1, blindIndex = 2, auditMAC = 3, snapshot = 4, contentMAC = 5, token = 6, auditSeal = 7
     }
 
-    let master: SymmetricKey
-    let indexKey: SymmetricKey
+    package let master: SymmetricKey
+    package let indexKey: SymmetricKey
     /// Seals catalog records (XChaCha20-Poly1305). From MK.
-    let catalogSeal: SymmetricKey
+    package let catalogSeal: SymmetricKey
     /// Keyed BLAKE2b for blind indexes (exact lookups on sealed values). From IK.
-    let blindIndex: SymmetricKey
+    package let blindIndex: SymmetricKey
     /// Keyed BLAKE2b fingerprint of a file's clear bytes (duplicate detection, end-to-end verify). From IK.
-    let contentMAC: SymmetricKey
+    package let contentMAC: SymmetricKey
     /// Keyed BLAKE2b of API bearer tokens (only the hash is stored). From IK.
-    let tokenKey: SymmetricKey
+    package let tokenKey: SymmetricKey
     /// Chains audit records (keyed BLAKE2b over the previous MAC and the record). From IK.
-    let auditMAC: SymmetricKey
+    package let auditMAC: SymmetricKey
     /// Seals audit record bodies (they name patients). From IK.
-    let auditSeal: SymmetricKey
+    package let auditSeal: SymmetricKey
 
-    init(master: SymmetricKey, indexKey: SymmetricKey) throws(CryptoError) {
+    package init(master: SymmetricKey, indexKey: SymmetricKey) throws(CryptoError) {
         self.master = master
         self.indexKey = indexKey
         catalogSeal = try master.deriveSubkey(id: SubkeyID.catalogSeal.rawValue, context: "MVaultv1")
@@ -43,21 +43,21 @@ public struct Keyring: Sendable {
     }
 
     /// Checks which master key the catalog was last written with, without revealing it.
-    static func masterKeyCheck(_ master: SymmetricKey, vaultID: String) -> [UInt8] {
+    package static func masterKeyCheck(_ master: SymmetricKey, vaultID: String) -> [UInt8] {
         KeyedHasher.hash(Array("medvault.v2.master-key-check|\(vaultID)".utf8), key: master)
     }
 
-    static func indexKeyAssociatedData(vaultID: String) -> [UInt8] {
+    package static func indexKeyAssociatedData(vaultID: String) -> [UInt8] {
         Array("medvault.v2.index-key|\(vaultID)".utf8)
     }
 
     /// A blind index: keyed BLAKE2b of a domain tag and the normalised value.
-    func blindIndex(_ domain: BlindDomain, _ normalizedValue: String) -> [UInt8] {
+    package func blindIndex(_ domain: BlindDomain, _ normalizedValue: String) -> [UInt8] {
         KeyedHasher.hash(Array("\(domain.rawValue)\u{0}\(normalizedValue)".utf8), key: blindIndex)
     }
 }
 
-enum BlindDomain: String {
+package enum BlindDomain: String {
     case patientID = "patient-id"
     case patientIDWithIssuer = "patient-id-issuer"
     case patientAnonymous = "patient-anon"
@@ -70,14 +70,14 @@ enum BlindDomain: String {
 
 /// Normalisation before blind-indexing, so that the same person written in two character sets
 /// (ISO_IR 100 vs ISO_IR 192) or with different padding finds the same index.
-enum Normalize {
+package enum Normalize {
     /// Identifiers (patient ID, accession, UIDs): trimmed, Unicode NFC; case kept (IDs are case-sensitive).
-    static func identifier(_ s: String) -> String {
+    package static func identifier(_ s: String) -> String {
         s.trimmingCharacters(in: .whitespaces).precomposedStringWithCanonicalMapping
     }
 
     /// Person names: NFC, case-folded, trailing empty components and padding removed.
-    static func personName(_ s: String) -> String {
+    package static func personName(_ s: String) -> String {
         var parts = s.precomposedStringWithCanonicalMapping.split(separator: "^", omittingEmptySubsequences: false)
             .map { $0.trimmingCharacters(in: .whitespaces) }
         while let last = parts.last, last.isEmpty { parts.removeLast() }

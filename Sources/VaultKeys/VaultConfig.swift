@@ -69,6 +69,13 @@ public struct KeySlot: Codable, Sendable, Equatable {
         public var opsLimit: UInt64
         public var memLimit: UInt64
         public var salt: String  // base64
+
+        package init(algorithm: String, opsLimit: UInt64, memLimit: UInt64, salt: String) {
+            self.algorithm = algorithm
+            self.opsLimit = opsLimit
+            self.memLimit = memLimit
+            self.salt = salt
+        }
     }
     public var id: String
     public var kind: Kind
@@ -83,6 +90,21 @@ public struct KeySlot: Codable, Sendable, Equatable {
     public var sealedMasterKey: String
     /// Only while `key rotate` runs: the next master key, sealed to `publicKey`.
     public var pendingSealedMasterKey: String?
+
+    package init(
+        id: String, kind: Kind, label: String, createdAt: String, kdf: KDF?, publicKey: String, wrappedSecretKey: String,
+        sealedMasterKey: String, pendingSealedMasterKey: String?
+    ) {
+        self.id = id
+        self.kind = kind
+        self.label = label
+        self.createdAt = createdAt
+        self.kdf = kdf
+        self.publicKey = publicKey
+        self.wrappedSecretKey = wrappedSecretKey
+        self.sealedMasterKey = sealedMasterKey
+        self.pendingSealedMasterKey = pendingSealedMasterKey
+    }
 }
 
 public struct VaultConfig: Codable, Sendable, Equatable {
@@ -105,7 +127,20 @@ public struct VaultConfig: Codable, Sendable, Equatable {
     /// Only while `key rotate` runs: the seed wrapped by the next master key.
     public var pendingWrappedManifestSigningSeed: String? = nil
 
-    static func load(from path: String) throws(VaultError) -> VaultConfig {
+    package init(
+        formatVersion: Int, vaultID: String, createdAt: String, blobChunkSize: Int, keyGeneration: Int, pendingKeyGeneration: Int?,
+        slots: [KeySlot]
+    ) {
+        self.formatVersion = formatVersion
+        self.vaultID = vaultID
+        self.createdAt = createdAt
+        self.blobChunkSize = blobChunkSize
+        self.keyGeneration = keyGeneration
+        self.pendingKeyGeneration = pendingKeyGeneration
+        self.slots = slots
+    }
+
+    package static func load(from path: String) throws(VaultError) -> VaultConfig {
         guard let data = FileManager.default.contents(atPath: path) else { throw .notAVault(parentDirectory(path)) }
         struct Probe: Decodable { var format: String?; var formatVersion: Int? }
         guard let probe = try? JSONDecoder().decode(Probe.self, from: data) else {
@@ -121,19 +156,19 @@ public struct VaultConfig: Codable, Sendable, Equatable {
         return config
     }
 
-    func encoded() throws(VaultError) -> [UInt8] {
+    package func encoded() throws(VaultError) -> [UInt8] {
         do { return try JSONFiles.encode(self, "vault.json", formatting: .prettyPrinted) + [0x0A] } catch { throw .encoding(error) }
     }
 
     /// Binds a slot's wrapped secret key to the vault and the slot.
-    static func slotSecretAssociatedData(vaultID: String, slotID: String) -> [UInt8] {
+    package static func slotSecretAssociatedData(vaultID: String, slotID: String) -> [UInt8] {
         Array("medvault.v2.slot-secret|\(vaultID)|\(slotID)".utf8)
     }
 
     /// Binds a sealed master key to the vault, the slot and the key generation.
-    static func masterKeyAssociatedData(vaultID: String, slotID: String, generation: Int) -> [UInt8] {
+    package static func masterKeyAssociatedData(vaultID: String, slotID: String, generation: Int) -> [UInt8] {
         Array("medvault.v2.master-key|\(vaultID)|\(slotID)|\(generation)".utf8)
     }
 }
 
-func parentDirectory(_ path: String) -> String { (path as NSString).deletingLastPathComponent }
+package func parentDirectory(_ path: String) -> String { (path as NSString).deletingLastPathComponent }
