@@ -68,6 +68,14 @@ let package = Package(
             name: "VaultStoreTests", dependencies: ["VaultStore", "VaultCrypto", "VaultDICOM", "TestSupport"],
             resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "MedVaultCLITests", dependencies: ["TestSupport"], swiftSettings: strict),
+        // The API server in process (HummingbirdTesting), over a real vault; the live-socket tests are in MedVaultCLITests.
+        .testTarget(
+            name: "VaultServerTests",
+            dependencies: [
+                "VaultServer", "TestSupport", "VaultStore", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: strict),
         // The CLI's own logic (time parsing, the report's Markdown), in process.
         .testTarget(name: "MedVaultCLIUnitTests", dependencies: ["medvault", "TestSupport", "VaultStore"], swiftSettings: strict),
         .testTarget(
