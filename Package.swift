@@ -55,7 +55,8 @@ let package = Package(
             dependencies: [
                 "VaultStore", "VaultFormats", "VaultKeys", "VaultCatalog", "CSysShim", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
-                .product(name: "NIOCore", package: "swift-nio"), .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
             ],
             swiftSettings: strict),
         // Backups that never hold a key: targets, sync, verify (docs/backup.md). No dependency on the
@@ -80,6 +81,14 @@ let package = Package(
             name: "VaultStoreTests", dependencies: ["VaultStore", "VaultKeys", "VaultCatalog", "VaultIO", "VaultFormats", "VaultCrypto", "VaultDICOM", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "MedVaultCLITests", dependencies: ["TestSupport", "VaultIO"], swiftSettings: strict),
+        // The API server in process (HummingbirdTesting), over a real vault; the live-socket tests are in MedVaultCLITests.
+        .testTarget(
+            name: "VaultServerTests",
+            dependencies: [
+                "VaultServer", "TestSupport", "VaultStore", "VaultCatalog", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: strict),
         // The CLI's own logic (time parsing, the report's Markdown), in process.
         .testTarget(name: "MedVaultCLIUnitTests", dependencies: ["medvault", "TestSupport", "VaultStore", "VaultKeys", "VaultCatalog"], swiftSettings: strict),
         .testTarget(

@@ -7,34 +7,34 @@ import VaultStore
 
 enum WADO {
     /// GET …/studies/{s}/series/{se}/instances/{i}: one part.
-    static func instance(_ vault: Vault, _ request: Request, _ context: ServerContext) throws -> Response {
+    static func instance(_ vault: Vault, _ request: Request, _ context: VaultRequestContext) throws -> Response {
         let study = context.parameters.get("study") ?? "", series = context.parameters.get("series") ?? ""
         let sop = context.parameters.get("instance") ?? ""
         guard let item = try vault.instanceForRetrieval(study: study, series: series, instance: sop) else {
-            return APIError.response(.notFound, "no such instance")
+            throw APIError(.notFound, "no such instance")
         }
-        return multipart([item], study: study, vault: vault, channel: context.channel)
+        return multipart([item], study: study, vault: vault, context: context)
     }
 
     /// GET …/studies/{s}/series/{se}: every instance of the series.
-    static func series(_ vault: Vault, _ request: Request, _ context: ServerContext) throws -> Response {
+    static func series(_ vault: Vault, _ request: Request, _ context: VaultRequestContext) throws -> Response {
         let study = context.parameters.get("study") ?? "", series = context.parameters.get("series") ?? ""
         let items = try vault.instancesForRetrieval(study: study, series: series)
-        guard !items.isEmpty else { return APIError.response(.notFound, "no such series") }
-        return multipart(items, study: study, vault: vault, channel: context.channel)
+        guard !items.isEmpty else { throw APIError(.notFound, "no such series") }
+        return multipart(items, study: study, vault: vault, context: context)
     }
 
     /// GET …/studies/{s}: every instance of the study.
-    static func study(_ vault: Vault, _ request: Request, _ context: ServerContext) throws -> Response {
+    static func study(_ vault: Vault, _ request: Request, _ context: VaultRequestContext) throws -> Response {
         let study = context.parameters.get("study") ?? ""
         let items = try vault.instancesForRetrieval(study: study)
-        guard !items.isEmpty else { return APIError.response(.notFound, "no such study") }
-        return multipart(items, study: study, vault: vault, channel: context.channel)
+        guard !items.isEmpty else { throw APIError(.notFound, "no such study") }
+        return multipart(items, study: study, vault: vault, context: context)
     }
 
     /// GET …/metadata at study, series or instance level: a DICOM JSON array, one object per instance,
     /// without pixel data.
-    static func metadata(_ vault: Vault, _ request: Request, _ context: ServerContext) throws -> Response {
+    static func metadata(_ vault: Vault, _ request: Request, _ context: VaultRequestContext) throws -> Response {
         let study = context.parameters.get("study") ?? ""
         let series = context.parameters.get("series"), sop = context.parameters.get("instance")
         let items: [RetrievableInstance]
@@ -43,7 +43,7 @@ enum WADO {
         } else {
             items = try vault.instancesForRetrieval(study: study, series: series)
         }
-        guard !items.isEmpty else { return APIError.response(.notFound, "not found") }
+        guard !items.isEmpty else { throw APIError(.notFound, "not found") }
         var json = "["
         for (i, item) in items.enumerated() {
             if i > 0 { json += "," }
@@ -52,23 +52,20 @@ enum WADO {
         json += "]"
         var headers = HTTPFields()
         headers[.contentType] = "application/dicom+json"
-        headers[APIHeaders.auditStudies] = APIHeaders.list([study])
-        headers[APIHeaders.auditPatients] = APIHeaders.list(items.map(\.patientID))
-        headers[APIHeaders.auditInstances] = "\(items.count)"
+        context.recordDisclosure(studies: [study], patients: items.map(\.patientID), instances: items.count)
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: json)))
     }
 
     /// multipart/related; type="application/dicom", one part per instance, each streamed as it is
     /// decrypted. The total length is known in advance (sizes are in the catalog).
-    static func multipart(_ items: [RetrievableInstance], study: String, vault: Vault, channel: any Channel) -> Response {
+    static func multipart(_ items: [RetrievableInstance], study: String, vault: Vault, context: VaultRequestContext) -> Response {
+        let channel = context.channel
         let boundary = "medvault-" + UUID().uuidString
         var headers = HTTPFields()
         headers[.contentType] = "multipart/related; type=\"application/dicom\"; boundary=\(boundary)"
-        headers[APIHeaders.auditStudies] = APIHeaders.list([study])
-        headers[APIHeaders.auditPatients] = APIHeaders.list(items.map(\.patientID))
-        headers[APIHeaders.auditInstances] = "\(items.count)"
-        // The clear bytes of the instances sent (recorded when the response starts).
-        headers[APIHeaders.auditBytes] = "\(items.reduce(Int64(0)) { $0 + $1.size })"
+        // The clear bytes of the instances sent, from the catalog: recorded when the response starts.
+        context.recordDisclosure(
+            studies: [study], patients: items.map(\.patientID), instances: items.count, bytes: items.reduce(Int64(0)) { $0 + $1.size })
         @Sendable func partHead(_ item: RetrievableInstance, first: Bool) -> String {
             (first ? "" : "\r\n") + "--\(boundary)\r\nContent-Type: application/dicom\r\nContent-Length: \(item.size)\r\n\r\n"
         }

@@ -210,7 +210,9 @@ enum QIDO {
         }
     }
 
-    static func answer(_ objects: [DICOMJSONObject], _ selection: Selection, patients: [String], studies: [String]) -> Response {
+    static func answer(
+        _ objects: [DICOMJSONObject], _ selection: Selection, patients: [String], studies: [String], _ context: VaultRequestContext
+    ) -> Response {
         var body = "["
         for (i, o) in objects.enumerated() {
             if i > 0 { body += "," }
@@ -226,8 +228,7 @@ enum QIDO {
             let names = selection.unsupported.map { $0.filter { $0.isLetter || $0.isNumber } }.joined(separator: ", ")
             headers[HTTPField.Name("Warning")!] = "299 MedVault: \"The fields: \(names) are not supported and were not returned\""
         }
-        headers[APIHeaders.auditPatients] = APIHeaders.list(patients)
-        headers[APIHeaders.auditStudies] = APIHeaders.list(studies)
+        context.recordDisclosure(studies: studies, patients: patients)
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 
@@ -261,7 +262,7 @@ enum QIDO {
 
     /// GET /dicom-web/studies with PatientID, PatientName (* and ? wildcards), StudyDate (a date or a
     /// range a-b, a-, -b), ModalitiesInStudy, StudyInstanceUID (a list), AccessionNumber, limit, offset.
-    static func studies(_ vault: Vault, _ request: Request, _ context: ServerContext) throws -> Response {
+    static func studies(_ vault: Vault, _ request: Request, _ context: VaultRequestContext) throws -> Response {
         var studies = try vault.listStudies(patientID: value(request, .patientID))
         if let name = value(request, .patientName) {
             studies = studies.filter { Wildcard.matches(pattern: name, $0.patient.name) }
@@ -287,11 +288,11 @@ enum QIDO {
             o.set(.numberOfStudyRelatedSeries, count: s.series)
             o.set(.numberOfStudyRelatedInstances, count: s.instances)
             return o
-        }, Selection(request, defaults: studyDefaults), patients: shown.map(\.patient.patientID), studies: shown.map(\.study.studyUID))
+        }, Selection(request, defaults: studyDefaults), patients: shown.map(\.patient.patientID), studies: shown.map(\.study.studyUID), context)
     }
 
     /// GET /dicom-web/series and /studies/{s}/series.
-    static func series(_ vault: Vault, _ request: Request, _ context: ServerContext, study: String?) throws -> Response {
+    static func series(_ vault: Vault, _ request: Request, _ context: VaultRequestContext, study: String?) throws -> Response {
         var rows = try vault.listSeries(patientID: value(request, .patientID))
         if let study { rows = rows.filter { $0.study.studyUID == study } }
         if let uid = value(request, .studyInstanceUID) { rows = rows.filter { $0.study.studyUID == uid } }
@@ -309,11 +310,11 @@ enum QIDO {
             seriesFields(&o, s.series)
             o.set(.numberOfSeriesRelatedInstances, count: s.instances)
             return o
-        }, Selection(request, defaults: seriesDefaults), patients: shown.map(\.patient.patientID), studies: shown.map(\.study.studyUID))
+        }, Selection(request, defaults: seriesDefaults), patients: shown.map(\.patient.patientID), studies: shown.map(\.study.studyUID), context)
     }
 
     /// GET /dicom-web/instances and /studies/{s}/series/{se}/instances.
-    static func instances(_ vault: Vault, _ request: Request, _ context: ServerContext, study: String?, series: String?) throws -> Response {
+    static func instances(_ vault: Vault, _ request: Request, _ context: VaultRequestContext, study: String?, series: String?) throws -> Response {
         var rows = try vault.listInstances(patientID: value(request, .patientID))
         if let study { rows = rows.filter { $0.study.studyUID == study } }
         if let series { rows = rows.filter { $0.series.seriesUID == series } }
@@ -336,6 +337,6 @@ enum QIDO {
             o.setNumber(.numberOfFrames, i.instance.frames)
             o.set(.availableTransferSyntaxUID, i.instance.transferSyntaxUID)
             return o
-        }, Selection(request, defaults: instanceDefaults), patients: shown.map(\.patient.patientID), studies: shown.map(\.study.studyUID))
+        }, Selection(request, defaults: instanceDefaults), patients: shown.map(\.patient.patientID), studies: shown.map(\.study.studyUID), context)
     }
 }

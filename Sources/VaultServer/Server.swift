@@ -13,19 +13,6 @@ public import VaultStore
 import Glibc
 #endif
 
-/// Per-request state: the connection (for its peer credentials) and, once authenticated, the account.
-public struct ServerContext: RequestContext {
-    public var coreContext: CoreRequestContextStorage
-    let channel: any Channel
-    var account: UserAccount?
-    var peer: (uid: UInt32, pid: Int32)?
-
-    public init(source: ApplicationRequestContextSource) {
-        coreContext = .init(source: source)
-        channel = source.channel
-    }
-}
-
 /// What the server needs: an unlocked vault and where to listen.
 public struct VaultAPIServer: Sendable {
     public let vault: Vault
@@ -42,8 +29,26 @@ public struct VaultAPIServer: Sendable {
         self.limits = limits
     }
 
-    public func makeRouter() -> Router<ServerContext> {
-        let router = Router(context: ServerContext.self)
+    /// One listener: the routes over the vault behind the audit middleware, the request guard and
+    /// timeouts of `limits`, at most `maxConnections` connections at once, on `address`. `run` makes one
+    /// per listener; tests drive it in process with HummingbirdTesting.
+    public func makeApplication(
+        address: BindAddress, maxConnections: Int, onReady: @escaping @Sendable () -> Void = {}
+    ) -> Application<RouterResponder<VaultRequestContext>> {
+        var logger = Logger(label: "medvault")
+        logger.logLevel = .warning
+        return Application(
+            router: makeRouter(),
+            server: GuardedHTTP1Channel.builder(limits),
+            configuration: .init(
+                address: address, serverName: "MedVault", availableConnectionsDelegate: MaximumAvailableConnections(maxConnections)),
+            onServerRunning: { _ in onReady() },
+            logger: logger)
+    }
+
+    /// The DICOMweb routes behind the audit middleware (each listener has its own, with its own failure counts).
+    func makeRouter() -> Router<VaultRequestContext> {
+        let router = Router(context: VaultRequestContext.self)
         router.add(middleware: AuthAuditMiddleware(vault: vault))
         let dicomweb = router.group("dicom-web")
         dicomweb.get("studies") { request, context in try QIDO.studies(vault, request, context) }
@@ -82,32 +87,17 @@ public struct VaultAPIServer: Sendable {
         // A socket file left by a process that died is stale: remove it (only a socket, never a file).
         var st = stat()
         if lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFSOCK { unlink(path) }
-        var logger = Logger(label: "medvault")
-        logger.logLevel = .warning
         // Each listener has its own connection cap: a flood on the TCP port leaves the socket's alone.
-        let app = Application(
-            router: makeRouter(),
-            server: GuardedHTTP1Channel.builder(limits),
-            configuration: .init(
-                address: .unixDomainSocket(path: path), serverName: "MedVault",
-                availableConnectionsDelegate: MaximumAvailableConnections(limits.maxSocketConnections)),
-            onServerRunning: { _ in
-                chmod(path, 0o660)
-                onReady()
-            },
-            logger: logger)
+        let app = makeApplication(address: .unixDomainSocket(path: path), maxConnections: limits.maxSocketConnections) {
+            chmod(path, 0o660)
+            onReady()
+        }
         defer { unlink(path) }
         guard let http else {
             try await app.runService()
             return
         }
-        let tcp = Application(
-            router: makeRouter(),
-            server: GuardedHTTP1Channel.builder(limits),
-            configuration: .init(
-                address: .hostname(http.host, port: http.port), serverName: "MedVault",
-                availableConnectionsDelegate: MaximumAvailableConnections(limits.maxHTTPConnections)),
-            logger: logger)
+        let tcp = makeApplication(address: .hostname(http.host, port: http.port), maxConnections: limits.maxHTTPConnections)
         // Both listeners stop together, on SIGINT/SIGTERM or when either fails.
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await app.runService() }
@@ -121,11 +111,11 @@ public struct VaultAPIServer: Sendable {
 /// Authenticates every request by bearer token, records the socket peer, enforces roles, and writes one
 /// audit record per request, allowed or refused, before the response is returned.
 struct AuthAuditMiddleware: RouterMiddleware {
-    typealias Context = ServerContext
+    typealias Context = VaultRequestContext
     let vault: Vault
     let failures = FailureTracker()
 
-    func handle(_ request: Request, context: ServerContext, next: (Request, ServerContext) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: VaultRequestContext, next: (Request, VaultRequestContext) async throws -> Response) async throws -> Response {
         var context = context
         context.peer = await Self.peerCredentials(context.channel)
         let action = request.uri.path
@@ -146,14 +136,14 @@ struct AuthAuditMiddleware: RouterMiddleware {
                 try vault.audit(a)
             }
             if delay > 0 { try await Task.sleep(nanoseconds: UInt64(delay * 1e9)) }
-            return APIError.response(.unauthorized, "authentication required")
+            throw APIError(.unauthorized, "authentication required")
         }
         event.actor = account.name
         event.role = account.role.rawValue
         guard account.role != .backup else {
             event.detail = "403"
             try vault.audit(event)
-            return APIError.response(.forbidden, "this account may not read image data")
+            throw APIError(.forbidden, "this account may not read image data")
         }
         // After `key rotate` in another process our master key no longer opens the catalog: say so
         // instead of failing on every record.
@@ -161,29 +151,29 @@ struct AuthAuditMiddleware: RouterMiddleware {
             event.outcome = .failed
             event.detail = "503 master key rotated"
             try vault.audit(event)
-            return APIError.response(.serviceUnavailable, "the vault's master key was rotated; restart medvault serve")
+            throw APIError(.serviceUnavailable, "the vault's master key was rotated; restart medvault serve")
         }
         context.account = account
         do {
             let response = try await next(request, context)
             event.outcome = response.status.code < 400 ? .ok : .failed
             event.detail = "\(response.status.code)"
-            if let touched = response.headers[APIHeaders.auditStudies] { event.studyUIDs = APIHeaders.values(touched) }
-            if let touched = response.headers[APIHeaders.auditPatients] { event.patientIDs = APIHeaders.values(touched) }
-            if let n = response.headers[APIHeaders.auditInstances] { event.instances = Int(n) ?? 0 }
-            if let n = response.headers[APIHeaders.auditBytes] { event.bytes = Int64(n) ?? 0 }
-            var clean = response
-            clean.headers[APIHeaders.auditStudies] = nil
-            clean.headers[APIHeaders.auditPatients] = nil
-            clean.headers[APIHeaders.auditInstances] = nil
-            clean.headers[APIHeaders.auditBytes] = nil
+            event.add(context.auditFacts)
             try vault.audit(event)
-            return clean
+            return response
         } catch {
+            // What the route disclosed before it failed is recorded too.
             event.outcome = .failed
+            event.add(context.auditFacts)
+            if let answer = error as? any HTTPResponseError {
+                event.detail = "\(answer.status.code)"
+                try vault.audit(event)
+                throw error
+            }
+            // Any other error: its description goes into the sealed audit record, none of it to the client.
             event.detail = String(describing: error)
             try vault.audit(event)
-            throw error
+            throw APIError(.internalServerError, "internal error")
         }
     }
 
@@ -194,37 +184,6 @@ struct AuthAuditMiddleware: RouterMiddleware {
         // On a TCP socket the kernel answers with no process: uid -1, pid 0. That is "unknown", not a uid.
         guard let cred = try? await future.get(), cred.pid > 0, cred.uid != UInt32.max else { return nil }
         return (cred.uid, Int32(cred.pid))
-    }
-}
-
-/// Internal response headers the routes use to tell the audit middleware what they touched; removed
-/// before the response leaves.
-enum APIHeaders {
-    static let auditStudies = HTTPField.Name("X-MedVault-Audit-Studies")!
-    static let auditPatients = HTTPField.Name("X-MedVault-Audit-Patients")!
-    static let auditInstances = HTTPField.Name("X-MedVault-Audit-Instances")!
-    static let auditBytes = HTTPField.Name("X-MedVault-Audit-Bytes")!
-
-    /// A set of values for one header: each percent-encoded (a Patient ID may contain a comma, or any
-    /// character), sorted, comma-separated.
-    static func list(_ values: [String]) -> String {
-        Array(Set(values)).sorted().map { $0.addingPercentEncoding(withAllowedCharacters: listSafe) ?? "" }.joined(separator: ",")
-    }
-
-    static func values(_ header: String) -> [String] {
-        header.split(separator: ",").compactMap { $0.removingPercentEncoding }
-    }
-
-    private static let listSafe = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_^")
-}
-
-/// PS3.18 error responses: a status and a short JSON body.
-enum APIError {
-    static func response(_ status: HTTPResponse.Status, _ message: String) -> Response {
-        let body = (try? JSONSerialization.data(withJSONObject: ["error": message])) ?? Data()
-        var headers = HTTPFields()
-        headers[.contentType] = "application/json"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 }
 

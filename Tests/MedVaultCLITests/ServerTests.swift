@@ -233,6 +233,40 @@ import TestSupport
         #expect(try s.get("/dicom-web/studies/\(other)/series/\(series)", token: s.tokens["rad"]).0 == 404)
     }
 
+    /// What a route disclosed reaches the audit record through the request context: no internal
+    /// header leaves the socket, on answers and on refusals alike.
+    @Test func noInternalHeaderLeavesTheSocket() throws {
+        let s = try Running()
+        defer { s.stop() }
+        let f = try #require(s.corpus.valid.first)
+        let series = "/dicom-web/studies/\(f.study_uid!)/series/\(f.series_uid!)"
+        for (path, token, code) in [
+            ("/dicom-web/studies", s.tokens["rad"], "200"),
+            (series + "/instances/\(f.sop_uid!)", s.tokens["rad"], "200"),
+            (series + "/metadata", s.tokens["rad"], "200"),
+            ("/dicom-web/studies/\(f.study_uid!)", s.tokens["view"], "200"),
+            ("/dicom-web/studies/1.2.3", s.tokens["rad"], "404"),
+            ("/dicom-web/studies", s.tokens["bk"], "403"),
+            ("/dicom-web/studies", nil, "401"),
+        ] {
+            let headerFile = s.dir.sub("headers-\(UUID().uuidString)")
+            var args = ["-s", "--unix-socket", s.socket, "-D", headerFile, "-o", "/dev/null", "-w", "%{http_code}"]
+            if let token { args += ["-H", "Authorization: Bearer \(token)"] }
+            let r = try run("/usr/bin/curl", args + ["http://localhost" + path])
+            #expect(r.stdout == code, "\(path)")
+            let lines = ((try? String(contentsOfFile: headerFile, encoding: .utf8)) ?? "").split(separator: "\r\n")
+            #expect(lines.first?.hasPrefix("HTTP/1.1 \(code)") == true, "\(path)")
+            let leaked = lines.filter { $0.lowercased().hasPrefix("x-medvault") }
+            #expect(leaked.isEmpty, "\(path): \(leaked)")
+        }
+        // The facts still reach the record.
+        let log = try s.mv(["audit", "show", "--json"])
+        let records = try #require(try JSONSerialization.jsonObject(with: Data(log.stdout.utf8)) as? [[String: Any]])
+        let wado = try #require(records.last { $0["action"] as? String == "GET " + series + "/instances/\(f.sop_uid!)" })
+        #expect(wado["instances"] as? Int == 1 && wado["bytes"] as? Int == f.size)
+        #expect(wado["studyUIDs"] as? [String] == [f.study_uid!] && wado["patientIDs"] as? [String] == [f.patient_id ?? ""])
+    }
+
     @Test func metadataIsDICOMJSONWithoutPixelData() throws {
         let s = try Running()
         defer { s.stop() }
