@@ -42,18 +42,20 @@ let package = Package(
         .target(name: "VaultFormats", dependencies: ["VaultIO", "VaultCrypto"], swiftSettings: strict),
         // Keys: vault.json and its slots, the keyring below the master key, associated-data builders.
         .target(name: "VaultKeys", dependencies: ["VaultIO", "VaultFormats", "VaultCrypto"], swiftSettings: strict),
+        // Audit: typed events, the chained log, the breach report's model.
+        .target(name: "VaultAudit", dependencies: ["VaultIO", "VaultFormats", "VaultKeys", "VaultCrypto"], swiftSettings: strict),
         // The catalog: schema and migrations, sealed records, and every SQL statement; the pool is private.
         .target(
             name: "VaultCatalog", dependencies: ["VaultIO", "VaultFormats", "VaultCrypto", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
         .target(
             name: "VaultStore",
-            dependencies: ["VaultIO", "VaultFormats", "VaultKeys", "VaultCatalog", "VaultCrypto", "VaultDICOM", "CSysShim"],
+            dependencies: ["VaultIO", "VaultFormats", "VaultKeys", "VaultAudit", "VaultCatalog", "VaultCrypto", "VaultDICOM", "CSysShim"],
             swiftSettings: strict),
         .target(
             name: "VaultServer",
             dependencies: [
-                "VaultStore", "VaultFormats", "VaultKeys", "VaultCatalog", "CSysShim", .product(name: "Hummingbird", package: "hummingbird"),
+                "VaultStore", "VaultFormats", "VaultKeys", "VaultAudit", "VaultCatalog", "CSysShim", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -63,37 +65,37 @@ let package = Package(
         // keyed engine, so the compiler proves the backup job cannot open a key.
         .target(name: "VaultBackup", dependencies: ["VaultFormats", "VaultIO", "VaultCrypto", "CSysShim"], swiftSettings: strict),
         // Restore: a backup's snapshot set back into a vault; needs a passphrase, so it sits on the engine.
-        .target(name: "VaultRestore", dependencies: ["VaultBackup", "VaultStore", "VaultKeys", "VaultFormats", "VaultIO", "VaultCrypto"], swiftSettings: strict),
+        .target(name: "VaultRestore", dependencies: ["VaultBackup", "VaultStore", "VaultAudit", "VaultKeys", "VaultFormats", "VaultIO", "VaultCrypto"], swiftSettings: strict),
         .executableTarget(
             name: "medvault",
             // VaultCrypto only for SecureBytes: the passphrase is read straight into secure memory.
             dependencies: [
-                "VaultStore", "VaultServer", "VaultBackup", "VaultRestore", "VaultCrypto", "VaultIO", "VaultFormats", "VaultKeys", "VaultCatalog", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "VaultStore", "VaultServer", "VaultBackup", "VaultRestore", "VaultCrypto", "VaultIO", "VaultFormats", "VaultKeys", "VaultAudit", "VaultCatalog", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
 
         // Tests run on real bytes: real libsodium, real DCMTK, real SQLite, real processes.
         // Shared test helpers: temp dirs, the generated DICOM corpus (tools/gen-dicom.py), processes.
-        .target(name: "TestSupport", dependencies: ["VaultStore", "VaultKeys", "VaultCatalog", "VaultFormats", "VaultIO", "VaultCrypto"], path: "Tests/Support", swiftSettings: strict),
+        .target(name: "TestSupport", dependencies: ["VaultStore", "VaultAudit", "VaultKeys", "VaultCatalog", "VaultFormats", "VaultIO", "VaultCrypto"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: strict),
         .testTarget(name: "VaultDICOMTests", dependencies: ["VaultDICOM", "TestSupport"], swiftSettings: strict),
         .testTarget(
-            name: "VaultStoreTests", dependencies: ["VaultStore", "VaultKeys", "VaultCatalog", "VaultIO", "VaultFormats", "VaultCrypto", "VaultDICOM", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            name: "VaultStoreTests", dependencies: ["VaultStore", "VaultAudit", "VaultKeys", "VaultCatalog", "VaultIO", "VaultFormats", "VaultCrypto", "VaultDICOM", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             resources: [.copy("Fixtures")], swiftSettings: strict),
         .testTarget(name: "MedVaultCLITests", dependencies: ["TestSupport", "VaultIO"], swiftSettings: strict),
         // The API server in process (HummingbirdTesting), over a real vault; the live-socket tests are in MedVaultCLITests.
         .testTarget(
             name: "VaultServerTests",
             dependencies: [
-                "VaultServer", "TestSupport", "VaultStore", "VaultCatalog", .product(name: "Hummingbird", package: "hummingbird"),
+                "VaultServer", "TestSupport", "VaultStore", "VaultAudit", "VaultCatalog", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: strict),
         // The CLI's own logic (time parsing, the report's Markdown), in process.
-        .testTarget(name: "MedVaultCLIUnitTests", dependencies: ["medvault", "TestSupport", "VaultStore", "VaultKeys", "VaultCatalog"], swiftSettings: strict),
+        .testTarget(name: "MedVaultCLIUnitTests", dependencies: ["medvault", "TestSupport", "VaultStore", "VaultAudit", "VaultKeys", "VaultCatalog"], swiftSettings: strict),
         .testTarget(
             name: "VaultBackupTests",
-            dependencies: ["VaultBackup", "VaultRestore", "VaultStore", "VaultKeys", "VaultCatalog", "VaultIO", "VaultFormats", "VaultCrypto", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["VaultBackup", "VaultRestore", "VaultStore", "VaultAudit", "VaultKeys", "VaultCatalog", "VaultIO", "VaultFormats", "VaultCrypto", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
     ],
     cxxLanguageStandard: .cxx17

@@ -1,6 +1,7 @@
 // What the audit middleware and the routes share for one request: the connection, the authenticated
 // account, and what the route disclosed, which goes into the request's audit record and never to the
 // client.
+import VaultAudit
 public import Hummingbird
 import NIOConcurrencyHelpers
 import NIOCore

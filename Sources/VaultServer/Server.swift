@@ -1,5 +1,6 @@
 // The local API: DICOMweb over a Unix domain socket, every request authenticated and audited.
 // This first slice serves QIDO-RS study search and WADO-RS instance retrieval; see docs/api.md.
+import VaultAudit
 import VaultCatalog
 import Foundation
 public import Hummingbird

@@ -1,5 +1,6 @@
 // Accounts for the local API (issue 3): one per person or job, never shared, each with one role.
 // Tokens are random 256-bit bearer secrets shown once; the catalog keeps only a keyed hash.
+public import VaultAudit
 public import Foundation
 public import VaultCatalog
 import VaultCrypto

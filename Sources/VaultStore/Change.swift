@@ -11,6 +11,7 @@
 // The public change methods (import, forget, retention, accounts, tokens, key slots, rotation) are all
 // built on `change`, so no caller can skip 2–6. Reads of patient data take `recordAccess` (step 5 only).
 // See docs/design.md §5.
+public import VaultAudit
 public import VaultKeys
 public import VaultFormats
 import VaultIO

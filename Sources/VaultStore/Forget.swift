@@ -10,6 +10,7 @@
 // Crash safety: one transaction deletes the rows, lists the blobs in `pendingBlob` and records the
 // erasure in `pendingErasure`; finishing it (files, WAL, snapshots, audit record) follows at once, or,
 // after a crash, in the next writer. Leftover blobs are not counted as orphans by verify.
+public import VaultAudit
 public import VaultKeys
 import VaultFormats
 import VaultIO

@@ -8,6 +8,7 @@
 //      stores the new master key's check value;
 //   3. vault.json promotes "pending" to current.
 // Opening tries the current key, then the pending one, and takes whichever matches the catalog.
+public import VaultAudit
 public import VaultKeys
 import VaultIO
 import Foundation

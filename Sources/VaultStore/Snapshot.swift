@@ -1,5 +1,6 @@
 // Sealed catalog snapshots and signed backup manifests: everything a backup job needs, so that it
 // never needs a key (docs/backup.md). The vault writes them; `VaultBackup` copies and checks them.
+public import VaultAudit
 public import VaultKeys
 public import VaultFormats
 public import VaultIO

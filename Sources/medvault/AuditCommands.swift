@@ -1,4 +1,5 @@
 // Recording CLI actions in the audit log, and `medvault audit verify|show|report`.
+import VaultAudit
 import ArgumentParser
 import Foundation
 import VaultStore

@@ -1,5 +1,6 @@
 // The breach-notification report as a Markdown document for a data-protection officer. The engine
 // builds the report (`AuditBreachReport`); this file only renders it.
+import VaultAudit
 import Foundation
 import VaultStore
 

@@ -1,5 +1,6 @@
 // Times as people type them for `audit show` and `audit report`: dates, dates and times with or
 // without a zone, and spans before now. Parsed here, in the CLI; the engine takes an `AuditWindow`.
+import VaultAudit
 import Foundation
 import VaultStore
 

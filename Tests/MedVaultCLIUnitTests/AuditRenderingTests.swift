@@ -1,5 +1,6 @@
 // What the CLI does with the audit log's model: reading times as people type them, and the report as
 // a Markdown document. (The report's figures are tested in VaultStoreTests/AuditReportTests.)
+import VaultAudit
 import Foundation
 import Testing
 import TestSupport

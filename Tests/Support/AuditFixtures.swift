@@ -1,5 +1,6 @@
 // A small clinic's morning as audit records (API reads, CLI exports, refusals, a burst, an alert), for
 // the report tests of the engine and of the CLI's renderer.
+public import VaultAudit
 public import Foundation
 import Testing
 public import VaultStore

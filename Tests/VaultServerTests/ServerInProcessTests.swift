@@ -1,3 +1,4 @@
+import VaultAudit
 import Foundation
 import Hummingbird
 import HummingbirdTesting

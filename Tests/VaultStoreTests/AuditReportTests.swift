@@ -1,3 +1,4 @@
+import VaultAudit
 import Foundation
 import Testing
 import TestSupport

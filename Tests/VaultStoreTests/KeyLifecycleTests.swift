@@ -1,3 +1,4 @@
+import VaultAudit
 import VaultKeys
 import Foundation
 import GRDB

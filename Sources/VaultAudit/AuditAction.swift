@@ -20,7 +20,7 @@ public enum AuditAction: Hashable, Sendable, Codable, CustomStringConvertible {
     /// A string this release does not know (written by a later one).
     case unrecognized(String)
 
-    static let named: [(AuditAction, String)] = [
+    package static let named: [(AuditAction, String)] = [
         (.importFiles, "import"), (.forget, "forget"), (.retentionApply, "retention.apply"),
         (.userAdd, "user.add"), (.userDisable, "user.disable"), (.tokenIssue, "token.issue"), (.tokenRevoke, "token.revoke"),
         (.passphraseChange, "key.passphrase-change"), (.slotAdd, "key.add-slot"), (.recoveryAdd, "key.add-recovery"),
