@@ -127,58 +127,23 @@ package enum BlobCodec {
         }
         let wrapped = KeyWrap.wrap(fileKey, with: patientKey, associatedData: BlobFormat.fileKeyAssociatedData(id: id))
         let authenticatedHeader = BlobFormat.prefix(id: id) + wrapped
-        let stream = StreamEncryptor(key: fileKey)
         // The ciphertext is hashed as it is written: the backup manifest needs it (docs/backup.md).
         let cipherHasher = BLAKE2bHasher()
-        cipherHasher.update(authenticatedHeader + stream.header)
-        try out.writeAll(authenticatedHeader + stream.header)
-
+        cipherHasher.update(authenticatedHeader)
+        try out.writeAll(authenticatedHeader)
         let hasher = KeyedHasher(key: contentKey)
-        let chunk = BlobFormat.chunkSize
-        // Two read buffers (read-ahead tells which chunk is last) and one batched write buffer.
-        let writeCapacity = 16 * BlobFormat.encryptedChunkSize
-        let bufA = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 64)
-        let bufB = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 64)
-        let wbuf = UnsafeMutableRawBufferPointer.allocate(byteCount: writeCapacity, alignment: 64)
-        defer {
-            // Clear bytes of a patient's file: wipe before release.
-            memset(bufA.baseAddress!, 0, chunk); memset(bufB.baseAddress!, 0, chunk)
-            bufA.deallocate(); bufB.deallocate(); wbuf.deallocate()
-        }
-        var current = bufA, next = bufB
-        var plainSize: Int64 = 0
-        var blobSize = Int64(BlobFormat.headerLength)
-        var pending = 0
-        var currentCount = try source.readFully(into: current)
-        try authenticatedHeader.withUnsafeBytes { ad in
-            while true {
-                var isFinal = currentCount < chunk
-                var nextCount = 0
-                if !isFinal {
-                    nextCount = try source.readFully(into: next)
-                    isFinal = nextCount == 0
-                }
-                let plain = UnsafeRawBufferPointer(rebasing: current[0..<currentCount])
-                hasher.update(plain)
-                if pending + BlobFormat.encryptedChunkSize > writeCapacity {
-                    cipherHasher.update(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
-                    try out.writeAll(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
-                    pending = 0
-                }
-                let n = stream.push(
-                    plain, final: isFinal, associatedData: ad,
-                    into: UnsafeMutableRawBufferPointer(rebasing: wbuf[pending...]))
-                pending += n
-                plainSize += Int64(currentCount)
-                blobSize += Int64(n)
-                progress(currentCount)
-                if isFinal { break }
-                swap(&current, &next)
-                currentCount = nextCount
-            }
-            cipherHasher.update(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
-            try out.writeAll(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
-        }
+        var blobSize = Int64(authenticatedHeader.count)
+        let plainSize = try StreamCodec.seal(
+            from: source, key: fileKey, associatedData: authenticatedHeader, chunkSize: BlobFormat.chunkSize,
+            plain: { chunk in
+                hasher.update(chunk)
+                progress(chunk.count)
+            },
+            emit: { sealed in
+                cipherHasher.update(sealed)
+                try out.writeAll(sealed)
+                blobSize += Int64(sealed.count)
+            })
         return BlobDigest(plainSize: plainSize, blobSize: blobSize, contentMAC: hasher.finalize(), ciphertextHash: cipherHasher.finalize())
     }
 
@@ -220,45 +185,26 @@ package enum BlobCodec {
         do { fileKey = try KeyWrap.unwrap(wrapped, with: patientKey, associatedData: BlobFormat.fileKeyAssociatedData(id: id)) } catch {
             throw BlobError.tampered
         }
-        let stream: StreamDecryptor
-        do { stream = try StreamDecryptor(key: fileKey, header: Array(header[BlobFormat.authenticatedHeaderLength...])) } catch {
-            throw BlobError.tampered
-        }
         let hasher = fingerprint ? KeyedHasher(key: contentKey) : nil
-        let ec = BlobFormat.encryptedChunkSize
-        let cbuf = UnsafeMutableRawBufferPointer.allocate(byteCount: ec, alignment: 64)
-        let pbuf = UnsafeMutableRawBufferPointer.allocate(byteCount: BlobFormat.chunkSize, alignment: 64)
-        defer {
-            memset(pbuf.baseAddress!, 0, BlobFormat.chunkSize)
-            cbuf.deallocate(); pbuf.deallocate()
-        }
-        var plainSize: Int64 = 0
-        var blobSize = Int64(BlobFormat.headerLength)
-        try authenticatedHeader.withUnsafeBytes { ad in
-            while true {
-                let n: Int
-                do { n = try input.readFully(into: cbuf) } catch let e as IOFailure { throw BlobError.io(e) }
-                if n == 0 { throw BlobError.truncated }
-                blobSize += Int64(n)
-                let result: (count: Int, isFinal: Bool)
-                do {
-                    result = try stream.pull(UnsafeRawBufferPointer(rebasing: cbuf[0..<n]), associatedData: ad, into: pbuf)
-                } catch {
-                    // (A cut-off last chunk also lands here; `verify` tells the two apart by the
-                    // size the catalog recorded.)
-                    throw BlobError.tampered
-                }
-                let plain = UnsafeRawBufferPointer(rebasing: pbuf[0..<result.count])
+        let sizes: (plain: Int64, cipher: Int64)
+        do {
+            sizes = try StreamCodec.open(
+                from: input, key: fileKey, streamHeader: Array(header[BlobFormat.authenticatedHeaderLength...]),
+                associatedData: authenticatedHeader, chunkSize: BlobFormat.chunkSize
+            ) { plain in
                 hasher?.update(plain)
                 try sink(plain)
-                plainSize += Int64(result.count)
-                if result.isFinal { break }
-                if n < ec { throw BlobError.truncated }
             }
-            var extra: UInt8 = 0
-            let more = try withUnsafeMutableBytes(of: &extra) { (b) throws(IOFailure) in try input.readFully(into: b) }
-            if more > 0 { throw BlobError.trailingData }
+        } catch let failure as StreamCodec.Failure {
+            switch failure {
+            case .truncated: throw BlobError.truncated
+            case .unauthentic: throw BlobError.tampered  // (`verify` tells a cut-off last chunk apart by the recorded size)
+            case .trailingData: throw BlobError.trailingData
+            case .io(let e): throw BlobError.io(e)
+            }
         }
+        let plainSize = sizes.plain
+        let blobSize = Int64(BlobFormat.headerLength) + sizes.cipher
         return BlobDigest(plainSize: plainSize, blobSize: blobSize, contentMAC: hasher?.finalize() ?? [])
     }
 }

@@ -227,7 +227,6 @@ extension Vault {
         let key = try snapshotKey
         let input = try FileIO.Descriptor.open(source, flags: O_RDONLY)
         let out = try FileIO.Descriptor.open(destination, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
-        let stream = StreamEncryptor(key: key)
         let hasher = BLAKE2bHasher()
         var size: Int64 = 0
         func emit(_ bytes: UnsafeRawBufferPointer) throws {
@@ -235,30 +234,8 @@ extension Vault {
             try out.writeAll(bytes)
             size += Int64(bytes.count)
         }
-        try (prefix + stream.header).withUnsafeBytes { b in try emit(b) }
-        let chunk = SnapshotFormat.chunkSize
-        var current = [UInt8](repeating: 0, count: chunk), next = [UInt8](repeating: 0, count: chunk)
-        var sealed = [UInt8](repeating: 0, count: chunk + SecretStream.chunkOverhead)
-        var count = try current.withUnsafeMutableBytes { (b) throws(IOFailure) in try input.readFully(into: b) }
-        try prefix.withUnsafeBytes { ad in
-            while true {
-                var nextCount = 0
-                var isFinal = count < chunk
-                if !isFinal {
-                    nextCount = try next.withUnsafeMutableBytes { (b) throws(IOFailure) in try input.readFully(into: b) }
-                    isFinal = nextCount == 0
-                }
-                let n = current.withUnsafeBytes { c in
-                    sealed.withUnsafeMutableBytes { s in
-                        stream.push(UnsafeRawBufferPointer(rebasing: c[0..<count]), final: isFinal, associatedData: ad, into: s)
-                    }
-                }
-                try sealed.withUnsafeBytes { s in try emit(UnsafeRawBufferPointer(rebasing: s[0..<n])) }
-                if isFinal { break }
-                swap(&current, &next)
-                count = nextCount
-            }
-        }
+        try prefix.withUnsafeBytes { b in try emit(b) }
+        _ = try StreamCodec.seal(from: input, key: key, associatedData: prefix, chunkSize: SnapshotFormat.chunkSize, emit: emit)
         try out.sync()
         try out.close()
         try input.close()
@@ -285,33 +262,19 @@ extension Vault {
         guard Array(header[0..<SnapshotFormat.prefixLength]) == prefix else {
             throw SnapshotError.malformed(file: path, reason: "its header names another vault, sequence or version")
         }
-        let stream: StreamDecryptor
-        do { stream = try StreamDecryptor(key: snapshotKey, header: Array(header[SnapshotFormat.prefixLength...])) } catch {
-            throw SnapshotError.malformed(file: path, reason: "the stream header does not authenticate")
-        }
         let out = try FileIO.Descriptor.open(destination, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600)
-        var cipher = [UInt8](repeating: 0, count: SnapshotFormat.chunkSize + SecretStream.chunkOverhead)
-        var plain = [UInt8](repeating: 0, count: SnapshotFormat.chunkSize)
         do {
-            try prefix.withUnsafeBytes { ad in
-                while true {
-                    let n = try cipher.withUnsafeMutableBytes { (b) throws(IOFailure) in try input.readFully(into: b) }
-                    if n == 0 { throw SnapshotError.malformed(file: path, reason: "truncated") }
-                    let r: (count: Int, isFinal: Bool)
-                    do {
-                        r = try cipher.withUnsafeBytes { c in
-                            try plain.withUnsafeMutableBytes { p in
-                                try stream.pull(UnsafeRawBufferPointer(rebasing: c[0..<n]), associatedData: ad, into: p)
-                            }
-                        }
-                    } catch { throw SnapshotError.malformed(file: path, reason: "altered or truncated: a chunk fails authentication") }
-                    try plain.withUnsafeBytes { p in try out.writeAll(UnsafeRawBufferPointer(rebasing: p[0..<r.count])) }
-                    if r.isFinal { break }
-                    if n < cipher.count { throw SnapshotError.malformed(file: path, reason: "truncated") }
-                }
-                var extra: UInt8 = 0
-                if try withUnsafeMutableBytes(of: &extra, { (b) throws(IOFailure) in try input.readFully(into: b) }) > 0 {
-                    throw SnapshotError.malformed(file: path, reason: "unexpected bytes after the final chunk")
+            do {
+                _ = try StreamCodec.open(
+                    from: input, key: snapshotKey, streamHeader: Array(header[SnapshotFormat.prefixLength...]), associatedData: prefix,
+                    chunkSize: SnapshotFormat.chunkSize
+                ) { plain in try out.writeAll(plain) }
+            } catch let failure as StreamCodec.Failure {
+                switch failure {
+                case .truncated: throw SnapshotError.malformed(file: path, reason: "truncated")
+                case .unauthentic: throw SnapshotError.malformed(file: path, reason: "altered or truncated: a chunk fails authentication")
+                case .trailingData: throw SnapshotError.malformed(file: path, reason: "unexpected bytes after the final chunk")
+                case .io(let e): throw SnapshotError.io(e)
                 }
             }
             try out.sync()
