@@ -93,6 +93,36 @@ bool decodable(E_TransferSyntax x) {
     }
 }
 
+bool isJPEGProcess(E_TransferSyntax x) {
+    return x == EXS_JPEGProcess1 || x == EXS_JPEGProcess2_4 || x == EXS_JPEGProcess14 || x == EXS_JPEGProcess14SV1;
+}
+
+// dcmjpeg 3.6.7 looks for the frame header (SOF) with DJCodecDecoder::scanJpegDataForBitDepth before it
+// decodes, and that walk never moves past a TEM marker (FF01): it loops forever (found by tools/fuzz).
+// The same walk here, which refuses a stream where DCMTK's would reach a TEM marker.
+bool jpegBitDepthScanEnds(const uint8_t *d, size_t n) {
+    size_t offset = 0;
+    auto segment = [&]() { offset += (size_t(d[offset + 2]) << 8 | d[offset + 3]) + 2; };
+    while (offset + 4 < n) {
+        const unsigned marker = unsigned(d[offset]) << 8 | d[offset + 1];
+        if (marker == 0xFF01) return false;  // TEM: DCMTK's loop stops here for good
+        if (marker == 0xFFFF) {
+            offset += 1;  // fill byte
+        } else if ((marker >= 0xFFC0 && marker <= 0xFFCF) && marker != 0xFFC4 && marker != 0xFFC8 && marker != 0xFFCC) {
+            return true;  // a frame header: DCMTK reads the precision and stops
+        } else if (marker >= 0xFFD0 && marker <= 0xFFD9) {
+            offset += 2;  // RSTn, SOI, EOI
+        } else if (marker == 0xFFC4 || marker == 0xFFC8 || marker == 0xFFCC || (marker >= 0xFFDA && marker <= 0xFFFE)) {
+            segment();
+        } else if (d[offset] == 0xFF && d[offset + 1] > 2 && d[offset + 1] <= 0xBF) {
+            offset += 2;  // reserved markers
+        } else {
+            return true;  // DCMTK stops: no SOF
+        }
+    }
+    return true;
+}
+
 std::string syntaxName(const std::string &uid) {
     DcmXfer x(uid.c_str());
     if (x.getXfer() == EXS_Unknown) return uid;
@@ -318,6 +348,8 @@ int decodeFrame(const mv_dcm_pixel_layout &l, const uint8_t *frame, size_t frame
         setError(err, errLen, frameLen == 0 ? "the compressed frame is empty" : "the compressed frame is larger than 4 GiB");
         return MV_DCM_ERR_PARSE;
     }
+    if (isJPEGProcess(xfer.getXfer()) && !jpegBitDepthScanEnds(frame, frameLen))
+        return refused("the JPEG stream has a TEM marker (FF01) before its frame header; refused", err, errLen);
     registerCodecs();
     // A one-frame dataset around the compressed bytes: DCMTK's decoders read the image description from it.
     DcmDataset ds;

@@ -284,6 +284,27 @@ func isNonDecreasing(_ v: [Int]) -> Bool { zip(v, v.dropFirst()).allSatisfy { $0
         }
     }
 
+    /// tools/fuzz found that dcmjpeg 3.6.7 loops forever on a TEM marker before the frame header.
+    @Test func fuzzerRegressionsAreHandledByThePixelEntryPoints() throws {
+        let l = try DICOMPixelLayout.read(try PixelCorpus.bytes("jpeg/lossless-mono16-5-frames.dcm"))
+        #expect {
+            try DICOMPixels.decodeFrame([0xFF, 0xD8, 0xFF, 0xFF, 0xFF, 0x01, 0x00, 0x01, 0x00, 0x00, 0xFF, 0xC3], layout: l)
+        } throws: { error in
+            guard case .malformed(let m) = error as? DICOMError else { return false }
+            return m.contains("TEM marker")
+        }
+        let dir = packageRoot + "/tools/fuzz-harness/regressions"
+        for name in try FileManager.default.contentsOfDirectory(atPath: dir) where name.hasSuffix(".dcm") {
+            let data = Array(try #require(FileManager.default.contents(atPath: dir + "/" + name)))
+            guard let layout = try? DICOMPixelLayout.read(data) else { continue }
+            for k in 0..<min(layout.numberOfFrames, 4) {
+                guard let frame = try? layout.storedFrame(k, in: data) else { continue }
+                _ = try? DICOMPixels.decodeFrame(frame, layout: layout, maxFrameBytes: 1 << 20)
+                _ = try? DICOMPixels.render(header: data, frame: frame, options: DICOMRenderOptions(maxFrameBytes: 1 << 20))
+            }
+        }
+    }
+
     @Test func corruptCompressedFramesFailCleanly() throws {
         for path in ["jpeg/lossless-mono16-5-frames.dcm", "jpeg-ls/lossless-mono16-5-frames.dcm", "rle/mono16-5-frames-no-bot.dcm", "jpeg/baseline-mono8-3-frames.dcm"] {
             let bytes = try PixelCorpus.bytes(path)
