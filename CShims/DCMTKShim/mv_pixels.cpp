@@ -123,6 +123,35 @@ bool jpegBitDepthScanEnds(const uint8_t *d, size_t n) {
     return true;
 }
 
+// dcmdata 3.6.7's RLE decoder trusts the frame's RLE header: it copies 64 bytes whatever the fragment's
+// length, and decompresses from segment offsets it does not check against the fragment (a cut or
+// corrupt frame crashed the tests with a read past the buffer). The header is checked here first
+// (PS3.5 G.5): at least 64 bytes, 1-15 segments, as many as Bits Allocated / 8 x Samples per Pixel,
+// the first at offset 64, the others increasing and inside the frame.
+bool rleHeaderValid(const mv_dcm_pixel_layout &l, const uint8_t *d, size_t n, std::string *why) {
+    if (n < 64) {
+        *why = "the RLE frame is shorter than its 64-byte header";
+        return false;
+    }
+    auto at = [&](unsigned i) { return uint32_t(d[4 * i]) | uint32_t(d[4 * i + 1]) << 8 | uint32_t(d[4 * i + 2]) << 16 | uint32_t(d[4 * i + 3]) << 24; };
+    const uint32_t segments = at(0);
+    if (segments < 1 || segments > 15 || segments != uint32_t(l.bits_allocated / 8) * l.samples_per_pixel) {
+        *why = "the RLE header names " + num(segments) + " segments, not one per byte of each sample";
+        return false;
+    }
+    if (at(1) != 64) {
+        *why = "the first RLE segment does not start right after the header";
+        return false;
+    }
+    for (unsigned i = 1; i <= segments; i++) {
+        if (at(i) >= n || (i > 1 && at(i) <= at(i - 1))) {
+            *why = "RLE segment offset " + num(at(i)) + " is not inside the frame or not increasing";
+            return false;
+        }
+    }
+    return true;
+}
+
 std::string syntaxName(const std::string &uid) {
     DcmXfer x(uid.c_str());
     if (x.getXfer() == EXS_Unknown) return uid;
@@ -350,6 +379,13 @@ int decodeFrame(const mv_dcm_pixel_layout &l, const uint8_t *frame, size_t frame
     }
     if (isJPEGProcess(xfer.getXfer()) && !jpegBitDepthScanEnds(frame, frameLen))
         return refused("the JPEG stream has a TEM marker (FF01) before its frame header; refused", err, errLen);
+    if (xfer.getXfer() == EXS_RLELossless) {
+        std::string why;
+        if (!rleHeaderValid(l, frame, frameLen, &why)) {
+            setError(err, errLen, "cannot decode the RLE frame: " + why);
+            return MV_DCM_ERR_PARSE;
+        }
+    }
     registerCodecs();
     // A one-frame dataset around the compressed bytes: DCMTK's decoders read the image description from it.
     DcmDataset ds;

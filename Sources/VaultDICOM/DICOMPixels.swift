@@ -123,11 +123,14 @@ public struct DICOMPixelLayout: Sendable, Equatable {
         var start = first
         var end: UInt64?  // first item of the next frame; nil: up to the delimiter
         if let eot = extendedOffsetTable, eot.count == numberOfFrames {
-            guard eot[index] <= UInt64(UInt32.max) << 16 else { throw DICOMError.malformed("Extended Offset Table entry out of range") }
-            start = first + eot[index]
+            let (s, overflow) = first.addingReportingOverflow(eot[index])
+            guard !overflow else { throw DICOMError.malformed("Extended Offset Table entry \(index) is out of range") }
+            start = s
             if index + 1 < numberOfFrames {
                 guard eot[index + 1] > eot[index] else { throw DICOMError.malformed("Extended Offset Table entries do not increase") }
-                end = first + eot[index + 1]
+                let (e, overflow) = first.addingReportingOverflow(eot[index + 1])
+                guard !overflow else { throw DICOMError.malformed("Extended Offset Table entry \(index + 1) is out of range") }
+                end = e
             }
         } else if bot.length > 0 {
             guard bot.length == 4 * frames else {

@@ -305,6 +305,25 @@ func isNonDecreasing(_ v: [Int]) -> Bool { zip(v, v.dropFirst()).allSatisfy { $0
         }
     }
 
+    /// dcmdata 3.6.7's RLE decoder reads where the frame's RLE header points: the shim checks it first.
+    @Test func rleHeadersThatPointOutsideTheFrameAreRefused() throws {
+        let bytes = try PixelCorpus.bytes("rle/mono16-5-frames-no-bot.dcm")
+        let l = try DICOMPixelLayout.read(bytes)
+        let frame = try l.storedFrame(1, in: bytes)
+        var past = frame
+        past[8] = 0xFF; past[9] = 0xFF; past[10] = 0xFF; past[11] = 0x7F  // segment 2 at 2 GiB
+        var segments = frame
+        segments[0] = 3  // 3 segments for 16-bit mono (2 expected)
+        for bad in [past, segments, Array(frame.prefix(40))] {
+            #expect {
+                try DICOMPixels.decodeFrame(bad, layout: l)
+            } throws: { error in
+                guard case .malformed(let m) = error as? DICOMError else { return false }
+                return m.hasPrefix("cannot decode the RLE frame")
+            }
+        }
+    }
+
     @Test func corruptCompressedFramesFailCleanly() throws {
         for path in ["jpeg/lossless-mono16-5-frames.dcm", "jpeg-ls/lossless-mono16-5-frames.dcm", "rle/mono16-5-frames-no-bot.dcm", "jpeg/baseline-mono8-3-frames.dcm"] {
             let bytes = try PixelCorpus.bytes(path)
