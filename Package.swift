@@ -28,8 +28,12 @@ let package = Package(
             providers: [.apt(["libsodium-dev"])]),
         .target(
             name: "CDCMTKShim", path: "CShims/DCMTKShim", publicHeadersPath: "include",
-            // zlib: the pre-scan inflates deflated datasets itself (DCMTK links it too).
-            linkerSettings: [.linkedLibrary("dcmdata"), .linkedLibrary("oflog"), .linkedLibrary("ofstd"), .linkedLibrary("z")]),
+            // zlib: the pre-scan inflates deflated datasets itself (DCMTK links it too). dcmjpeg, dcmjpls and
+            // dcmimage(/imgle): frame decoding and rendering (mv_pixels.cpp; docs/pixels.md).
+            linkerSettings: [
+                .linkedLibrary("dcmimage"), .linkedLibrary("dcmimgle"), .linkedLibrary("dcmjpeg"), .linkedLibrary("dcmjpls"),
+                .linkedLibrary("dcmdata"), .linkedLibrary("oflog"), .linkedLibrary("ofstd"), .linkedLibrary("z"),
+            ]),
 
         .target(name: "CSysShim", path: "CShims/SysShim", publicHeadersPath: "include"),
 

@@ -27,6 +27,13 @@ Modes
       at and one past the 64-level limit; --elements small elements (importable); more than
       1,000,000 elements. ``reason`` says what the parser must refuse (null: must import).
 
+  gen-dicom.py pixels OUTDIR
+      Images whose pixels are known (OUTDIR/pixels.json names each file, its layout and a .raw
+      file of the expected native pixels): native single and multi-frame (8/16-bit, odd frame
+      sizes, big endian, RGB, palette colour), JPEG baseline/extended/lossless, JPEG-LS, RLE
+      (with and without Basic Offset Table, fragmented, with an Extended Offset Table), JPEG
+      2000 (Pillow), and pixel headers that claim more than the file holds.
+
   gen-dicom.py big-file OUTFILE --mib 1024
       A single multi-frame instance with about N MiB of pixel data.  The pixel
       data element is appended by hand in a streaming fashion, so memory use
@@ -1081,6 +1088,204 @@ def build_hostile(outdir: str, depth: int, n_elements: int) -> list[dict]:
 
 
 # --------------------------------------------------------------------------
+# Mode: pixels (frames, decoding and rendering; docs/pixels.md)
+# --------------------------------------------------------------------------
+
+
+def build_pixels(outdir: str) -> list[dict]:
+    """Images whose pixels are known, in every layout and codec the pixel layer handles.
+
+    Each entry of OUTDIR/pixels.json names a file, its expected layout, and ``raw``: a file with the
+    pixels the generator wrote, native little endian, frames one after another, colour by pixel
+    (what decoding the file's frames must give back; ``lossy`` ones within a tolerance).
+    ``reason`` is set for files the layout must refuse (and says what it must mention).
+    """
+    uid = UIDGen(stable_arc(77, "pixels"))
+    study, series = uid(), uid()
+    tmp = os.path.join(outdir, ".gen-dicom-tmp")
+    os.makedirs(tmp, exist_ok=True)
+    entries: list[dict] = []
+
+    def dataset(frames: np.ndarray, photometric: str, bits_stored: int, signed: bool = False,
+                multi: bool = True) -> Dataset:
+        """frames: (n, rows, cols) or (n, rows, cols, samples)."""
+        ds = Dataset()
+        ds.SOPClassUID = SC_IMAGE_STORAGE
+        ds.SOPInstanceUID = uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.PatientID, ds.PatientName, ds.Modality = "PIXELS-1", "Pixel^Test", "OT"
+        ds.InstanceNumber = len(entries) + 1
+        n, rows, cols = frames.shape[:3]
+        spp = frames.shape[3] if frames.ndim == 4 else 1
+        ds.SamplesPerPixel = spp
+        ds.PhotometricInterpretation = photometric
+        if spp > 1:
+            ds.PlanarConfiguration = 0
+        if multi:
+            ds.NumberOfFrames = n
+        ds.Rows, ds.Columns = rows, cols
+        ds.BitsAllocated = frames.dtype.itemsize * 8
+        ds.BitsStored = bits_stored
+        ds.HighBit = bits_stored - 1
+        ds.PixelRepresentation = 1 if signed else 0
+        data = frames.astype(frames.dtype.newbyteorder("<"), copy=False).tobytes()
+        ds.add_new(PIXEL_DATA_TAG, "OB" if frames.dtype.itemsize == 1 else "OW", data)
+        return ds
+
+    def raw_of(frames: np.ndarray) -> bytes:
+        return frames.astype(frames.dtype.newbyteorder("<"), copy=False).tobytes()
+
+    def put(name: str, data: bytes, ds: Dataset, frames: np.ndarray, ts: str, *, lossy: bool = False,
+            encapsulated: bool = False, bot: bool = False, eot: bool = False, photometric: Optional[str] = None,
+            reason: Optional[str] = None) -> None:
+        write_bytes(os.path.join(outdir, name), data)
+        write_bytes(os.path.join(outdir, name + ".raw"), raw_of(frames))
+        entries.append({
+            "path": name, "raw": name + ".raw", "transfer_syntax": ts, "frames": int(frames.shape[0]),
+            "rows": int(ds.Rows), "columns": int(ds.Columns), "samples": int(ds.SamplesPerPixel),
+            "bits_allocated": int(ds.BitsAllocated), "bits_stored": int(ds.BitsStored),
+            "photometric": photometric or str(ds.PhotometricInterpretation),
+            "lossy": lossy, "encapsulated": encapsulated, "bot": bot, "eot": eot, "reason": reason,
+        })
+
+    def write(name: str, ds: Dataset, frames: np.ndarray, ts: str = ExplicitVRLittleEndian, **kw) -> bytes:
+        data = encode(ds, ts)
+        put(name, data, ds, frames, ts, **kw)
+        return data
+
+    def dcmtk(name: str, source: bytes, tool: list[str], frames: np.ndarray, **kw) -> bytes:
+        src, dst = os.path.join(tmp, "in.dcm"), os.path.join(tmp, "out.dcm")
+        write_bytes(src, source)
+        run_dcmtk(tool + [src, dst])
+        with open(dst, "rb") as f:
+            data = f.read()
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        put(name, data, ds, frames, str(ds.file_meta.TransferSyntaxUID), encapsulated=True, **kw)
+        return data
+
+    def ramp(n: int, rows: int, cols: int, step: int, top: int, dtype) -> np.ndarray:
+        """Every row strictly increasing left to right; frames differ by an offset."""
+        y, x = np.mgrid[0:rows, 0:cols]
+        return np.stack([np.clip(x * step + y + 7 * f, 0, top) for f in range(n)]).astype(dtype)
+
+    def smooth_rgb(n: int, rows: int, cols: int) -> np.ndarray:
+        y, x = np.mgrid[0:rows, 0:cols]
+        frames = []
+        for f in range(n):
+            r = (x * 255 // max(cols - 1, 1))
+            g = (y * 255 // max(rows - 1, 1))
+            b = np.full_like(x, 40 + 60 * f)
+            frames.append(np.stack([r, g, b], axis=-1))
+        return np.stack(frames).astype(np.uint8)
+
+    # Native, uncompressed.
+    mono16 = ramp(1, 48, 64, 60, 4095, np.uint16)
+    ds = dataset(mono16, "MONOCHROME2", 12, multi=False)
+    ds.WindowCenter, ds.WindowWidth = "2000", "4000"
+    write("native/mono16.dcm", ds, mono16)
+    multi16 = ramp(5, 24, 32, 100, 65535, np.uint16)
+    ds16 = dataset(multi16, "MONOCHROME2", 16)
+    write("native/mono16-5-frames.dcm", ds16, multi16)
+    odd8 = ramp(3, 7, 15, 16, 255, np.uint8)  # 105-byte frames: odd sizes
+    write("native/mono8-odd-3-frames-implicit.dcm", dataset(odd8, "MONOCHROME2", 8), odd8,
+          ImplicitVRLittleEndian)
+    write("native/mono16-5-frames-big-endian.dcm", dataset(multi16, "MONOCHROME2", 16), multi16,
+          ExplicitVRBigEndian)
+    rgb = smooth_rgb(3, 30, 40)
+    rgb_source = write("native/rgb-3-frames.dcm", dataset(rgb, "RGB", 8), rgb)
+    # Palette colour: 8-bit indices, a 256-entry 16-bit LUT per channel.
+    idx = ramp(1, 16, 32, 8, 255, np.uint8)
+    ds = dataset(idx, "PALETTE COLOR", 8, multi=False)
+    lut = np.arange(256, dtype=np.uint16) * 257
+    for tag, data in ((0x00281101, None), (0x00281102, None), (0x00281103, None)):
+        ds.add_new(tag, "US", [256, 0, 16])
+    ds.add_new(0x00281201, "OW", lut.astype("<u2").tobytes())               # red rises
+    ds.add_new(0x00281202, "OW", (65535 - lut).astype("<u2").tobytes())     # green falls
+    ds.add_new(0x00281203, "OW", np.zeros(256, dtype="<u2").tobytes())     # no blue
+    write("native/palette.dcm", ds, idx)
+
+    # Compressed by DCMTK's own encoders, from the native files above.
+    mono8 = ramp(3, 32, 48, 5, 255, np.uint8)
+    mono8_source = encode(dataset(mono8, "MONOCHROME2", 8), ExplicitVRLittleEndian)
+    mono12 = ramp(3, 32, 48, 80, 4095, np.uint16)
+    mono12_source = encode(dataset(mono12, "MONOCHROME2", 12), ExplicitVRLittleEndian)
+    multi16_source = encode(ds16, ExplicitVRLittleEndian)
+    dcmtk("jpeg/baseline-mono8-3-frames.dcm", mono8_source, ["dcmcjpeg", "+eb", "+q", "95"], mono8, lossy=True, bot=True)
+    dcmtk("jpeg/baseline-rgb-3-frames.dcm", rgb_source, ["dcmcjpeg", "+eb", "+q", "95"], rgb, lossy=True, bot=True,
+          photometric="RGB")
+    dcmtk("jpeg/extended-mono12-3-frames.dcm", mono12_source, ["dcmcjpeg", "+ee", "+q", "95"], mono12, lossy=True,
+          bot=True)
+    dcmtk("jpeg/lossless-mono16-5-frames.dcm", multi16_source, ["dcmcjpeg", "+el"], multi16, bot=True)
+    dcmtk("jpeg/lossless-sv1-mono16-5-frames-no-bot.dcm", multi16_source, ["dcmcjpeg", "+e1", "-ot"], multi16)
+    # Several fragments a frame, with a Basic Offset Table: 1 KiB fragments of noisy (~5 KiB) frames.
+    noisy = (ramp(3, 40, 40, 100, 60000, np.uint16)
+             + np.random.default_rng(5).integers(0, 4000, size=(3, 40, 40))).astype(np.uint16)
+    noisy_source = encode(dataset(noisy, "MONOCHROME2", 16), ExplicitVRLittleEndian)
+    dcmtk("jpeg/lossless-sv1-mono16-3-frames-fragmented.dcm", noisy_source, ["dcmcjpeg", "+e1", "+fs", "1"],
+          noisy, bot=True)
+    dcmtk("jpeg/lossless-sv1-mono16-3-frames-fragmented-no-bot.dcm", noisy_source,
+          ["dcmcjpeg", "+e1", "+fs", "1", "-ot"], noisy)
+    dcmtk("jpeg-ls/lossless-mono16-5-frames.dcm", multi16_source, ["dcmcjpls"], multi16, bot=True)
+    dcmtk("jpeg-ls/near-lossless-mono16-5-frames.dcm", multi16_source, ["dcmcjpls", "+en"], multi16, lossy=True,
+          bot=True)
+    dcmtk("jpeg-ls/lossless-rgb-3-frames.dcm", rgb_source, ["dcmcjpls"], rgb, bot=True)
+    rle = dcmtk("rle/mono16-5-frames-no-bot.dcm", multi16_source, ["dcmcrle", "-ot"], multi16)
+    dcmtk("rle/rgb-3-frames.dcm", rgb_source, ["dcmcrle"], rgb, bot=True)
+
+    # Extended Offset Table (7FE0,0001/0002), empty Basic Offset Table: the RLE frames re-encapsulated.
+    rle_ds = pydicom.dcmread(io.BytesIO(rle))
+    from pydicom.encaps import encapsulate_extended, generate_pixel_data_frame
+    rle_frames = list(generate_pixel_data_frame(rle_ds.PixelData, 5))
+    pixel_data, offsets, lengths = encapsulate_extended(rle_frames)
+    rle_ds.PixelData = pixel_data
+    rle_ds["PixelData"].VR = "OB"
+    rle_ds.ExtendedOffsetTable = offsets
+    rle_ds.ExtendedOffsetTableLengths = lengths
+    rle_ds.SOPInstanceUID = uid()
+    rle_ds.file_meta.MediaStorageSOPInstanceUID = rle_ds.SOPInstanceUID
+    buf = io.BytesIO()
+    pydicom.dcmwrite(buf, rle_ds, write_like_original=False)
+    put("rle/mono16-5-frames-eot.dcm", buf.getvalue(), rle_ds, multi16, RLE_LOSSLESS, encapsulated=True, eot=True)
+
+    # JPEG 2000 (which DCMTK cannot decode here), encoded by Pillow when it has OpenJPEG.
+    try:
+        from PIL import Image
+        codestream = io.BytesIO()
+        Image.fromarray(mono8[0]).save(codestream, format="JPEG2000", irreversible=False, no_jp2=True)
+        from pydicom.encaps import encapsulate
+        ds = dataset(mono8[:1], "MONOCHROME2", 8, multi=False)
+        ds.PixelData = encapsulate([codestream.getvalue()])
+        ds["PixelData"].VR = "OB"
+        data = encode(ds, "1.2.840.10008.1.2.4.90")
+        put("jpeg2000/mono8.dcm", data, ds, mono8[:1], "1.2.840.10008.1.2.4.90", encapsulated=True, bot=False)
+    except ImportError:
+        print("gen-dicom: Pillow not installed: no JPEG 2000 file", file=sys.stderr)
+
+    # Hostile: pixel headers that claim more than the file holds. ``reason``: what the refusal says.
+    ds = dataset(mono16, "MONOCHROME2", 12, multi=False)
+    ds.NumberOfFrames = 1000
+    data = encode(ds, ExplicitVRLittleEndian)
+    put("hostile/frames-past-the-data.dcm", data, ds, mono16, ExplicitVRLittleEndian, reason="fewer than 1000 frame(s)")
+    huge = dataset(mono16, "MONOCHROME2", 16, multi=False)
+    huge.Rows, huge.Columns, huge.SamplesPerPixel = 65535, 65535, 3
+    huge.PlanarConfiguration, huge.PhotometricInterpretation = 0, "RGB"
+    data = encode(huge, ExplicitVRLittleEndian)
+    put("hostile/huge-dimensions-native.dcm", data, huge, mono16, ExplicitVRLittleEndian, reason="fewer than 1 frame(s)")
+    with open(os.path.join(outdir, "rle/mono16-5-frames-no-bot.dcm"), "rb") as f:
+        rle = bytearray(f.read())
+    # A fragment whose length runs past the end of the file.
+    pos = rle.rfind(struct.pack("<HH", 0xFFFE, 0xE000))
+    struct.pack_into("<I", rle, pos + 4, 0x7FFFFFF0)
+    put("hostile/fragment-past-the-end.dcm", bytes(rle), pydicom.dcmread(io.BytesIO(rle), stop_before_pixels=True),
+        multi16, RLE_LOSSLESS, encapsulated=True, reason="truncated: encapsulated pixel data stops")
+    shutil.rmtree(tmp)
+    with open(os.path.join(outdir, "pixels.json"), "w", encoding="utf-8") as f:
+        json.dump({"files": entries}, f, indent=1)
+        f.write("\n")
+    return entries
+
+
+# --------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------
 
@@ -1110,6 +1315,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--depth", type=int, default=5600)
     p.add_argument("--elements", type=int, default=80_000)
 
+    p = sub.add_parser("pixels", help="images with known pixels in every layout and codec (pixels.json)")
+    p.add_argument("outdir")
+
     p = sub.add_parser("big-file", help="one multi-frame instance with ~N MiB of pixel data")
     p.add_argument("outfile")
     p.add_argument("--mib", type=float, default=1024)
@@ -1132,6 +1340,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
 
     os.makedirs(args.outdir, exist_ok=True)
+    if args.mode == "pixels":
+        entries = build_pixels(args.outdir)
+        print(f"pixels: wrote {len(entries)} files + pixels.json to {args.outdir} "
+              f"in {time.monotonic() - t0:.2f} s", file=sys.stderr)
+        return 0
     if args.mode == "corpus":
         entries = build_corpus(args.outdir)
     elif args.mode == "hostile":

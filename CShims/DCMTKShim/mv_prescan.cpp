@@ -237,7 +237,8 @@ bool plausibleFirstGroup(uint16_t g) {
 
 class Walker {
   public:
-    Walker(ScanExtent extent, std::string *why) : extent_(extent), why_(why) {}
+    Walker(ScanExtent extent, std::string *why, PixelLocation *location = nullptr)
+        : extent_(extent), why_(why), location_(location) {}
 
     // Follows DCMTK 3.6.7's own decisions (DcmFileFormat::read, DcmMetaInfo::read,
     // DcmItem::checkTransferSyntax): where the meta header ends, which transfer syntax each part is
@@ -275,6 +276,7 @@ class Walker {
             if (!src.failure.empty()) return fail(src, src.failure);
             return meta || fail(src, "not a DICOM file: no data elements; refused");
         }
+        if (location_ != nullptr) location_->deflated = deflated;
         if (deflated) {
             InflateSource inflated(src);
             if (!inflated.failure.empty()) return fail(src, inflated.failure);
@@ -294,6 +296,11 @@ class Walker {
                                      tagText(le, u16(d + 2, false)) + ") do not start a DICOM dataset; refused");
         }
         if (!known) enc = detectEncoding(d);
+        if (location_ != nullptr) {
+            location_->transferSyntax = transferSyntax;
+            location_->explicitVR = enc.explicitVR;
+            location_->bigEndian = enc.bigEndian;
+        }
         return walk(src, enc, "the file", Phase::dataset, nullptr);
     }
 
@@ -401,8 +408,13 @@ class Walker {
             const uint64_t limit = enclosingEnd(src, st);
             // DCMTK's readUntilTag stops at the first top-level tag at or above the stop tag, unread.
             if (!cur && phase == Phase::dataset && extent_ == ScanExtent::untilPixels &&
-                (g > 0x7FE0 || (g == 0x7FE0 && e >= 0x0010)))
+                (g > 0x7FE0 || (g == 0x7FE0 && e >= 0x0010))) {
+                if (location_ != nullptr && g == 0x7FE0 && e == 0x0010) {
+                    location_->found = true;
+                    location_->elementOffset = at;
+                }
                 return true;
+            }
 
             if (g == 0xFFFE) {  // item, item delimiter, sequence delimiter: tag + 4-byte length, no VR
                 const uint32_t len = u32(h + 4, enc.bigEndian);
@@ -524,6 +536,17 @@ class Walker {
                 }
             }
             if (action == skipValue) {
+                if (location_ != nullptr && !cur && phase == Phase::dataset && g == 0x7FE0 && (e == 0x0001 || e == 0x0002)) {
+                    if (e == 0x0001) {
+                        location_->hasOffsets = true;
+                        location_->offsetsAt = src.pos();
+                        location_->offsetsLength = len;
+                    } else {
+                        location_->hasLengths = true;
+                        location_->lengthsAt = src.pos();
+                        location_->lengthsLength = len;
+                    }
+                }
                 if (!src.skip(len))
                     return failAt(src, at, "data element " + tagText(g, e) + ": length " + std::to_string(len) +
                                                " runs past the end of " + where);
@@ -542,6 +565,7 @@ class Walker {
 
     ScanExtent extent_;
     std::string *why_;
+    PixelLocation *location_;
     uint64_t elements_ = 0;
 };
 
@@ -550,6 +574,12 @@ class Walker {
 bool prescanBuffer(const uint8_t *bytes, size_t length, ScanExtent extent, std::string *why) {
     MemorySource src(bytes, length);
     return Walker(extent, why).run(src);
+}
+
+bool locatePixelData(const uint8_t *bytes, size_t length, PixelLocation *location, std::string *why) {
+    *location = PixelLocation();
+    MemorySource src(bytes, length);
+    return Walker(ScanExtent::untilPixels, why, location).run(src);
 }
 
 bool prescanFd(int fd, ScanExtent extent, std::string *why) {

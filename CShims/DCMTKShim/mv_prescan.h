@@ -28,10 +28,24 @@ enum class ScanExtent {
     untilPixels,  // DCMTK stops at the top-level Pixel Data tag: so does the scan
 };
 
+// Where the top-level Pixel Data element is, as the scan found it (locatePixelData).
+struct PixelLocation {
+    bool found = false;           // a top-level (7FE0,0010) element header starts at elementOffset
+    uint64_t elementOffset = 0;   // offset of its tag in the input
+    bool explicitVR = true, bigEndian = false;
+    bool deflated = false;        // offsets would be in the inflated stream: the caller refuses
+    std::string transferSyntax;   // from the meta header; empty for a bare dataset (see explicitVR/bigEndian)
+    // Top-level Extended Offset Table (7FE0,0001) and its lengths (7FE0,0002): value offset and length.
+    bool hasOffsets = false, hasLengths = false;
+    uint64_t offsetsAt = 0, offsetsLength = 0, lengthsAt = 0, lengthsLength = 0;
+};
+
 // Both return true when the bytes may be handed to DCMTK; otherwise false and a reason in *why
 // (offsets, tags and limits only: never a value from the file).
 bool prescanBuffer(const uint8_t *bytes, size_t length, ScanExtent extent, std::string *why);
 bool prescanFd(int fd, ScanExtent extent, std::string *why);
+// The scan of prescanBuffer(..., untilPixels, ...), noting where the top-level Pixel Data starts.
+bool locatePixelData(const uint8_t *bytes, size_t length, PixelLocation *location, std::string *why);
 
 }  // namespace mv
 

@@ -63,6 +63,14 @@ public enum DICOMError: Error, Equatable, Sendable, CustomStringConvertible {
     case missingAttribute(String)
     /// The shim failed unexpectedly (out of memory, an internal exception).
     case internalFailure(String)
+    /// Frames in this transfer syntax cannot be decoded or rendered here (a DICOMweb server answers 406).
+    case unsupportedTransferSyntax(String)
+    /// Well-formed, but the pixel format cannot be handled here (e.g. 64-bit pixels for rendering).
+    case unsupported(String)
+    /// A frame index (0-based) at or past the number of frames.
+    case frameOutOfRange(requested: Int, available: Int)
+    /// The dataset has no top-level Pixel Data (or the bytes stop before it).
+    case noPixelData(String)
 
     public var description: String {
         switch self {
@@ -71,6 +79,12 @@ public enum DICOMError: Error, Equatable, Sendable, CustomStringConvertible {
         case .malformed(let m): m
         case .missingAttribute(let name): "not importable: missing \(name)"
         case .internalFailure(let m): "DICOM parser failure: \(m)"
+        case .unsupportedTransferSyntax(let uid):
+            "frames in transfer syntax \(uid) cannot be decoded here (decodable: JPEG baseline, extended and lossless, JPEG-LS, RLE, and the native syntaxes)"
+        case .unsupported(let m): "unsupported pixel data: \(m)"
+        case .frameOutOfRange(let requested, let available):
+            "frame index \(requested) is out of range: the instance has \(available) frame(s) (indices 0..<\(available))"
+        case .noPixelData(let m): m
         }
     }
 }

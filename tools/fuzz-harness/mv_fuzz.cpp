@@ -1,12 +1,16 @@
-// mv_fuzz.cpp — libFuzzer harness over the DCMTK shim's three parse entry points (tools/fuzz builds
-// and runs it; docs/benchmarks.md has the figures). Every input goes through:
+// mv_fuzz.cpp — libFuzzer harness over the DCMTK shim's entry points (tools/fuzz builds and runs it;
+// docs/benchmarks.md has the figures). Every input goes through:
 //   mv_dcm_parse_buffer    (from memory: the importer's in-memory callers, STOW-RS)
 //   mv_dcm_json_from_buffer (the server's metadata route and the exporter; stops at Pixel Data)
 //   mv_dcm_parse_file      (from a file: the importer, through /proc/self/fd like Importer.swift)
+//   mv_dcm_pixel_layout_read, and when it succeeds, the first frame (native bytes, or the first
+//   fragment after the offset table) through mv_dcm_decode_frame and mv_dcm_render (frames route,
+//   rendered and thumbnail routes; docs/pixels.md), with a 4 MiB frame limit
 // A crash, an AddressSanitizer report, a leak, or a status code outside the documented ones fails.
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -29,7 +33,7 @@ int fileForInputs() {
 }
 
 void checkStatus(int rc, const char *entry, const char *err) {
-    if (rc < MV_DCM_OK || rc > MV_DCM_ERR_REFUSED || rc == MV_DCM_ERR_DICTIONARY) {
+    if (rc < MV_DCM_OK || rc > MV_DCM_ERR_NO_PIXELS || rc == MV_DCM_ERR_DICTIONARY) {
         std::fprintf(stderr, "%s returned undocumented status %d (%s)\n", entry, rc, err);
         std::abort();
     }
@@ -53,6 +57,68 @@ void useHeader(mv_dcm_header *h) {
     sink += size_t(mv_dcm_header_has_file_meta(h) + mv_dcm_header_charset_converted(h));
     (void)sink;
     mv_dcm_header_free(h);
+}
+
+uint32_t le32(const uint8_t *p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
+
+// The pixel entry points: layout, then the first frame decoded and rendered.
+void fuzzPixels(const uint8_t *data, size_t size) {
+    char err[512];
+    err[0] = '\0';
+    mv_dcm_pixel_layout layout;
+    int rc = mv_dcm_pixel_layout_read(data, size, &layout, err, sizeof err);
+    checkStatus(rc, "mv_dcm_pixel_layout_read", err);
+    if (rc != MV_DCM_OK) return;
+    if (layout.value_offset > size) std::abort();
+    const uint8_t *frame = data + layout.value_offset;
+    size_t frameLength = size - size_t(layout.value_offset);
+    if (layout.encapsulated) {
+        // Skip the Basic Offset Table item; the frame is the first fragment (cut at the input's end).
+        if (frameLength < 8) return;
+        const uint64_t bot = le32(frame + 4);
+        if (bot > frameLength - 8 || frameLength - 8 - bot < 8) return;
+        frame += 8 + bot;
+        frameLength -= 8 + bot;
+        const uint32_t fragment = le32(frame + 4);
+        frame += 8;
+        frameLength = std::min<size_t>(frameLength - 8, fragment);
+    } else {
+        frameLength = std::min<uint64_t>(frameLength, layout.frame_size);
+    }
+    const size_t limit = size_t(4) << 20;
+    void *out = nullptr;
+    size_t outLength = 0;
+    char photometric[20];
+    uint16_t planar = 0;
+    err[0] = '\0';
+    rc = mv_dcm_decode_frame(&layout, frame, frameLength, limit, &out, &outLength, photometric, &planar, err, sizeof err);
+    checkStatus(rc, "mv_dcm_decode_frame", err);
+    if (rc == MV_DCM_OK) {
+        if (outLength != layout.frame_size || std::strlen(photometric) == 0) std::abort();
+        mv_dcm_free(out);
+    }
+    // Rendering: the format, window and viewport come from the input's last bytes.
+    const uint8_t knob = size > 0 ? data[size - 1] : 0;
+    mv_dcm_render_options options;
+    std::memset(&options, 0, sizeof options);
+    options.format = knob & 1 ? MV_DCM_RENDER_PNG : MV_DCM_RENDER_JPEG;
+    options.quality = 75;
+    options.has_window = (knob >> 1) & 1;
+    options.window_center = double(int(knob) * 37 - 2000);
+    options.window_width = double((knob >> 2) * 11);
+    options.window_function = (knob >> 2) % 3;
+    options.viewport_width = (knob >> 4) & 1 ? 0 : 48;
+    options.viewport_height = (knob >> 5) & 1 ? 0 : 40;
+    options.max_frame_bytes = limit;
+    out = nullptr;
+    outLength = 0;
+    err[0] = '\0';
+    rc = mv_dcm_render(data, size, frame, frameLength, &options, &out, &outLength, err, sizeof err);
+    checkStatus(rc, "mv_dcm_render", err);
+    if (rc == MV_DCM_OK) {
+        if (out == nullptr || outLength == 0) std::abort();
+        mv_dcm_free(out);
+    }
 }
 
 }  // namespace
@@ -93,5 +159,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     rc = mv_dcm_parse_file(path, &h, err, sizeof err);
     checkStatus(rc, "mv_dcm_parse_file", err);
     if (rc == MV_DCM_OK) useHeader(h);
+
+    fuzzPixels(data, size);
     return 0;
 }

@@ -23,8 +23,11 @@ enum {
     MV_DCM_ERR_PARSE = 2,      /* the bytes are not well-formed DICOM */
     MV_DCM_ERR_IO = 3,         /* the file could not be opened or read */
     MV_DCM_ERR_INTERNAL = 4,   /* an unexpected C++ exception or allocation failure */
-    MV_DCM_ERR_REFUSED = 5     /* refused by the pre-scan before DCMTK saw it (nesting, element count,
+    MV_DCM_ERR_REFUSED = 5,    /* refused by the pre-scan before DCMTK saw it (nesting, element count,
                                   lengths, not DICOM at all); `err` names the limit and the offset */
+    MV_DCM_ERR_UNSUPPORTED = 6, /* well-formed, but the transfer syntax (or pixel format) cannot be decoded
+                                   or rendered here; `err` names it (a DICOMweb server answers 406) */
+    MV_DCM_ERR_NO_PIXELS = 7   /* there is no top-level Pixel Data (7FE0,0010) before the bytes end */
 };
 
 /* An opaque parsed header. Owned by the caller; release with mv_dcm_header_free. */
@@ -72,6 +75,74 @@ void mv_dcm_header_free(mv_dcm_header *header);
 int mv_dcm_json_from_buffer(const void *bytes, size_t length, char **json, size_t *json_len, char *err, size_t err_len);
 
 void mv_dcm_free_string(char *s);
+
+/* ---------------------------------------------------------------------------------------------
+ * Pixel data (mv_pixels.cpp; docs/pixels.md). Frames are numbered from 0 here.
+ */
+
+#define MV_DCM_UNDEFINED_LENGTH 0xFFFFFFFFu
+
+/* Where the pixel data of a dataset is and what it looks like. */
+typedef struct mv_dcm_pixel_layout {
+    uint64_t value_offset;  /* offset in the input of the first byte of the Pixel Data value */
+    uint32_t value_length;  /* its length, or MV_DCM_UNDEFINED_LENGTH (encapsulated) */
+    int encapsulated;       /* 1: a list of items (Basic Offset Table, then fragments) */
+    int big_endian;         /* 1: native data in Explicit VR Big Endian (words are swapped by decode) */
+    char transfer_syntax[68];
+    uint32_t number_of_frames;  /* NumberOfFrames, 1 when absent */
+    uint16_t rows, columns, samples_per_pixel, bits_allocated, bits_stored, high_bit;
+    uint16_t pixel_representation, planar_configuration;
+    char photometric[20];
+    uint64_t frame_size;    /* bytes of one native frame (rows x columns x samples x bits allocated / 8) */
+    /* Extended Offset Table (7FE0,0001) and Extended Offset Table Lengths (7FE0,0002): where their
+     * values are in the input (offset, length); lengths 0 when absent. Validated: 8 bytes a frame. */
+    uint64_t eot_offset, eot_length, eot_lengths_offset, eot_lengths_length;
+} mv_dcm_pixel_layout;
+
+/* From the start of a DICOM stream (a Part 10 file or a bare dataset) that reaches at least past the
+ * Pixel Data element's header (it may stop there, or anywhere after), fills `out`. Runs the same
+ * pre-scan as the parse entry points (MV_DCM_ERR_REFUSED), then reads the image attributes with DCMTK.
+ * MV_DCM_ERR_NO_PIXELS when there is no Pixel Data, MV_DCM_ERR_PARSE when the image attributes are
+ * missing or inconsistent (e.g. native data shorter than its frames), MV_DCM_ERR_UNSUPPORTED for a
+ * deflated dataset (frame offsets would be in the inflated stream). Memory: the DCMTK header only. */
+int mv_dcm_pixel_layout_read(const void *bytes, size_t length, mv_dcm_pixel_layout *out, char *err, size_t err_len);
+
+/* 1 when mv_dcm_decode_frame can decode (or copy) frames stored in this transfer syntax, else 0. */
+int mv_dcm_can_decode(const char *transfer_syntax);
+
+/* Decodes one frame (its compressed bytes: the fragments of that frame joined, or one native frame)
+ * to native little endian bytes, as Explicit VR Little Endian holds them. Supported: JPEG baseline
+ * (1.2.840.10008.1.2.4.50), extended (.51), lossless (.57, .70), JPEG-LS (.80, .81), RLE (1.2.5), and
+ * the native syntaxes (copied; big endian words swapped). Other syntaxes: MV_DCM_ERR_UNSUPPORTED.
+ * A decoded frame larger than `max_frame_bytes` is refused before anything is allocated. On success
+ * *out is malloc'ed (release with mv_dcm_free), and *photometric / *planar describe the decoded
+ * pixels (JPEG decoders turn YBR into RGB; `photometric` holds at least 20 bytes).
+ * Memory: the input frame, one copy of it, and the decoded frame. */
+int mv_dcm_decode_frame(const mv_dcm_pixel_layout *layout, const void *frame, size_t frame_len, size_t max_frame_bytes,
+                        void **out, size_t *out_len, char *photometric, uint16_t *planar, char *err, size_t err_len);
+
+enum { MV_DCM_RENDER_JPEG = 0, MV_DCM_RENDER_PNG = 1 };
+enum { MV_DCM_VOI_LINEAR = 0, MV_DCM_VOI_LINEAR_EXACT = 1, MV_DCM_VOI_SIGMOID = 2 };
+
+typedef struct mv_dcm_render_options {
+    int format;                 /* MV_DCM_RENDER_JPEG or MV_DCM_RENDER_PNG */
+    int quality;                /* JPEG quality 1-100 */
+    int has_window;             /* 0: the file's first window, else its first VOI LUT, else min-max */
+    double window_center, window_width;
+    int window_function;        /* MV_DCM_VOI_* */
+    uint32_t viewport_width;    /* fit within width x height keeping the aspect ratio; 0 x 0: as is */
+    uint32_t viewport_height;
+    size_t max_frame_bytes;     /* refuse decoded frames (and viewports) larger than this */
+} mv_dcm_render_options;
+
+/* Renders one frame to JPEG or PNG with DCMTK's dcmimage. `header` is the start of the stream, as
+ * for mv_dcm_pixel_layout_read (only the attributes before Pixel Data are used: VOI LUT, windows,
+ * rescale, palette); `frame` is that one frame as stored (as for mv_dcm_decode_frame). On success
+ * *out is malloc'ed (release with mv_dcm_free). Memory: a few copies of one frame, and the image. */
+int mv_dcm_render(const void *header, size_t header_len, const void *frame, size_t frame_len,
+                  const mv_dcm_render_options *options, void **out, size_t *out_len, char *err, size_t err_len);
+
+void mv_dcm_free(void *p);
 
 #ifdef __cplusplus
 }
