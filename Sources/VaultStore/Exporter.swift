@@ -91,19 +91,15 @@ extension Vault {
         try KeyWrap.unwrap(wrapped, with: keyring.master, associatedData: Vault.patientKeyAssociatedData(ref))
     }
 
-    /// Streams one instance's original bytes to `sink`, after checking every tag and the fingerprint.
-    /// Decrypts one instance into `sink`. `fingerprint` also checks the keyed fingerprint of the clear
-    /// bytes against the catalog (export and verify do); a streamed answer skips it, because its bytes
-    /// are sent before a fingerprint could be compared, and the AEAD already authenticates every chunk
-    /// and binds the blob id.
+    /// Decrypts one instance into `sink` through the engine's one reader (`InstanceReader`).
+    /// `fingerprint` also checks the keyed fingerprint of the clear bytes (export and the
+    /// `--remove-source` read-back do; a streamed WADO answer does not).
     func readInstance(_ inst: ResolvedInstance, fingerprint: Bool = true, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         guard let id = BlobID(hex: inst.row.blobID) else { throw VaultError.catalog("bad blob id in catalog") }
         let key = try patientKey(ref: inst.patientRef, wrapped: inst.wrappedPatientKey)
-        let digest = try BlobCodec.decrypt(
-            path: layout.blob(id), id: id, patientKey: key, contentKey: keyring.contentMAC, fingerprint: fingerprint, sink: sink)
-        guard digest.plainSize == inst.row.plainSize, !fingerprint || constantTimeEquals(digest.contentMAC, inst.row.contentMAC) else {
-            throw BlobError.tampered
-        }
+        try instanceReader.readRecorded(
+            StoredInstance(blobID: id, patientKey: key, plainSize: inst.row.plainSize, contentMAC: inst.row.contentMAC),
+            fingerprint: fingerprint, sink: sink)
     }
 
     /// `export(_:to:progress:)` as a recorded read by `actor` (`Vault.recordAccess`).

@@ -599,10 +599,8 @@ struct ImportSession {
     private func removeSources(_ batch: [Staged], results: inout [ImportFileResult]) {
         for s in batch {
             guard let key = patientKeys[s.patientRef]?.key else { continue }
-            let readBack = try? BlobCodec.decrypt(
-                path: vault.layout.blob(s.blobID), id: s.blobID, patientKey: key, contentKey: vault.keyring.contentMAC
-            ) { _ in }
-            if let readBack, readBack.contentMAC == s.digest.contentMAC, Glibc.unlink(s.sourcePath) == 0 {
+            let stored = StoredInstance(blobID: s.blobID, patientKey: key, plainSize: s.digest.plainSize, contentMAC: s.digest.contentMAC)
+            if (try? vault.instanceReader.readRecorded(stored, fingerprint: true) { _ in }) != nil, Glibc.unlink(s.sourcePath) == 0 {
                 results[s.resultIndex].sourceRemoved = true
             }
         }

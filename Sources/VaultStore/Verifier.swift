@@ -126,12 +126,14 @@ extension Vault {
                 key = k
             }
             do {
-                let digest = try BlobCodec.decrypt(path: path, id: id, patientKey: key, contentKey: keyring.contentMAC) { _ in }
-                if digest.plainSize != e.inst.plainSize || !constantTimeEquals(digest.contentMAC, e.inst.contentMAC) {
+                let read = try instanceReader.read(
+                    StoredInstance(blobID: id, patientKey: key, plainSize: e.inst.plainSize, contentMAC: e.inst.contentMAC), fingerprint: true
+                ) { _ in }
+                if !read.isTheRecordedFile {
                     report.problems.append(.init(kind: .swapped, subject: name, detail: "decrypts, but is not the file the catalog recorded"))
                 }
                 report.blobsChecked += 1
-                report.bytesChecked += digest.blobSize
+                report.bytesChecked += read.digest.blobSize
             } catch let error as BlobError {
                 let kind: VerifyProblem.Kind =
                     switch error {
