@@ -150,6 +150,11 @@ package enum BlobCodec {
     /// The id a blob's header claims (unauthenticated; for diagnostics only), or nil if unreadable.
     package static func headerID(path: String) -> BlobID? {
         guard let d = try? FileIO.Descriptor.open(path, flags: O_RDONLY) else { return nil }
+        return headerID(from: d)
+    }
+
+    /// `headerID(path:)` from a blob store's reader.
+    package static func headerID(from d: any BlobReading) -> BlobID? {
         var prefix = [UInt8](repeating: 0, count: BlobFormat.prefixLength)
         guard let n = try? prefix.withUnsafeMutableBytes({ (b) throws(IOFailure) in try d.readFully(into: b) }),
             n == BlobFormat.prefixLength, Array(prefix[0..<8]) == BlobFormat.magic
@@ -170,6 +175,14 @@ package enum BlobCodec {
             if error.errno == ENOENT { throw BlobError.missing }
             throw BlobError.io(error)
         }
+        return try decrypt(from: input, id: id, patientKey: patientKey, contentKey: contentKey, fingerprint: fingerprint, sink: sink)
+    }
+
+    /// `decrypt(path:…)` from a blob store's reader.
+    package static func decrypt(
+        from input: any BlobReading, id: BlobID, patientKey: SymmetricKey, contentKey: SymmetricKey, fingerprint: Bool = true,
+        sink: (UnsafeRawBufferPointer) throws -> Void
+    ) throws -> BlobDigest {
         var header = [UInt8](repeating: 0, count: BlobFormat.headerLength)
         let got = try header.withUnsafeMutableBytes { (b) throws(IOFailure) in try input.readFully(into: b) }
         guard got >= 8, Array(header[0..<8]) == BlobFormat.magic else {

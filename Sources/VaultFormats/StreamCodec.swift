@@ -73,7 +73,7 @@ package enum StreamCodec {
     /// every tag, and hands each clear chunk to `sink` only once it has authenticated. Errors thrown
     /// by `sink` pass through unchanged. Returns (clear bytes, ciphertext bytes read).
     package static func open(
-        from input: FileIO.Descriptor, key: SymmetricKey, streamHeader: [UInt8], associatedData: [UInt8], chunkSize: Int,
+        from input: any BlobReading, key: SymmetricKey, streamHeader: [UInt8], associatedData: [UInt8], chunkSize: Int,
         sink: (UnsafeRawBufferPointer) throws -> Void
     ) throws -> (plain: Int64, cipher: Int64) {
         let stream: StreamDecryptor

@@ -209,12 +209,7 @@ extension Vault {
         let pending = try catalog.pendingErasures()
         guard !pending.isEmpty else { return [] }
         let leftovers = try catalog.unreferencedPendingBlobs()
-        do {
-            for id in leftovers {
-                if let blob = BlobID(hex: id) { try FileIO.unlink(layout.blob(blob)) }
-            }
-            try FileIO.syncFilesystem(layout.blobs)
-        } catch { throw VaultError.io(error) }
+        do { try blobStore.delete(leftovers.compactMap { BlobID(hex: $0) }) } catch { throw VaultError.io(error) }
         try catalog.removePendingBlobs(leftovers)
         try catalog.truncateWriteAheadLog()
         let published = replaceSnapshotsAfterErasure()

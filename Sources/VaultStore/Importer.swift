@@ -237,9 +237,7 @@ extension Vault {
         // Best effort here: an erasure that cannot finish now (say, the WAL is busy) must not stop the
         // import; it stays pending, and its blob files go below in any case.
         _ = try? finishErasures(interrupted: true)
-        for id in leftovers {
-            if let blob = BlobID(hex: id) { try FileIO.unlink(layout.blob(blob)) }
-        }
+        try blobStore.delete(leftovers.compactMap { BlobID(hex: $0) })
         try catalog.removeAllPendingBlobs()
     }
 }
@@ -411,7 +409,7 @@ struct ImportSession {
         window.append(Job(
             resultIndex: resultIndex, path: path, source: source, header: header, patientRef: patientRef,
             patientKey: try key(forPatient: patientRef), studyIndex: studyIndex, seriesIndex: seriesIndex, instanceIndex: instanceIndex, blobID: blobID,
-            tmpPath: vault.layout.tmp + "/" + blobID.hexString + ".partial", size: size))
+            tmpPath: vault.blobStore.stage(blobID).path, size: size))
         windowBytes += size
         return .queued
     }
@@ -520,21 +518,12 @@ struct ImportSession {
     /// writer, not orphans for verify), or a complete commit.
     mutating func commit(updating results: inout [ImportFileResult]) throws {
         guard !staged.isEmpty else { return }
-        let layout = vault.layout
         let batch = staged
-        // 1. Every staged blob's bytes on disk (one syncfs for the group, not one fsync per file).
-        try FileIO.syncFilesystem(layout.tmp)
-        try vault.catalog.addPendingBlobs(batch.map(\.blobID.hexString))
-        for s in batch {
-            let final = layout.blob(s.blobID)
-            if !FileIO.isDirectory(parentDirectory(final)) {
-                // A fan-out directory lost (e.g. a partial restore): make it again.
-                try FileIO.makeDirectory(parentDirectory(final))
-            }
-            try FileIO.rename(s.tmpPath, final)
+        // The blobs durable, listed as pending in the catalog, then visible: a crash at any point
+        // leaves staging files (swept) or pending blobs (removed by the next writer).
+        try vault.blobStore.publish(batch.map { StagedBlob(id: $0.blobID, path: $0.tmpPath) }) {
+            try vault.catalog.addPendingBlobs(batch.map(\.blobID.hexString))
         }
-        // 2. The renames (and new directories) durable before the catalog refers to them.
-        try FileIO.syncFilesystem(layout.blobs)
 
         let sealer = vault.sealer
         let keyring = vault.keyring

@@ -17,7 +17,7 @@ struct StoredInstance {
 /// the catalog recorded. A streamed answer skips the fingerprint, because its bytes are sent before it
 /// could be compared.
 struct InstanceReader {
-    let layout: VaultLayout
+    let blobs: any BlobStore
     let contentKey: SymmetricKey
 
     /// What a full read found.
@@ -29,7 +29,7 @@ struct InstanceReader {
 
     func read(_ instance: StoredInstance, fingerprint: Bool, sink: (UnsafeRawBufferPointer) throws -> Void) throws -> Outcome {
         let digest = try BlobCodec.decrypt(
-            path: layout.blob(instance.blobID), id: instance.blobID, patientKey: instance.patientKey, contentKey: contentKey,
+            from: try blobs.open(instance.blobID), id: instance.blobID, patientKey: instance.patientKey, contentKey: contentKey,
             fingerprint: fingerprint, sink: sink)
         let same = digest.plainSize == instance.plainSize && (!fingerprint || constantTimeEquals(digest.contentMAC, instance.contentMAC))
         return Outcome(digest: digest, isTheRecordedFile: same)
@@ -42,5 +42,7 @@ struct InstanceReader {
 }
 
 extension Vault {
-    var instanceReader: InstanceReader { InstanceReader(layout: layout, contentKey: keyring.contentMAC) }
+    /// Where this vault's blobs live (the directory layout; see `BlobStore`).
+    var blobStore: any BlobStore { DirectoryBlobStore(layout: layout) }
+    var instanceReader: InstanceReader { InstanceReader(blobs: blobStore, contentKey: keyring.contentMAC) }
 }

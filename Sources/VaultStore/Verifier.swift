@@ -42,20 +42,13 @@ extension Vault {
     public func verify(progress: (VerifyProgress) -> Void = { _ in }) throws -> VerifyReport {
         var report = VerifyReport()
         // 1. The blob files on disk, listed before the catalog is read (see "pending" below).
-        var onDisk: [String: String] = [:]  // id → path
-        for a in FileIO.list(layout.blobs).sorted() {
-            let pa = layout.blobs + "/" + a
-            guard FileIO.isDirectory(pa) else {
-                report.problems.append(.init(kind: .orphan, subject: "blobs/\(a)", detail: "unexpected file in blobs/"))
-                continue
-            }
-            for name in FileIO.list(pa).sorted() {
-                if let id = BlobID(hex: name), id.relativePath == "blobs/\(a)/\(name)" {
-                    onDisk[name] = pa + "/" + name
-                } else {
-                    report.problems.append(.init(kind: .orphan, subject: "blobs/\(a)/\(name)", detail: "not a blob name"))
-                }
-            }
+        let store = blobStore
+        let listing = store.list()
+        var onDisk: [String: Int64] = [:]  // id → size
+        for (id, size) in listing.blobs { onDisk[id.hexString] = size }
+        for name in listing.foreign {
+            let detail = name.split(separator: "/").count == 2 ? "unexpected file in blobs/" : "not a blob name"
+            report.problems.append(.init(kind: .orphan, subject: name, detail: detail))
         }
         // 2. The catalog, in one read transaction. Every sealed record must open.
         struct Entry { let inst: InstanceRow; let ref: [UInt8]; let wrapped: [UInt8] }
@@ -98,13 +91,12 @@ extension Vault {
                 report.problems.append(.init(kind: .catalog, subject: name, detail: "catalog names an invalid blob id"))
                 continue
             }
-            let path = onDisk.removeValue(forKey: name) ?? layout.blob(id)
-            guard let size = FileIO.fileSize(path) else {
+            guard let size = onDisk.removeValue(forKey: name) ?? store.size(id) else {
                 report.problems.append(.init(kind: .missing, subject: name, detail: "the catalog lists this blob but the file is missing"))
                 continue
             }
             // A blob under another blob's name usually has another size too: name it for what it is.
-            if size != e.inst.blobSize, let found = BlobCodec.headerID(path: path), found != id {
+            if size != e.inst.blobSize, let reader = try? store.open(id), let found = BlobCodec.headerID(from: reader), found != id {
                 report.problems.append(.init(kind: .swapped, subject: name, detail: BlobError.idMismatch.description))
                 continue
             }
