@@ -39,112 +39,33 @@ public struct VerifyReport: Sendable {
 }
 
 extension Vault {
+    /// Checks the whole vault: the blob store's listing, the catalog (every sealed record), every
+    /// catalogued blob read back in full, what is left over, and the snapshots.
     public func verify(progress: (VerifyProgress) -> Void = { _ in }) throws -> VerifyReport {
         var report = VerifyReport()
-        // 1. The blob files on disk, listed before the catalog is read (see "pending" below).
-        let store = blobStore
-        let listing = store.list()
-        var onDisk: [String: Int64] = [:]  // id → size
-        for (id, size) in listing.blobs { onDisk[id.hexString] = size }
-        for name in listing.foreign {
-            let detail = name.split(separator: "/").count == 2 ? "unexpected file in blobs/" : "not a blob name"
-            report.problems.append(.init(kind: .orphan, subject: name, detail: detail))
-        }
+        // 1. The blobs in the store, listed before the catalog is read (see "pending" below).
+        var onDisk = listBlobs(into: &report)
         // 2. The catalog, in one read transaction. Every sealed record must open.
-        struct Entry { let inst: InstanceRow; let ref: [UInt8]; let wrapped: [UInt8] }
-        var entries: [Entry] = []
-        var pending = Set<String>()
-        var problems: [VerifyProblem] = []
-        let scan = try catalog.scan(authenticates: { sealer.authenticates($2, table: $0, index: $1) })
-        if scan.quickCheck != ["ok"] {
-            problems.append(.init(kind: .catalog, subject: "catalog.sqlite", detail: scan.quickCheck.prefix(3).joined(separator: "; ")))
-        }
-        for bad in scan.unauthentic {
-            problems.append(.init(kind: .catalog, subject: "\(bad.table) #\(bad.id)", detail: "sealed record fails authentication"))
-        }
-        report.patients = scan.patients
-        report.studies = scan.studies
-        report.series = scan.series
-        entries = scan.linked.map { Entry(inst: $0.row, ref: $0.patientRef, wrapped: $0.wrappedKey) }
-        if scan.instances != entries.count {
-            problems.append(.init(kind: .catalog, subject: "instance", detail: "\(scan.instances - entries.count) instance rows are not linked to a patient"))
-        }
-        pending = scan.pendingBlobs
-        report.problems += problems
-
+        let scan = try scanCatalog(into: &report)
         // 3. Every catalogued blob: present, right size, every tag, the clear-bytes fingerprint.
-        var state = VerifyProgress(blobsDone: 0, blobsTotal: entries.count, bytesDone: 0, bytesTotal: entries.reduce(0) { $0 + $1.inst.blobSize })
+        var state = VerifyProgress(
+            blobsDone: 0, blobsTotal: scan.linked.count, bytesDone: 0, bytesTotal: scan.linked.reduce(0) { $0 + $1.row.blobSize })
         progress(state)
         var keys: [[UInt8]: SymmetricKey] = [:]
         var lastReport = Date()
-        for e in entries {
-            defer {
-                state.blobsDone += 1
-                state.bytesDone += e.inst.blobSize
-                if Date().timeIntervalSince(lastReport) > 0.1 || state.blobsDone == state.blobsTotal {
-                    progress(state)
-                    lastReport = Date()
-                }
-            }
-            let name = e.inst.blobID
-            guard let id = BlobID(hex: name) else {
-                report.problems.append(.init(kind: .catalog, subject: name, detail: "catalog names an invalid blob id"))
-                continue
-            }
-            guard let size = onDisk.removeValue(forKey: name) ?? store.size(id) else {
-                report.problems.append(.init(kind: .missing, subject: name, detail: "the catalog lists this blob but the file is missing"))
-                continue
-            }
-            // A blob under another blob's name usually has another size too: name it for what it is.
-            if size != e.inst.blobSize, let reader = try? store.open(id), let found = BlobCodec.headerID(from: reader), found != id {
-                report.problems.append(.init(kind: .swapped, subject: name, detail: BlobError.idMismatch.description))
-                continue
-            }
-            if size < e.inst.blobSize {
-                report.problems.append(.init(kind: .truncated, subject: name, detail: "\(size) of \(e.inst.blobSize) bytes"))
-                continue
-            }
-            if size > e.inst.blobSize {
-                report.problems.append(.init(kind: .trailingData, subject: name, detail: "\(size - e.inst.blobSize) bytes more than written"))
-                continue
-            }
-            let key: SymmetricKey
-            if let k = keys[e.ref] { key = k } else {
-                guard let k = try? patientKey(ref: e.ref, wrapped: e.wrapped) else {
-                    report.problems.append(.init(kind: .catalog, subject: name, detail: "the patient key does not unwrap"))
-                    continue
-                }
-                keys[e.ref] = k
-                key = k
-            }
-            do {
-                let read = try instanceReader.read(
-                    StoredInstance(blobID: id, patientKey: key, plainSize: e.inst.plainSize, contentMAC: e.inst.contentMAC), fingerprint: true
-                ) { _ in }
-                if !read.isTheRecordedFile {
-                    report.problems.append(.init(kind: .swapped, subject: name, detail: "decrypts, but is not the file the catalog recorded"))
-                }
-                report.blobsChecked += 1
-                report.bytesChecked += read.digest.blobSize
-            } catch let error as BlobError {
-                let kind: VerifyProblem.Kind =
-                    switch error {
-                    case .missing: .missing
-                    case .truncated: .truncated
-                    case .idMismatch: .swapped
-                    case .trailingData: .trailingData
-                    case .tampered, .notABlob, .unsupportedVersion: .tampered
-                    case .io: .unreadable
-                    }
-                report.problems.append(.init(kind: kind, subject: name, detail: error.description))
-            } catch {
-                report.problems.append(.init(kind: .unreadable, subject: name, detail: String(describing: error)))
+        for e in scan.linked {
+            checkBlob(e.row, patientRef: e.patientRef, wrappedKey: e.wrappedKey, onDisk: &onDisk, keys: &keys, into: &report)
+            state.blobsDone += 1
+            state.bytesDone += e.row.blobSize
+            if Date().timeIntervalSince(lastReport) > 0.1 || state.blobsDone == state.blobsTotal {
+                progress(state)
+                lastReport = Date()
             }
         }
-        // 4. What is left on disk is not in the catalog: an import in flight or interrupted (pending),
-        // or an orphan.
+        // 4. What is left in the store is not in the catalog: an import in flight or interrupted
+        // (pending), or an orphan.
         for (name, _) in onDisk.sorted(by: { $0.key < $1.key }) {
-            if pending.contains(name) {
+            if scan.pendingBlobs.contains(name) {
                 report.interruptedLeftovers += 1
             } else {
                 report.problems.append(.init(kind: .orphan, subject: name, detail: "blob file not listed in the catalog"))
@@ -153,5 +74,83 @@ extension Vault {
         report.snapshotLeftovers = snapshotLeftovers()
         report.snapshotStale = snapshotIsStale()
         return report
+    }
+
+    /// The store's blobs by id (hex) with their sizes; anything else in it is an orphan problem.
+    private func listBlobs(into report: inout VerifyReport) -> [String: Int64] {
+        let listing = blobStore.list()
+        var onDisk: [String: Int64] = [:]
+        for (id, size) in listing.blobs { onDisk[id.hexString] = size }
+        for name in listing.foreign {
+            let detail = name.split(separator: "/").count == 2 ? "unexpected file in blobs/" : "not a blob name"
+            report.problems.append(.init(kind: .orphan, subject: name, detail: detail))
+        }
+        return onDisk
+    }
+
+    /// The catalog's integrity and counts.
+    private func scanCatalog(into report: inout VerifyReport) throws -> Catalog.Scan {
+        let scan = try catalog.scan(authenticates: { sealer.authenticates($2, table: $0, index: $1) })
+        if scan.quickCheck != ["ok"] {
+            report.problems.append(.init(kind: .catalog, subject: "catalog.sqlite", detail: scan.quickCheck.prefix(3).joined(separator: "; ")))
+        }
+        for bad in scan.unauthentic {
+            report.problems.append(.init(kind: .catalog, subject: "\(bad.table) #\(bad.id)", detail: "sealed record fails authentication"))
+        }
+        report.patients = scan.patients
+        report.studies = scan.studies
+        report.series = scan.series
+        if scan.instances != scan.linked.count {
+            report.problems.append(
+                .init(kind: .catalog, subject: "instance", detail: "\(scan.instances - scan.linked.count) instance rows are not linked to a patient"))
+        }
+        return scan
+    }
+
+    /// One catalogued blob: present, its size, then read back in full through the instance reader.
+    private func checkBlob(
+        _ row: InstanceRow, patientRef: [UInt8], wrappedKey: [UInt8], onDisk: inout [String: Int64], keys: inout [[UInt8]: SymmetricKey],
+        into report: inout VerifyReport
+    ) {
+        let name = row.blobID
+        func problem(_ kind: VerifyProblem.Kind, _ detail: String) { report.problems.append(.init(kind: kind, subject: name, detail: detail)) }
+        guard let id = BlobID(hex: name) else { return problem(.catalog, "catalog names an invalid blob id") }
+        let store = blobStore
+        guard let size = onDisk.removeValue(forKey: name) ?? store.size(id) else {
+            return problem(.missing, "the catalog lists this blob but the file is missing")
+        }
+        // A blob under another blob's name usually has another size too: name it for what it is.
+        if size != row.blobSize, let reader = try? store.open(id), let found = BlobCodec.headerID(from: reader), found != id {
+            return problem(.swapped, BlobError.idMismatch.description)
+        }
+        if size < row.blobSize { return problem(.truncated, "\(size) of \(row.blobSize) bytes") }
+        if size > row.blobSize { return problem(.trailingData, "\(size - row.blobSize) bytes more than written") }
+        let key: SymmetricKey
+        if let k = keys[patientRef] { key = k } else {
+            guard let k = try? patientKey(ref: patientRef, wrapped: wrappedKey) else { return problem(.catalog, "the patient key does not unwrap") }
+            keys[patientRef] = k
+            key = k
+        }
+        do {
+            let read = try instanceReader.read(
+                StoredInstance(blobID: id, patientKey: key, plainSize: row.plainSize, contentMAC: row.contentMAC), fingerprint: true
+            ) { _ in }
+            if !read.isTheRecordedFile { problem(.swapped, "decrypts, but is not the file the catalog recorded") }
+            report.blobsChecked += 1
+            report.bytesChecked += read.digest.blobSize
+        } catch let error as BlobError {
+            let kind: VerifyProblem.Kind =
+                switch error {
+                case .missing: .missing
+                case .truncated: .truncated
+                case .idMismatch: .swapped
+                case .trailingData: .trailingData
+                case .tampered, .notABlob, .unsupportedVersion: .tampered
+                case .io: .unreadable
+                }
+            problem(kind, error.description)
+        } catch {
+            problem(.unreadable, String(describing: error))
+        }
     }
 }
