@@ -66,13 +66,20 @@ extension AuditEvent {
 struct APIError: HTTPResponseError, Equatable, CustomStringConvertible {
     let status: HTTPResponse.Status
     let message: String
+    /// More header fields for the answer, e.g. `Allow` with a 405.
+    let extraHeaders: HTTPFields
 
-    init(_ status: HTTPResponse.Status, _ message: String) {
+    init(_ status: HTTPResponse.Status, _ message: String, headers: HTTPFields = [:]) {
         self.status = status
         self.message = message
+        extraHeaders = headers
     }
 
-    var headers: HTTPFields { [.contentType: "application/json"] }
+    var headers: HTTPFields {
+        var fields = extraHeaders
+        fields[.contentType] = "application/json"
+        return fields
+    }
 
     var body: String {
         var out = "{\"error\":"

@@ -122,8 +122,15 @@ struct DICOMJSONObject {
                     Self.appendString(s, to: &out)
                 }
             case .person(let name):
-                out += "{\"Alphabetic\":"
-                Self.appendString(name, to: &out)
+                // PS3.18 F.2.2: one key per non-empty component group.
+                let n = PersonName(name)
+                let groups = [("Alphabetic", n.alphabetic), ("Ideographic", n.ideographic), ("Phonetic", n.phonetic)].filter { !$0.1.isEmpty }
+                out += "{"
+                for (k, (key, group)) in groups.enumerated() {
+                    if k > 0 { out += "," }
+                    out += "\"\(key)\":"
+                    Self.appendString(group, to: &out)
+                }
                 out += "}"
             case .integer(let n):
                 out += String(n)
@@ -152,6 +159,189 @@ struct DICOMJSONObject {
     }
 }
 
+extension PatientRecord { static let blank = PatientRecord(name: "", patientID: "", issuer: "", birthDate: "", sex: "", characterSetConverted: true) }
+extension StudyRecord {
+    static let blank = StudyRecord(studyUID: "", date: "", time: "", accessionNumber: "", referringPhysician: "", institution: "", description: "", studyID: "")
+}
+extension SeriesRecord { static let blank = SeriesRecord(seriesUID: "", modality: "", number: "", description: "", bodyPart: "", performingPhysician: "") }
+extension InstanceRecord {
+    static let blank = InstanceRecord(sopInstanceUID: "", sopClassUID: "", number: "", transferSyntaxUID: "", frames: "", rows: "", columns: "")
+}
+
+/// One row a QIDO level matches on: what the catalog holds for a study, series or instance.
+struct QIDORow {
+    var patient: PatientRecord
+    var study: StudyRecord
+    var series: SeriesRecord? = nil
+    var instance: InstanceRecord? = nil
+    /// ModalitiesInStudy, at study level only.
+    var modalities: [String]? = nil
+
+    /// The values an attribute has in this row; nil when this level does not hold it (not a matching key).
+    func values(_ a: Attribute) -> [String]? {
+        switch a {
+        case .patientName: [patient.name]
+        case .patientID: [patient.patientID]
+        case .issuerOfPatientID: [patient.issuer]
+        case .patientBirthDate: [patient.birthDate]
+        case .patientSex: [patient.sex]
+        case .studyDate: [study.date]
+        case .studyTime: [study.time]
+        case .accessionNumber: [study.accessionNumber]
+        case .referringPhysicianName: [study.referringPhysician]
+        case .institutionName: [study.institution]
+        case .studyDescription: [study.description]
+        case .studyInstanceUID: [study.studyUID]
+        case .studyID: [study.studyID]
+        case .modalitiesInStudy: modalities
+        case .modality: series.map { [$0.modality] }
+        case .seriesInstanceUID: series.map { [$0.seriesUID] }
+        case .seriesNumber: series.map { [$0.number] }
+        case .seriesDescription: series.map { [$0.description] }
+        case .bodyPartExamined: series.map { [$0.bodyPart] }
+        case .performingPhysicianName: series.map { [$0.performingPhysician] }
+        case .sopClassUID: instance.map { [$0.sopClassUID] }
+        case .sopInstanceUID: instance.map { [$0.sopInstanceUID] }
+        case .instanceNumber: instance.map { [$0.number] }
+        case .rows: instance.map { [$0.rows] }
+        case .columns: instance.map { [$0.columns] }
+        case .numberOfFrames: instance.map { [$0.frames] }
+        case .availableTransferSyntaxUID: instance.map { [$0.transferSyntaxUID] }
+        case .numberOfStudyRelatedSeries, .numberOfStudyRelatedInstances, .numberOfSeriesRelatedInstances: nil
+        }
+    }
+}
+
+/// One matching key of a request: its attribute and its values (every repeated parameter, each split at
+/// backslashes, and for UIDs and code strings at commas too). A row matches when any value matches.
+struct MatchKey {
+    enum Test {
+        case exact(Set<String>)
+        case wildcard([String], caseSensitive: Bool)
+        case person([String])
+        case dates([DateRange])
+        case times([TimeRange])
+        case numbers(Set<Int>)
+    }
+    let attribute: Attribute
+    let test: Test
+
+    /// Free-text attributes matched without regard to case, as viewers' search boxes expect (PS3.4
+    /// leaves case to the attribute; identifiers and code strings stay case-sensitive).
+    static let caseInsensitive: Set<Attribute> = [.studyDescription, .seriesDescription, .institutionName]
+
+    init(_ a: Attribute, _ raw: [String]) throws(APIError) {
+        attribute = a
+        var values: [String] = []
+        for r in raw {
+            for v in r.split(separator: "\\", omittingEmptySubsequences: false) {
+                let parts = ["UI", "CS"].contains(a.vr) ? v.split(separator: ",").map(String.init) : [String(v)]
+                for p in parts where !p.isEmpty && !values.contains(p) { values.append(p) }
+            }
+        }
+        switch a.vr {
+        case "UI": test = .exact(Set(values))
+        case "PN": test = .person(values)
+        case "DA":
+            var ranges: [DateRange] = []
+            for v in values {
+                guard let r = DateRange(v) else { throw APIError(.badRequest, "\(a.rawValue): expected a date YYYYMMDD or a range A-B, A-, -B") }
+                ranges.append(r)
+            }
+            test = .dates(ranges)
+        case "TM":
+            var ranges: [TimeRange] = []
+            for v in values {
+                guard let r = TimeRange(v) else { throw APIError(.badRequest, "\(a.rawValue): expected a time HH[MM[SS[.FFFFFF]]] or a range A-B, A-, -B") }
+                ranges.append(r)
+            }
+            test = .times(ranges)
+        case "IS", "US":
+            var numbers = Set<Int>()
+            for v in values {
+                guard let n = Int(v.trimmingCharacters(in: .whitespaces)) else { throw APIError(.badRequest, "\(a.rawValue): expected a number") }
+                numbers.insert(n)
+            }
+            test = .numbers(numbers)
+        default:
+            test = values.contains(where: Wildcard.hasWildcard) || Self.caseInsensitive.contains(a)
+                ? .wildcard(values, caseSensitive: !Self.caseInsensitive.contains(a)) : .exact(Set(values))
+        }
+    }
+
+    /// No values (`PatientID=`): universal matching, the key only asks for the attribute to be returned.
+    var isUniversal: Bool {
+        switch test {
+        case .exact(let v): v.isEmpty
+        case .numbers(let v): v.isEmpty
+        case .wildcard(let v, _), .person(let v): v.isEmpty
+        case .dates(let v): v.isEmpty
+        case .times(let v): v.isEmpty
+        }
+    }
+
+    func matches(_ row: QIDORow) -> Bool {
+        guard !isUniversal else { return true }
+        guard let held = row.values(attribute) else { return false }
+        return held.contains { value in
+            switch test {
+            case .exact(let wanted): wanted.contains(value)
+            case .wildcard(let patterns, let cs): patterns.contains { Wildcard.matches(pattern: $0, value, caseSensitive: cs) }
+            case .person(let patterns): patterns.contains { PersonName.matches(pattern: $0, value) }
+            case .dates(let ranges): ranges.contains { $0.contains(value) }
+            case .times(let ranges): ranges.contains { $0.contains(value) }
+            case .numbers(let wanted): Int(value.trimmingCharacters(in: .whitespaces)).map { wanted.contains($0) } ?? false
+            }
+        }
+    }
+
+    /// Exact Patient IDs, for the blind index: nil when the key has a wildcard (all patients are read).
+    var exactValues: Set<String>? {
+        if case .exact(let v) = test, !v.isEmpty { return v }
+        return nil
+    }
+}
+
+/// A QIDO request's matching keys, and what it asked that this server does not do, for the Warning header
+/// (PS3.18 §8.3.4.4: say so rather than silently ignore it).
+struct QIDOQuery {
+    var keys: [MatchKey] = []
+    var warnings: [String] = []
+    static let controls: Set<String> = ["limit", "offset", "includefield", "fuzzymatching"]
+
+    init(_ request: Request, level: QIDORow) throws(APIError) {
+        var raw: [Attribute: [String]] = [:]
+        var unknown: [String] = [], ignored: [String] = []
+        for (key, value) in request.uri.queryParameters {
+            let k = String(key)
+            if Self.controls.contains(k) { continue }
+            guard let a = Attribute(query: k) else {
+                if !unknown.contains(k) { unknown.append(k) }
+                continue
+            }
+            guard level.values(a) != nil else {
+                if !ignored.contains(a.rawValue) { ignored.append(a.rawValue) }
+                continue
+            }
+            raw[a, default: []].append(String(value))
+        }
+        for a in Attribute.allCases { if let v = raw[a] { keys.append(try MatchKey(a, v)) } }
+        if !unknown.isEmpty { warnings.append("Unknown query keys were ignored: \(unknown.joined(separator: ", "))") }
+        if !ignored.isEmpty { warnings.append("These attributes are not matching keys at this level and were ignored: \(ignored.joined(separator: ", "))") }
+        if request.uri.queryParameters.getAll("fuzzymatching").contains(where: { $0.lowercased() == "true" }) {
+            warnings.append("fuzzymatching is not supported: names are matched case-insensitively with * and ? wildcards only")
+        }
+    }
+
+    func matches(_ row: QIDORow) -> Bool { keys.allSatisfy { $0.matches(row) } }
+
+    /// The exact Patient IDs asked for, if any: the catalog opens only those patients (blind index).
+    var patientIDs: [String?] {
+        guard let key = keys.first(where: { $0.attribute == .patientID }), let ids = key.exactValues else { return [nil] }
+        return ids.sorted()
+    }
+}
+
 enum QIDO {
     /// PS3.18 Table 6.7.1-2 default return attributes we hold, per level (plus StudyDescription and
     /// SeriesDescription, which viewers list), and the patient/study keys a cross-study search needs.
@@ -169,11 +359,7 @@ enum QIDO {
         .studyInstanceUID, .seriesInstanceUID, .modality, .patientName, .patientID, .patientBirthDate, .patientSex,
     ]
 
-    /// A query value by keyword or tag, nil when absent or empty.
-    static func value(_ request: Request, _ a: Attribute) -> String? {
-        value(request, a.rawValue, a.tag)
-    }
-
+    /// A query value by name, nil when absent or empty.
     static func value(_ request: Request, _ key: String, _ tag: String) -> String? {
         let q = request.uri.queryParameters
         return (q[key[...]] ?? q[tag[...]]).map(String.init).flatMap { $0.isEmpty ? nil : $0 }
@@ -185,8 +371,9 @@ enum QIDO {
         return Array(items.dropFirst(offset).prefix(limit))
     }
 
-    /// What the answer keeps: the level's defaults, the matching keys used, and `includefield` values
-    /// (repeated and/or comma-separated; `all` for everything). Unknown ones are reported, not fatal.
+    /// What the answer keeps: the level's defaults, every matching key given (even empty: PS3.18 asks
+    /// for it to be returned), and `includefield` values (repeated and/or comma-separated; `all` for
+    /// everything). Unknown ones are reported, not fatal.
     struct Selection {
         var all = false
         var wanted: Set<Attribute>
@@ -194,8 +381,8 @@ enum QIDO {
 
         init(_ request: Request, defaults: Set<Attribute>) {
             wanted = defaults
-            for a in Attribute.allCases where QIDO.value(request, a) != nil { wanted.insert(a) }
             let q = request.uri.queryParameters
+            for a in Attribute.allCases where q[a.rawValue[...]] != nil || q[a.tag[...]] != nil { wanted.insert(a) }
             for raw in q.getAll("includefield") {
                 for item in raw.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !item.isEmpty {
                     if item == "all" {
@@ -210,8 +397,17 @@ enum QIDO {
         }
     }
 
+    /// `299 <agent> "text"` (RFC 9111 §5.5 form, as PS3.18 uses it): the agent is the host the client
+    /// addressed, as far as it is a plain host name.
+    static func warning(_ text: String, _ request: Request) -> String {
+        let host = (request.head.authority ?? "").filter { $0.isASCII && ($0.isLetter || $0.isNumber || ".-:[]".contains($0)) }
+        let clean = text.filter { $0 != "\"" && $0 != "\\" && $0.isASCII && !$0.isNewline }
+        return "299 \(host.isEmpty ? "MedVault" : host) \"\(clean)\""
+    }
+
     static func answer(
-        _ objects: [DICOMJSONObject], _ selection: Selection, patients: [String], studies: [String], _ context: VaultRequestContext
+        _ objects: [DICOMJSONObject], _ selection: Selection, _ query: QIDOQuery, patients: [String], studies: [String],
+        _ request: Request, _ context: VaultRequestContext
     ) -> Response {
         var body = "["
         for (i, o) in objects.enumerated() {
@@ -223,11 +419,13 @@ enum QIDO {
         body += "]"
         var headers = HTTPFields()
         headers[.contentType] = "application/dicom+json"
+        var warnings = query.warnings
         if !selection.unsupported.isEmpty {
             // PS3.18 §8.3.4.4: an attribute the origin server cannot return is named in a Warning.
             let names = selection.unsupported.map { $0.filter { $0.isLetter || $0.isNumber } }.joined(separator: ", ")
-            headers[HTTPField.Name("Warning")!] = "299 MedVault: \"The fields: \(names) are not supported and were not returned\""
+            warnings.append("The fields: \(names) are not supported and were not returned")
         }
+        for w in warnings { headers.append(HTTPField(name: .warning, value: warning(w, request))) }
         context.recordDisclosure(studies: studies, patients: patients)
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
     }
@@ -260,25 +458,20 @@ enum QIDO {
         o.setPerson(.performingPhysicianName, s.performingPhysician)
     }
 
-    /// GET /dicom-web/studies with PatientID, PatientName (* and ? wildcards), StudyDate (a date or a
-    /// range a-b, a-, -b), ModalitiesInStudy, StudyInstanceUID (a list), AccessionNumber, limit, offset.
+    /// Rows for every exact Patient ID asked (each through the blind index), or all rows.
+    static func fetch<T>(_ query: QIDOQuery, _ list: (String?) throws -> [T]) throws -> [T] {
+        var out: [T] = []
+        for id in query.patientIDs { out += try list(id) }
+        return out
+    }
+
+    /// GET /dicom-web/studies: every attribute the catalog holds for a study is a matching key (docs/api.md).
     static func studies(_ vault: Vault, _ request: Request, _ context: VaultRequestContext) throws -> Response {
-        var studies = try vault.listStudies(patientID: value(request, .patientID))
-        if let name = value(request, .patientName) {
-            studies = studies.filter { Wildcard.matches(pattern: name, $0.patient.name) }
+        let blank = QIDORow(patient: .blank, study: .blank, modalities: [])
+        let query = try QIDOQuery(request, level: blank)
+        let studies = try fetch(query) { try vault.listStudies(patientID: $0) }.filter {
+            query.matches(QIDORow(patient: $0.patient, study: $0.study, modalities: $0.modalities))
         }
-        if let range = value(request, .studyDate) {
-            studies = studies.filter { DateRange(range)?.contains($0.study.date) ?? false }
-        }
-        if let modality = value(request, .modalitiesInStudy) {
-            let wanted = Set(modality.split(separator: ",").map { String($0) })
-            studies = studies.filter { !wanted.isDisjoint(with: $0.modalities) }
-        }
-        if let uid = value(request, .studyInstanceUID) {
-            let wanted = Set(uid.split(separator: ",").map { String($0) })
-            studies = studies.filter { wanted.contains($0.study.studyUID) }
-        }
-        if let acc = value(request, .accessionNumber) { studies = studies.filter { $0.study.accessionNumber == acc } }
         let shown = page(studies, request)
         return answer(shown.map { s in
             var o = DICOMJSONObject()
@@ -288,20 +481,15 @@ enum QIDO {
             o.set(.numberOfStudyRelatedSeries, count: s.series)
             o.set(.numberOfStudyRelatedInstances, count: s.instances)
             return o
-        }, Selection(request, defaults: studyDefaults), patients: shown.map(\.patient.patientID), studies: shown.map(\.study.studyUID), context)
+        }, Selection(request, defaults: studyDefaults), query, patients: shown.map(\.patient.patientID), studies: shown.map(\.study.studyUID), request, context)
     }
 
     /// GET /dicom-web/series and /studies/{s}/series.
     static func series(_ vault: Vault, _ request: Request, _ context: VaultRequestContext, study: String?) throws -> Response {
-        var rows = try vault.listSeries(patientID: value(request, .patientID))
+        let query = try QIDOQuery(request, level: QIDORow(patient: .blank, study: .blank, series: .blank))
+        var rows = try fetch(query) { try vault.listSeries(patientID: $0) }
         if let study { rows = rows.filter { $0.study.studyUID == study } }
-        if let uid = value(request, .studyInstanceUID) { rows = rows.filter { $0.study.studyUID == uid } }
-        if let name = value(request, .patientName) { rows = rows.filter { Wildcard.matches(pattern: name, $0.patient.name) } }
-        if let range = value(request, .studyDate) { rows = rows.filter { DateRange(range)?.contains($0.study.date) ?? false } }
-        if let acc = value(request, .accessionNumber) { rows = rows.filter { $0.study.accessionNumber == acc } }
-        if let m = value(request, .modality) { rows = rows.filter { $0.series.modality == m } }
-        if let uid = value(request, .seriesInstanceUID) { rows = rows.filter { $0.series.seriesUID == uid } }
-        if let n = value(request, .seriesNumber) { rows = rows.filter { $0.series.number == n } }
+        rows = rows.filter { query.matches(QIDORow(patient: $0.patient, study: $0.study, series: $0.series)) }
         let shown = page(rows, request)
         return answer(shown.map { s in
             var o = DICOMJSONObject()
@@ -310,19 +498,16 @@ enum QIDO {
             seriesFields(&o, s.series)
             o.set(.numberOfSeriesRelatedInstances, count: s.instances)
             return o
-        }, Selection(request, defaults: seriesDefaults), patients: shown.map(\.patient.patientID), studies: shown.map(\.study.studyUID), context)
+        }, Selection(request, defaults: seriesDefaults), query, patients: shown.map(\.patient.patientID), studies: shown.map(\.study.studyUID), request, context)
     }
 
-    /// GET /dicom-web/instances and /studies/{s}/series/{se}/instances.
+    /// GET /dicom-web/instances, /studies/{s}/instances and /studies/{s}/series/{se}/instances.
     static func instances(_ vault: Vault, _ request: Request, _ context: VaultRequestContext, study: String?, series: String?) throws -> Response {
-        var rows = try vault.listInstances(patientID: value(request, .patientID))
+        let query = try QIDOQuery(request, level: QIDORow(patient: .blank, study: .blank, series: .blank, instance: .blank))
+        var rows = try fetch(query) { try vault.listInstances(patientID: $0) }
         if let study { rows = rows.filter { $0.study.studyUID == study } }
         if let series { rows = rows.filter { $0.series.seriesUID == series } }
-        if let uid = value(request, .studyInstanceUID) { rows = rows.filter { $0.study.studyUID == uid } }
-        if let uid = value(request, .seriesInstanceUID) { rows = rows.filter { $0.series.seriesUID == uid } }
-        if let uid = value(request, .sopInstanceUID) { rows = rows.filter { $0.instance.sopInstanceUID == uid } }
-        if let m = value(request, .modality) { rows = rows.filter { $0.series.modality == m } }
-        if let n = value(request, .instanceNumber) { rows = rows.filter { $0.instance.number == n } }
+        rows = rows.filter { query.matches(QIDORow(patient: $0.patient, study: $0.study, series: $0.series, instance: $0.instance)) }
         let shown = page(rows, request)
         return answer(shown.map { i in
             var o = DICOMJSONObject()
@@ -337,6 +522,6 @@ enum QIDO {
             o.setNumber(.numberOfFrames, i.instance.frames)
             o.set(.availableTransferSyntaxUID, i.instance.transferSyntaxUID)
             return o
-        }, Selection(request, defaults: instanceDefaults), patients: shown.map(\.patient.patientID), studies: shown.map(\.study.studyUID), context)
+        }, Selection(request, defaults: instanceDefaults), query, patients: shown.map(\.patient.patientID), studies: shown.map(\.study.studyUID), request, context)
     }
 }

@@ -22,12 +22,18 @@ public struct VaultAPIServer: Sendable {
     public let http: LoopbackAddress?
     /// Timeouts, connection caps and request size limits (docs/api.md, "Limits").
     public let limits: ServerLimits
+    /// Origins allowed by CORS and the cross-origin isolation headers (docs/api.md, "Browser viewers").
+    public let browser: BrowserAccess
 
-    public init(vault: Vault, socketPath: String? = nil, http: LoopbackAddress? = nil, limits: ServerLimits = .defaults) {
+    public init(
+        vault: Vault, socketPath: String? = nil, http: LoopbackAddress? = nil, limits: ServerLimits = .defaults,
+        browser: BrowserAccess = .none
+    ) {
         self.vault = vault
         self.socketPath = socketPath ?? vault.layout.run + "/medvault.sock"
         self.http = http
         self.limits = limits
+        self.browser = browser
     }
 
     /// One listener: the routes over the vault behind the audit middleware, the request guard and
@@ -38,8 +44,10 @@ public struct VaultAPIServer: Sendable {
     ) -> Application<RouterResponder<VaultRequestContext>> {
         var logger = Logger(label: "medvault")
         logger.logLevel = .warning
+        // Anything but this server's socket is a TCP listener, with the Host check.
+        let listener: Listener = address == .unixDomainSocket(path: socketPath) ? .socket : .tcp(port: http?.port ?? 0)
         return Application(
-            router: makeRouter(),
+            router: makeRouter(listener),
             server: GuardedHTTP1Channel.builder(limits),
             configuration: .init(
                 address: address, serverName: "MedVault", availableConnectionsDelegate: MaximumAvailableConnections(maxConnections)),
@@ -48,16 +56,23 @@ public struct VaultAPIServer: Sendable {
     }
 
     /// The DICOMweb routes behind the audit middleware (each listener has its own, with its own failure counts).
-    func makeRouter() -> Router<VaultRequestContext> {
-        let router = Router(context: VaultRequestContext.self)
+    func makeRouter(_ listener: Listener = .socket) -> Router<VaultRequestContext> {
+        // HEAD answers every GET route with the GET's headers and no body.
+        let router = Router(context: VaultRequestContext.self, options: .autoGenerateHeadEndpoints)
+        // Routes go through the table, which knows each path's methods (405 with Allow, OPTIONS).
+        let routes = RouteTable(router)
+        router.add(middleware: FrontMiddleware(vault: vault, listener: listener, browser: browser, routes: routes))
         router.add(middleware: AuthAuditMiddleware(vault: vault))
-        let dicomweb = router.group("dicom-web")
+        let dicomweb = routes.group("dicom-web")
         dicomweb.get("studies") { request, context in try QIDO.studies(vault, request, context) }
         dicomweb.get("series") { request, context in try QIDO.series(vault, request, context, study: nil) }
         dicomweb.get("studies/:study/series") { request, context in
             try QIDO.series(vault, request, context, study: context.parameters.get("study"))
         }
         dicomweb.get("instances") { request, context in try QIDO.instances(vault, request, context, study: nil, series: nil) }
+        dicomweb.get("studies/:study/instances") { request, context in
+            try QIDO.instances(vault, request, context, study: context.parameters.get("study"), series: nil)
+        }
         dicomweb.get("studies/:study/series/:series/instances") { request, context in
             try QIDO.instances(vault, request, context, study: context.parameters.get("study"), series: context.parameters.get("series"))
         }
@@ -79,6 +94,7 @@ public struct VaultAPIServer: Sendable {
         dicomweb.get("studies/:study") { request, context in
             try WADO.study(vault, request, context)
         }
+        routes.complete()
         return router
     }
 
@@ -118,7 +134,7 @@ struct AuthAuditMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: VaultRequestContext, next: (Request, VaultRequestContext) async throws -> Response) async throws -> Response {
         var context = context
-        context.peer = await Self.peerCredentials(context.channel)
+        if context.peer == nil { context.peer = await Self.peerCredentials(context.channel) }
         let action = request.uri.path
         var event = AuditEvent(actor: "-", role: "-", peerUID: context.peer?.uid, peerPID: context.peer?.pid, action: .request(method: request.method.rawValue, path: action), outcome: .denied)
         guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
@@ -128,8 +144,13 @@ struct AuthAuditMiddleware: RouterMiddleware {
             // peer are slowed down, and a burst raises an alert (stderr and the audit log).
             event.detail = "401"
             try vault.audit(event)
-            let peerKey = context.peer.map { "uid \($0.uid)" } ?? "unknown peer"
-            let (delay, alert) = failures.recordFailure(peer: peerKey)
+            // On the socket a peer is a uid; on TCP, where the kernel names no process, it is the client's
+            // address and port (one connection), so that one guessing client does not slow the others.
+            // Alerts count the whole TCP listener: a guesser opening a connection per guess still raises one.
+            let (peerKey, scope): (String, String) =
+                if let peer = context.peer { ("uid \(peer.uid)", "uid \(peer.uid)") }
+                else { (context.channel.remoteAddress.map { "connection \(Self.describe($0))" } ?? "unknown peer", "the TCP listener") }
+            let (delay, alert) = failures.recordFailure(peer: peerKey, scope: scope)
             if let alert {
                 FileHandle.standardError.write(Data("medvault: ALERT: \(alert)\n".utf8))
                 var a = AuditEvent(actor: "-", role: "-", peerUID: context.peer?.uid, peerPID: context.peer?.pid, action: .alert, outcome: .alert)
@@ -141,6 +162,8 @@ struct AuthAuditMiddleware: RouterMiddleware {
         }
         event.actor = account.name
         event.role = account.role.rawValue
+        // HEAD sends no body: it discloses what exists, not its bytes.
+        let bodyless = request.method == .head
         guard account.role != .backup else {
             event.detail = "403"
             try vault.audit(event)
@@ -160,6 +183,7 @@ struct AuthAuditMiddleware: RouterMiddleware {
             event.outcome = response.status.code < 400 ? .ok : .failed
             event.detail = "\(response.status.code)"
             event.add(context.auditFacts)
+            if bodyless { event.bytes = 0 }
             try vault.audit(event)
             return response
         } catch {
@@ -178,6 +202,12 @@ struct AuthAuditMiddleware: RouterMiddleware {
         }
     }
 
+    /// `127.0.0.1:54321`, `[::1]:54321`.
+    static func describe(_ address: SocketAddress) -> String {
+        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
+        return (ip.contains(":") ? "[\(ip)]" : ip) + ":\(port)"
+    }
+
     static func peerCredentials(_ channel: any Channel) async -> (uid: UInt32, pid: Int32)? {
         guard let provider = channel as? any SocketOptionProvider else { return nil }
         let future: EventLoopFuture<mv_sys_ucred> = provider.unsafeGetSocketOption(
@@ -188,24 +218,40 @@ struct AuthAuditMiddleware: RouterMiddleware {
     }
 }
 
-/// Failed authentications per peer (uid) within a sliding minute. From the 5th failure on, each answer
-/// is delayed (0.1 s, doubling, at most 2 s); every 10th failure in the window raises an alert. A success
-/// does not reset the count: another process of the same uid may be the one guessing.
+/// Failed authentications per peer (a uid, or a TCP connection) within a sliding minute. From the 5th
+/// failure on, each answer is delayed (0.1 s, doubling, at most 2 s); every 10th failure in the window of
+/// the peer's scope (the uid itself, or the whole TCP listener) raises an alert. A success does not reset
+/// the count: another process of the same uid may be the one guessing.
 final class FailureTracker: @unchecked Sendable {
     static let window: TimeInterval = 60
     private let lock = NSLock()
     private var recent: [String: [Date]] = [:]
+    private var scopes: [String: [Date]] = [:]
+    private var calls = 0
 
-    func recordFailure(peer: String, now: Date = Date()) -> (delay: Double, alert: String?) {
+    func recordFailure(peer: String, scope: String? = nil, now: Date = Date()) -> (delay: Double, alert: String?) {
         lock.lock()
         defer { lock.unlock() }
-        var times = (recent[peer] ?? []).filter { now.timeIntervalSince($0) < Self.window }
-        times.append(now)
-        recent[peer] = times
-        let n = times.count
+        // Connections come and go: forget keys with nothing in the window now and then, so memory stays bounded.
+        calls += 1
+        if calls % 256 == 0 {
+            recent = recent.filter { $0.value.contains { now.timeIntervalSince($0) < Self.window } }
+            scopes = scopes.filter { $0.value.contains { now.timeIntervalSince($0) < Self.window } }
+        }
+        let n = Self.append(now, to: &recent, peer)
         let delay = n < 5 ? 0 : min(2, 0.1 * pow(2, Double(n - 5)))
-        let alert = n % 10 == 0 ? "\(n) failed authentications from \(peer) in the last \(Int(Self.window)) s" : nil
+        let scope = scope ?? peer
+        let total = scope == peer ? n : Self.append(now, to: &scopes, scope)
+        let source = scope == peer ? peer : "\(scope) (latest from \(peer))"
+        let alert = total % 10 == 0 ? "\(total) failed authentications from \(source) in the last \(Int(Self.window)) s" : nil
         return (delay, alert)
+    }
+
+    private static func append(_ now: Date, to table: inout [String: [Date]], _ key: String) -> Int {
+        var times = (table[key] ?? []).filter { now.timeIntervalSince($0) < window }
+        times.append(now)
+        table[key] = times
+        return times.count
     }
 }
 

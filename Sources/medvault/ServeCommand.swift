@@ -14,6 +14,9 @@ struct Serve: ParsableCommand {
             Each listener closes connections that stay idle or send their request too slowly, caps the number of
             connections it serves at once (the socket's cap is separate from the TCP listener's), and refuses an
             oversized request line (414) or head (431) by closing the connection.
+            Browser viewers on another origin need --allow-origin for each origin (CORS; preflights are answered
+            before authentication). The TCP listener answers only requests whose Host is localhost, 127.0.0.1 or
+            [::1] (421 otherwise), against DNS rebinding.
             SIGINT or SIGTERM stops the server after the responses in flight.
             """)
 
@@ -35,6 +38,18 @@ struct Serve: ParsableCommand {
     var maxUrlBytes: Int = ServerLimits.defaults.maxURLBytes
     @Option(help: ArgumentHelp("Largest request head in bytes (431 beyond).", valueName: "bytes"))
     var maxHeaderBytes: Int = ServerLimits.defaults.maxHeaderBytes
+    @Option(
+        name: .customLong("allow-origin"),
+        help: ArgumentHelp(
+            "Let a browser viewer served from this origin read answers (CORS), e.g. http://localhost:3000; repeatable. None by default.",
+            valueName: "url"))
+    var allowOrigins: [String] = []
+    @Flag(help: "Send Cross-Origin-Opener-Policy, -Embedder-Policy and -Resource-Policy headers, for viewers that need SharedArrayBuffer.")
+    var crossOriginIsolation = false
+
+    func browserAccess() throws(BrowserAccess.OriginError) -> BrowserAccess {
+        try BrowserAccess(origins: allowOrigins, crossOriginIsolation: crossOriginIsolation)
+    }
 
     var limits: ServerLimits {
         ServerLimits(
@@ -59,13 +74,14 @@ struct Serve: ParsableCommand {
         if let http {
             do { _ = try LoopbackAddress(parsing: http) } catch { throw ValidationError(error.description) }
         }
+        do { _ = try browserAccess() } catch { throw ValidationError(error.description) }
     }
 
     func run() throws {
         try MedVault.guarded {
             let vault = try options.open()
             let loopback = try http.map { try LoopbackAddress(parsing: $0) }
-            let server = VaultAPIServer(vault: vault, socketPath: socket, http: loopback, limits: limits)
+            let server = VaultAPIServer(vault: vault, socketPath: socket, http: loopback, limits: limits, browser: try browserAccess())
             let done = DispatchSemaphore(value: 0)
             let failure = FailureBox()
             Task {

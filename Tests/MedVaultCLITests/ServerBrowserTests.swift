@@ -1,0 +1,209 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// `medvault serve` with a browser viewer's needs, on live sockets: CORS and the Host check on the
+/// loopback listener, failed-login throttling per TCP connection, and the reference Python client
+/// (dicomweb-client) searching and retrieving with a bearer token.
+@Suite(.serialized) struct ServerBrowserTests {
+    static let viewer = "http://localhost:3000"
+
+    /// A vault holding the valid corpus, one radiologist, and a server on a socket and a loopback port.
+    final class Server {
+        let dir = TempDir()
+        var env: [String: String]
+        let token: String
+        let port = ServerLimitTests.freeLoopbackPort()
+        let socket: String
+        let process = Process()
+        let corpus = Corpus.shared
+
+        init(_ extra: [String] = []) throws {
+            env = medvaultEnvironment(vault: dir.sub("vault"))
+            socket = dir.sub("s.sock")
+            #expect(try run(medvaultBinary, ["init", "--kdf", "interactive"], environment: env).status == 0)
+            let files = Corpus.shared.valid.map { Corpus.shared.path($0) }
+            _ = try run(medvaultBinary, ["import"] + files, environment: env)
+            #expect(try run(medvaultBinary, ["user", "add", "rad", "--role", "radiologist"], environment: env).status == 0)
+            let issued = try run(medvaultBinary, ["token", "issue", "rad", "--json"], environment: env)
+            token = ((try JSONSerialization.jsonObject(with: Data(issued.stdout.utf8)) as? [String: Any])?["token"] as? String) ?? ""
+            process.executableURL = URL(fileURLWithPath: medvaultBinary)
+            process.arguments = ["serve", "--socket", socket, "--http", "127.0.0.1:\(port)"] + extra
+            process.environment = env
+            _ = FileManager.default.createFile(atPath: dir.sub("serve.err"), contents: nil)
+            process.standardError = FileHandle(forWritingAtPath: dir.sub("serve.err"))
+            try process.run()
+            for _ in 0..<100 where !ready() { usleep(50_000) }
+            #expect(ready(), "the server did not start: \(stderr)")
+        }
+
+        var stderr: String { (try? String(contentsOfFile: dir.sub("serve.err"), encoding: .utf8)) ?? "" }
+
+        /// Both listeners answer. The probe is an OPTIONS on a path the API does not have: no failed login,
+        /// no record for the paths the tests count.
+        func ready() -> Bool {
+            FileManager.default.fileExists(atPath: socket) && (try? curl(["-X", "OPTIONS"], path: "/dicom-web/probe").status) == 404
+        }
+
+        /// (status, headers lowercased, body) of one request with curl; `socket` talks to the Unix socket.
+        func curl(_ args: [String], path: String = "/dicom-web/studies", socket useSocket: Bool = false) throws -> (status: Int, headers: String, body: String) {
+            let head = dir.sub("head-\(UUID().uuidString)")
+            let out = dir.sub("body-\(UUID().uuidString)")
+            var a = ["-s", "--max-time", "10", "-D", head, "-o", out, "-w", "%{http_code}"]
+            a += useSocket ? ["--unix-socket", socket, "http://localhost" + path] : ["http://127.0.0.1:\(port)" + path]
+            let r = try run("/usr/bin/curl", args + a)
+            defer { try? FileManager.default.removeItem(atPath: head); try? FileManager.default.removeItem(atPath: out) }
+            return (
+                Int(r.stdout) ?? -1, ((try? String(contentsOfFile: head, encoding: .utf8)) ?? "").lowercased(),
+                (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+            )
+        }
+
+        func audit() throws -> [[String: Any]] {
+            let log = try run(medvaultBinary, ["audit", "show", "--json"], environment: env)
+            return (try JSONSerialization.jsonObject(with: Data(log.stdout.utf8)) as? [[String: Any]]) ?? []
+        }
+
+        func stop() {
+            #expect(process.isRunning, "the server died during the test")
+            process.interrupt()
+            process.waitUntilExit()
+        }
+
+        deinit { if process.isRunning { process.terminate() }; dir.remove() }
+    }
+
+    @Test(.timeLimit(.minutes(2))) func corsPreflightAndHeadersOnTheLoopbackListener() throws {
+        let s = try Server(["--allow-origin", Self.viewer, "--cross-origin-isolation"])
+        defer { s.stop() }
+        let preflight = try s.curl([
+            "-X", "OPTIONS", "-H", "Origin: \(Self.viewer)", "-H", "Access-Control-Request-Method: GET",
+            "-H", "Access-Control-Request-Headers: authorization",
+        ])
+        #expect(preflight.status == 204)
+        for line in [
+            "access-control-allow-origin: \(Self.viewer)", "access-control-allow-methods: get, head, options",
+            "access-control-allow-headers: authorization, content-type, accept, range", "access-control-max-age: 600", "vary: origin",
+            "cross-origin-opener-policy: same-origin", "cross-origin-embedder-policy: require-corp",
+        ] {
+            #expect(preflight.headers.contains(line), "\(line) missing in \(preflight.headers)")
+        }
+        let get = try s.curl(["-H", "Origin: \(Self.viewer)", "-H", "Authorization: Bearer \(s.token)"])
+        #expect(get.status == 200 && get.headers.contains("access-control-allow-origin: \(Self.viewer)"))
+        #expect(get.headers.contains("access-control-expose-headers: content-type, content-length, content-range, warning"))
+        let other = try s.curl(["-H", "Origin: http://evil.example", "-H", "Authorization: Bearer \(s.token)"])
+        #expect(other.status == 200 && !other.headers.contains("access-control-allow-origin"))
+        // The same preflight over the Unix socket (an SSH tunnel's end) is answered the same way.
+        let tunneled = try s.curl(["-X", "OPTIONS", "-H", "Origin: \(Self.viewer)", "-H", "Access-Control-Request-Method: GET"], socket: true)
+        #expect(tunneled.status == 204 && tunneled.headers.contains("access-control-allow-origin: \(Self.viewer)"))
+        // Audited as OPTIONS, never as GET, and never as a failed login.
+        let records = try s.audit()
+        #expect(records.filter { $0["action"] as? String == "OPTIONS /dicom-web/studies" }.count == 2)
+        #expect(records.filter { $0["action"] as? String == "GET /dicom-web/studies" }.count == 2)
+        #expect(records.allSatisfy { ($0["detail"] as? String) != "401" || ($0["action"] as? String)?.hasPrefix("GET") == true })
+    }
+
+    @Test(.timeLimit(.minutes(2))) func theLoopbackListenerRefusesAHostThatIsNotLoopback() throws {
+        let s = try Server()
+        defer { s.stop() }
+        let auth = ["-H", "Authorization: Bearer \(s.token)"]
+        for host in ["evil.example", "evil.example:\(s.port)", "localhost:\(s.port + 1)", "192.168.1.5:\(s.port)"] {
+            let r = try s.curl(auth + ["-H", "Host: \(host)"])
+            #expect(r.status == 421, "\(host)")
+            #expect(r.headers.contains("content-type: application/json") && r.body.hasPrefix(#"{"error":"#), "\(host)")
+        }
+        for host in ["localhost", "localhost:\(s.port)", "127.0.0.1:\(s.port)", "[::1]:\(s.port)"] {
+            #expect(try s.curl(auth + ["-H", "Host: \(host)"]).status == 200, "\(host)")
+        }
+        // The Unix socket is not subject to it.
+        #expect(try s.curl(auth + ["-H", "Host: evil.example"], socket: true).status == 200)
+        let refused = try s.audit().filter { ($0["detail"] as? String)?.hasPrefix("421") == true }
+        #expect(refused.count == 4)
+        #expect(refused.allSatisfy { $0["action"] as? String == "GET /dicom-web/studies" && $0["outcome"] as? String == "denied" })
+        #expect(try run(medvaultBinary, ["audit", "verify"], environment: s.env).status == 0)
+    }
+
+    /// Throttling on TCP is per connection: a client guessing tokens on its connection is slowed down;
+    /// another client's wrong token is answered at once and its valid request is not delayed.
+    @Test(.timeLimit(.minutes(2))) func oneGuessingClientDoesNotSlowAnother() throws {
+        let s = try Server()
+        defer { s.stop() }
+        let script = #"""
+            import http.client, json, sys, time
+            port, token = int(sys.argv[1]), sys.argv[2]
+            def ask(conn, tok):
+                start = time.monotonic()
+                conn.request("GET", "/dicom-web/studies", headers={"Authorization": "Bearer " + tok})
+                r = conn.getresponse(); r.read()
+                return r.status, time.monotonic() - start
+            guesser = http.client.HTTPConnection("127.0.0.1", port)
+            guesses = [ask(guesser, "mvt_guess%d" % i) for i in range(9)]
+            other = http.client.HTTPConnection("127.0.0.1", port)
+            other_wrong = ask(other, "mvt_typo")
+            other_valid = ask(other, token)
+            third_valid = ask(http.client.HTTPConnection("127.0.0.1", port), token)
+            guesser_next = ask(guesser, "mvt_guess9")
+            print(json.dumps({"guesses": guesses, "other_wrong": other_wrong, "other_valid": other_valid,
+                              "third_valid": third_valid, "guesser_next": guesser_next}))
+            """#
+        let r = try run("/usr/bin/env", ["python3", "-c", script, "\(s.port)", s.token])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        func pair(_ k: String) -> (Int, Double) { let a = o[k] as? [Any] ?? []; return ((a.first as? Int) ?? -1, (a.last as? Double) ?? -1) }
+        let guesses = (o["guesses"] as? [[Any]] ?? []).map { ($0[0] as? Int ?? -1, $0[1] as? Double ?? -1) }
+        #expect(guesses.count == 9 && guesses.allSatisfy { $0.0 == 401 })
+        #expect(guesses.last.map { $0.1 >= 1.4 } == true, "the guesser's 9th failure waits 1.6 s: \(guesses)")
+        #expect(pair("other_wrong").0 == 401 && pair("other_wrong").1 < 0.5, "another client's first failure is not delayed")
+        #expect(pair("other_valid").0 == 200 && pair("other_valid").1 < 1.0)
+        #expect(pair("third_valid").0 == 200 && pair("third_valid").1 < 1.0)
+        #expect(pair("guesser_next").0 == 401 && pair("guesser_next").1 >= 1.8, "the guesser stays slowed: \(pair("guesser_next"))")
+        // Ten failures on the listener within the minute: one alert, naming the listener and the connection.
+        let alerts = try s.audit().filter { $0["outcome"] as? String == "alert" }
+        #expect(alerts.count == 1)
+        #expect((alerts.first?["detail"] as? String)?.contains("the TCP listener (latest from connection 127.0.0.1:") == true)
+        #expect(s.stderr.contains("medvault: ALERT: 10 failed authentications from the TCP listener"))
+    }
+
+    static var hasDicomwebClient: Bool {
+        (try? run("/usr/bin/env", ["python3", "-c", "import dicomweb_client"]).status) == 0
+    }
+
+    /// dicomweb-client (the Python client of highdicom and the Imaging Data Commons) over the loopback
+    /// listener with a bearer token: wildcard and multi-value QIDO, and instance retrieval.
+    @Test(.enabled(if: hasDicomwebClient, "tools/setup installs dicomweb-client"), .timeLimit(.minutes(2)))
+    func dicomwebClientSearchesAndRetrieves() throws {
+        let s = try Server()
+        defer { s.stop() }
+        let f = try #require(s.corpus.valid.first { $0.patient_id == "MRN0012345" })
+        let script = #"""
+            import json, sys, pydicom
+            from dicomweb_client.api import DICOMwebClient
+            port, token, study, series, sop, original = sys.argv[1:7]
+            c = DICOMwebClient(url="http://127.0.0.1:%s/dicom-web" % port, headers={"Authorization": "Bearer " + token})
+            uid = lambda o, tag: o[tag]["Value"][0]
+            out = {}
+            out["wildcard"] = sorted(uid(o, "0020000D") for o in c.search_for_studies(search_filters={"PatientID": "MRN00123*"}))
+            out["backslash"] = sorted(uid(o, "00080050") for o in c.search_for_studies(search_filters={"AccessionNumber": "ACC1001\\ACC1003"}))
+            out["repeated"] = sorted(uid(o, "00080050") for o in c.search_for_studies(search_filters={"AccessionNumber": ["ACC1001", "ACC1003"]}))
+            out["instances"] = sorted(uid(o, "00080018") for o in c.search_for_instances(study_instance_uid=study))
+            ds = c.retrieve_instance(study, series, sop)
+            orig = pydicom.dcmread(original)
+            out["retrieved"] = ds.SOPInstanceUID
+            out["same_pixels"] = ds.PixelData == orig.PixelData
+            out["same_name"] = str(ds.PatientName) == str(orig.PatientName)
+            print(json.dumps(out))
+            """#
+        let r = try run(
+            "/usr/bin/env", ["python3", "-c", script, "\(s.port)", s.token, f.study_uid!, f.series_uid!, f.sop_uid!, s.corpus.path(f)])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        let wildcard = Set(s.corpus.valid.filter { ($0.patient_id ?? "").hasPrefix("MRN00123") }.compactMap(\.study_uid))
+        #expect(Set(o["wildcard"] as? [String] ?? []) == wildcard && !wildcard.isEmpty)
+        #expect(o["backslash"] as? [String] == ["ACC1001", "ACC1003"])
+        #expect(o["repeated"] as? [String] == ["ACC1001", "ACC1003"])
+        #expect(Set(o["instances"] as? [String] ?? []) == Set(s.corpus.valid.filter { $0.study_uid == f.study_uid }.compactMap(\.sop_uid)))
+        #expect(o["retrieved"] as? String == f.sop_uid && o["same_pixels"] as? Bool == true && o["same_name"] as? Bool == true)
+        let searches = try s.audit().filter { ($0["action"] as? String) == "GET /dicom-web/studies" }
+        #expect(searches.count == 3 && searches.allSatisfy { $0["outcome"] as? String == "ok" })
+    }
+}
