@@ -381,9 +381,9 @@ import TestSupport
                           "-H", "Authorization: Bearer \(s.tokens["rad"]!)", "http://localhost" + path]
         try slow.run()
         // The reader thread is at work once curl is connected (at 2 MB/s the 160 MiB take over a
-        // minute, so the stream is still running; polling because a loaded machine starts curl late).
+        // minute, so the stream is still running; polling up to 30 s because a loaded machine starts curl late).
         var working = false
-        for _ in 0..<100 where !working {
+        for _ in 0..<300 where !working {
             usleep(100_000)
             working = status("Threads") > threadsIdle
         }
