@@ -79,6 +79,7 @@ public struct VaultAPIServer: Sendable {
         dicomweb.get("studies/:study") { request, context in
             try WADO.study(vault, request, context)
         }
+        WADOPixels.register(on: dicomweb, vault: vault)
         return router
     }
 
