@@ -89,8 +89,11 @@ private final class ChunkQueue: @unchecked Sendable {
 /// wiped and dropped. Not thread-safe: one consumer.
 public final class InstanceStreamReader: @unchecked Sendable {
     private let queue = ChunkQueue()
-    /// Retained clear bytes: `buffer[0]` is stream offset `bufferStart`.
+    /// Retained clear bytes are `buffer[head...]`, and `buffer[head]` is stream offset `bufferStart`.
+    /// Dropped bytes are zeroed at once and compacted away only now and then, so that skipping through
+    /// a large file costs one copy per chunk, not one per retained byte.
     private var buffer: [UInt8] = []
+    private var head = 0
     private var bufferStart: UInt64 = 0
     private var released: UInt64 = 0
     private var ended = false
@@ -120,6 +123,7 @@ public final class InstanceStreamReader: @unchecked Sendable {
         queue.close()
         wipe(&buffer)
         buffer = []
+        head = 0
     }
 
     /// Clear bytes decrypted so far, including the few chunks decrypted ahead.
@@ -128,35 +132,47 @@ public final class InstanceStreamReader: @unchecked Sendable {
     /// The lowest offset still readable.
     public var retainedFrom: UInt64 { bufferStart }
 
+    private var retained: Int { buffer.count - head }
+    private var bufferEnd: UInt64 { bufferStart + UInt64(retained) }
+
     /// Allows the bytes before `offset` to be dropped.
     public func release(before offset: UInt64) {
         released = max(released, offset)
-        drop(before: min(released, bufferStart + UInt64(buffer.count)))
+        drop(before: min(released, bufferEnd))
     }
 
     private func drop(before offset: UInt64) {
         guard offset > bufferStart else { return }
-        let n = Int(min(offset - bufferStart, UInt64(buffer.count)))
-        var old = buffer
-        buffer = Array(old[n...])
-        wipe(&old)
+        let n = Int(min(offset - bufferStart, UInt64(retained)))
+        buffer.withUnsafeMutableBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            (base + head).initializeMemory(as: UInt8.self, repeating: 0, count: n)
+        }
+        head += n
         bufferStart += UInt64(n)
+        if head == buffer.count {
+            buffer.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 1 << 20 && head >= buffer.count / 2 {
+            buffer.removeFirst(head)  // already zeroed
+            head = 0
+        }
     }
 
     /// Pulls chunks until `end` is buffered or the stream ends; bytes below `keepFrom` that pass the
     /// retain limit (or the release point) go as they come.
     private func fill(to end: UInt64, keepFrom: UInt64) throws {
-        while bufferStart + UInt64(buffer.count) < end, !ended {
+        while bufferEnd < end, !ended {
             guard var chunk = try queue.pull() else {
                 ended = true
                 break
             }
             buffer += chunk
             wipe(&chunk)
-            let floor = min(keepFrom, bufferStart + UInt64(buffer.count))
+            let floor = min(keepFrom, bufferEnd)
             if released > bufferStart { drop(before: min(released, floor)) }
-            if buffer.count > retainLimit, floor > bufferStart {
-                drop(before: min(floor, bufferStart + UInt64(buffer.count - retainLimit)))
+            if retained > retainLimit, floor > bufferStart {
+                drop(before: min(floor, bufferStart + UInt64(retained - retainLimit)))
             }
         }
     }
@@ -168,9 +184,8 @@ public final class InstanceStreamReader: @unchecked Sendable {
         let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
         guard !overflow else { throw InstanceReadError.truncated(offset: offset) }
         try fill(to: end, keepFrom: offset)
-        let available = bufferStart + UInt64(buffer.count)
-        guard offset < available else { return [] }
-        let from = Int(offset - bufferStart), to = Int(min(end, available) - bufferStart)
+        guard offset < bufferEnd else { return [] }
+        let from = head + Int(offset - bufferStart), to = head + Int(min(end, bufferEnd) - bufferStart)
         return Array(buffer[from..<to])
     }
 
@@ -307,6 +322,8 @@ public final class InstanceFrameReader: @unchecked Sendable {
     /// `maxBytes` are refused before they are read.
     public func storedFrame(_ index: Int, maxBytes: Int = DICOMPixels.defaultMaxFrameBytes) throws -> [UInt8] {
         let ranges = try storedRanges(ofFrame: index)
+        // Nothing before this frame is needed any more: skipping to it keeps no bytes.
+        if let first = ranges.first, first.lowerBound >= reader.retainedFrom { reader.release(before: first.lowerBound) }
         let total = ranges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
         guard total <= UInt64(max(0, maxBytes)) else { throw InstanceReadError.tooLarge(what: "frame \(index + 1)", limit: maxBytes) }
         var out: [UInt8] = []
