@@ -59,7 +59,7 @@ let package = Package(
         .target(
             name: "VaultServer",
             dependencies: [
-                "VaultStore", "VaultFormats", "VaultKeys", "VaultAudit", "VaultCatalog", "CSysShim", .product(name: "Hummingbird", package: "hummingbird"),
+                "VaultStore", "VaultDICOM", "VaultFormats", "VaultKeys", "VaultAudit", "VaultCatalog", "CSysShim", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -91,7 +91,7 @@ let package = Package(
         .testTarget(
             name: "VaultServerTests",
             dependencies: [
-                "VaultServer", "TestSupport", "VaultStore", "VaultAudit", "VaultCatalog", .product(name: "Hummingbird", package: "hummingbird"),
+                "VaultServer", "TestSupport", "VaultStore", "VaultAudit", "VaultCatalog", "VaultDICOM", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: strict),

@@ -33,7 +33,7 @@ enum WADO {
     }
 
     /// GET …/metadata at study, series or instance level: a DICOM JSON array, one object per instance,
-    /// without pixel data.
+    /// Pixel Data as a BulkDataURI.
     static func metadata(_ vault: Vault, _ request: Request, _ context: VaultRequestContext) throws -> Response {
         let study = context.parameters.get("study") ?? ""
         let series = context.parameters.get("series"), sop = context.parameters.get("instance")
@@ -41,13 +41,13 @@ enum WADO {
         if let sop, let series {
             items = try vault.instanceForRetrieval(study: study, series: series, instance: sop).map { [$0] } ?? []
         } else {
-            items = try vault.instancesForRetrieval(study: study, series: series)
+            items = try vault.instancesForRetrievalWithUIDs(study: study, series: series)
         }
         guard !items.isEmpty else { throw APIError(.notFound, "not found") }
         var json = "["
         for (i, item) in items.enumerated() {
             if i > 0 { json += "," }
-            json += try vault.metadataJSON(item)
+            json += try WADOPixels.metadataObject(vault, item, request)
         }
         json += "]"
         var headers = HTTPFields()

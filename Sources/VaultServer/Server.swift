@@ -94,7 +94,8 @@ public struct VaultAPIServer: Sendable {
         dicomweb.get("studies/:study") { request, context in
             try WADO.study(vault, request, context)
         }
-        routes.complete()
+        WADOPixels.register(on: dicomweb, vault: vault)
+        routes.complete()  // last: the 405 and OPTIONS endpoints for every route registered above
         return router
     }
 

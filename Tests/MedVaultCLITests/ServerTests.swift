@@ -267,7 +267,7 @@ import TestSupport
         #expect(wado["studyUIDs"] as? [String] == [f.study_uid!] && wado["patientIDs"] as? [String] == [f.patient_id ?? ""])
     }
 
-    @Test func metadataIsDICOMJSONWithoutPixelData() throws {
+    @Test func metadataIsDICOMJSONWithPixelDataAsABulkDataURI() throws {
         let s = try Running()
         defer { s.stop() }
         let t = s.tokens["rad"]
@@ -280,7 +280,10 @@ import TestSupport
         let name = ((objects[0]["00100010"] as? [String: Any])?["Value"] as? [[String: Any]])?.first?["Alphabetic"] as? String
         #expect(name == "Müller^Jürgen")  // converted from ISO_IR 100
         #expect(((objects[0]["00080018"] as? [String: Any])?["Value"] as? [String])?.first == f.sop_uid)
-        #expect(objects[0]["7FE00010"] == nil)
+        // Pixel Data is never inline: a BulkDataURI that names this instance (issue 11).
+        let pixel = try #require(objects[0]["7FE00010"] as? [String: Any])
+        #expect(pixel["Value"] == nil && pixel["InlineBinary"] == nil)
+        #expect(pixel["BulkDataURI"] as? String == "http://localhost" + base + "/instances/\(f.sop_uid!)/bulkdata/7FE00010")
         let study = try #require(try JSONSerialization.jsonObject(with: try s.get("/dicom-web/studies/\(f.study_uid!)/metadata", token: t).1) as? [[String: Any]])
         #expect(study.count == s.corpus.valid.filter { $0.study_uid == f.study_uid }.count)
         #expect(try s.get(base + "/metadata", token: t).0 == 200)

@@ -1,0 +1,400 @@
+// Parts of one instance's clear bytes for the frames, rendered and bulk data routes: a forward-only
+// reader over the decrypting stream that stops decrypting once the caller has what it needs, and frame
+// access on top of it. A blob is one secretstream, so byte N costs decrypting every byte before it:
+// frame k of a native file costs the file up to the end of frame k, never the rest.
+public import VaultDICOM
+import Foundation
+import VaultCrypto
+import VaultKeys
+
+/// Why a part of an instance could not be read.
+public enum InstanceReadError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A frame or value larger than the caller's bound (nothing was allocated for it).
+    case tooLarge(what: String, limit: Int)
+    /// The stream ended before the requested bytes (the file's own lengths say more than it holds).
+    case truncated(offset: UInt64)
+
+    public var description: String {
+        switch self {
+        case .tooLarge(let what, let limit): "\(what) is larger than \(limit) bytes; refused"
+        case .truncated(let offset): "the instance ends at offset \(offset), before the bytes its header describes"
+        }
+    }
+}
+
+/// Chunks handed from the decrypting thread to the reader: at most `window` wait, so the decryptor runs
+/// a few chunks ahead and no further. Shared by the thread and the reader (never the reader itself, so
+/// a reader dropped without `close` still stops the thread in its deinit).
+private final class ChunkQueue: @unchecked Sendable {
+    static let window = 4
+    let condition = NSCondition()
+    var chunks: [[UInt8]] = []
+    var finished = false
+    var failure: (any Error)?
+    var closed = false
+    /// Clear bytes decrypted so far (handed over or waiting).
+    var produced: UInt64 = 0
+
+    struct Closed: Error {}
+
+    func push(_ chunk: UnsafeRawBufferPointer) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        while chunks.count >= Self.window && !closed { condition.wait() }
+        if closed { throw Closed() }
+        chunks.append(Array(chunk))
+        produced += UInt64(chunk.count)
+        condition.broadcast()
+    }
+
+    func finish(_ error: (any Error)?) {
+        condition.lock()
+        if !(error is Closed) { failure = error }
+        finished = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// The next chunk, nil at the end of the stream.
+    func pull() throws -> [UInt8]? {
+        condition.lock()
+        defer { condition.unlock() }
+        while chunks.isEmpty && !finished { condition.wait() }
+        if !chunks.isEmpty {
+            condition.broadcast()
+            return chunks.removeFirst()
+        }
+        if let failure { throw failure }
+        return nil
+    }
+
+    func close() {
+        condition.lock()
+        closed = true
+        for i in chunks.indices { wipe(&chunks[i]) }
+        chunks = []
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    var bytesProduced: UInt64 {
+        condition.lock()
+        defer { condition.unlock() }
+        return produced
+    }
+}
+
+/// An instance's clear bytes in stream order, decrypted on a thread of their own as they are asked
+/// for. Bytes at and after the release point (`release(before:)`) stay available; earlier ones are
+/// wiped and dropped. Not thread-safe: one consumer.
+public final class InstanceStreamReader: @unchecked Sendable {
+    private let queue = ChunkQueue()
+    /// Retained clear bytes are `buffer[head...]`, and `buffer[head]` is stream offset `bufferStart`.
+    /// Dropped bytes are zeroed at once and compacted away only now and then, so that skipping through
+    /// a large file costs one copy per chunk, not one per retained byte.
+    private var buffer: [UInt8] = []
+    private var head = 0
+    private var bufferStart: UInt64 = 0
+    private var released: UInt64 = 0
+    private var ended = false
+    /// Retained bytes below the current read beyond this are dropped even if not released.
+    let retainLimit: Int
+
+    init(vault: Vault, item: RetrievableInstance, retainLimit: Int = 64 << 20) {
+        self.retainLimit = retainLimit
+        let queue = self.queue
+        Thread {
+            do {
+                try vault.stream(item) { try queue.push($0) }
+                queue.finish(nil)
+            } catch {
+                queue.finish(error)
+            }
+        }.start()
+    }
+
+    deinit {
+        queue.close()
+        wipe(&buffer)
+    }
+
+    /// Stops the decryption (the thread ends at its next chunk) and wipes what is held.
+    public func close() {
+        queue.close()
+        wipe(&buffer)
+        buffer = []
+        head = 0
+    }
+
+    /// Clear bytes decrypted so far, including the few chunks decrypted ahead.
+    public var bytesDecrypted: UInt64 { queue.bytesProduced }
+
+    /// The lowest offset still readable.
+    public var retainedFrom: UInt64 { bufferStart }
+
+    private var retained: Int { buffer.count - head }
+    private var bufferEnd: UInt64 { bufferStart + UInt64(retained) }
+
+    /// Allows the bytes before `offset` to be dropped.
+    public func release(before offset: UInt64) {
+        released = max(released, offset)
+        drop(before: min(released, bufferEnd))
+    }
+
+    private func drop(before offset: UInt64) {
+        guard offset > bufferStart else { return }
+        let n = Int(min(offset - bufferStart, UInt64(retained)))
+        buffer.withUnsafeMutableBytes { raw in
+            guard let base = raw.baseAddress else { return }
+            (base + head).initializeMemory(as: UInt8.self, repeating: 0, count: n)
+        }
+        head += n
+        bufferStart += UInt64(n)
+        if head == buffer.count {
+            buffer.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 1 << 20 && head >= buffer.count / 2 {
+            buffer.removeFirst(head)  // already zeroed
+            head = 0
+        }
+    }
+
+    /// Pulls chunks until `end` is buffered or the stream ends; bytes below `keepFrom` that pass the
+    /// retain limit (or the release point) go as they come.
+    private func fill(to end: UInt64, keepFrom: UInt64) throws {
+        while bufferEnd < end, !ended {
+            guard var chunk = try queue.pull() else {
+                ended = true
+                break
+            }
+            buffer += chunk
+            wipe(&chunk)
+            let floor = min(keepFrom, bufferEnd)
+            if released > bufferStart { drop(before: min(released, floor)) }
+            if retained > retainLimit, floor > bufferStart {
+                drop(before: min(floor, bufferStart + UInt64(retained - retainLimit)))
+            }
+        }
+    }
+
+    /// `count` bytes from `offset` (fewer only where the stream ends). Throws `Backwards` when
+    /// `offset` is before `retainedFrom`.
+    public func read(_ offset: UInt64, _ count: Int) throws -> [UInt8] {
+        guard offset >= bufferStart else { throw Backwards() }
+        let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
+        guard !overflow else { throw InstanceReadError.truncated(offset: offset) }
+        try fill(to: end, keepFrom: offset)
+        guard offset < bufferEnd else { return [] }
+        let from = head + Int(offset - bufferStart), to = head + Int(min(end, bufferEnd) - bufferStart)
+        return Array(buffer[from..<to])
+    }
+
+    /// Hands the bytes `offset ..< offset + count` to `body` in pieces of at most 64 KiB, keeping none
+    /// of them: for values of any size. Throws `.truncated` if the stream ends first.
+    public func forEachPiece(from offset: UInt64, count: UInt64, _ body: ([UInt8]) throws -> Void) throws {
+        guard offset >= bufferStart else { throw Backwards() }
+        var at = offset
+        let end = offset + count
+        while at < end {
+            release(before: at)
+            let piece = try read(at, Int(min(64 << 10, end - at)))
+            guard !piece.isEmpty else { throw InstanceReadError.truncated(offset: at) }
+            try body(piece)
+            at += UInt64(piece.count)
+        }
+        release(before: end)
+    }
+
+    /// A read before what the reader still holds; the caller starts a new reader.
+    public struct Backwards: Error {}
+}
+
+/// One instance opened for pixel access: its header (the stream through the Pixel Data element's
+/// header), the pixel layout, and a forward reader positioned after the header. Frames asked for in
+/// increasing order cost one decryption pass that stops after the last of them; an earlier frame
+/// starts a new pass from the beginning.
+public final class InstanceFrameReader: @unchecked Sendable {
+    /// The stream's start up to the Pixel Data value (what `DICOMPixels.render` needs besides a frame).
+    public let header: [UInt8]
+    public let layout: DICOMPixelLayout
+    private let vault: Vault
+    private let item: RetrievableInstance
+    private var reader: InstanceStreamReader
+    /// Bytes decrypted by readers already closed (restarts).
+    private var earlierPasses: UInt64 = 0
+    public private(set) var passes = 1
+    /// The Basic Offset Table item (header and entries), read once: every frame's lookup uses it.
+    private var offsetTable: (start: UInt64, bytes: [UInt8])?
+
+    /// The header prefixes tried, as for `/metadata`: most headers fit the first.
+    static let headerLimits = [64 << 10, 1 << 20, 16 << 20]
+
+    /// Reads the header and the layout. Throws `DICOMError.noPixelData` for an instance without pixels.
+    public init(vault: Vault, item: RetrievableInstance) throws {
+        self.vault = vault
+        self.item = item
+        reader = InstanceStreamReader(vault: vault, item: item)
+        var found: (DICOMPixelLayout, [UInt8])?
+        var lastError: any Error = DICOMError.noPixelData("no Pixel Data in the first 16 MiB")
+        for limit in Self.headerLimits {
+            var prefix = try reader.read(0, limit)
+            defer { wipe(&prefix) }
+            do {
+                let l = try DICOMPixelLayout.read(prefix)
+                found = (l, Array(prefix.prefix(Int(min(l.valueOffset, UInt64(prefix.count))))))
+                break
+            } catch {
+                lastError = error
+                if prefix.count < limit { break }
+            }
+        }
+        guard let (layout, header) = found else {
+            reader.close()
+            throw lastError
+        }
+        self.layout = layout
+        self.header = header
+        reader.release(before: layout.valueOffset)
+        if layout.isEncapsulated {
+            let head = try reader.read(layout.valueOffset, 8)
+            let isItem = head.count == 8 && head[0] == 0xFE && head[1] == 0xFF && head[2] == 0x00 && head[3] == 0xE0
+            let length = head.count == 8 ? UInt64(head[4]) | UInt64(head[5]) << 8 | UInt64(head[6]) << 16 | UInt64(head[7]) << 24 : 0
+            // A table of 4 bytes a frame; anything larger is left to fragmentRanges to refuse.
+            if isItem, length <= 4 * UInt64(max(1, layout.numberOfFrames)) {
+                offsetTable = (layout.valueOffset, try reader.read(layout.valueOffset, 8 + Int(length)))
+            }
+        }
+    }
+
+    deinit { reader.close() }
+
+    public func close() { reader.close() }
+
+    /// Clear bytes decrypted so far, over every pass.
+    public var bytesDecrypted: UInt64 { earlierPasses + reader.bytesDecrypted }
+
+    /// Reads from `offset`, starting a new pass when the bytes are behind the current one.
+    private func read(_ offset: UInt64, _ count: Int) throws -> [UInt8] {
+        if offset < reader.retainedFrom {
+            earlierPasses += reader.bytesDecrypted
+            reader.close()
+            reader = InstanceStreamReader(vault: vault, item: item)
+            passes += 1
+            reader.release(before: offset)
+        }
+        return try reader.read(offset, count)
+    }
+
+    /// The stream ranges of frame `index` (0-based) as stored: one range for native data, its
+    /// fragments' values for encapsulated data (found by reading item headers only).
+    public func storedRanges(ofFrame index: Int) throws -> [Range<UInt64>] {
+        if !layout.isEncapsulated {
+            let r = try layout.nativeFrameRange(index)
+            if let length = layout.valueLength, r.upperBound > layout.valueOffset + length {
+                throw DICOMError.malformed("native pixel data is shorter than frame \(index)")
+            }
+            return [r]
+        }
+        // Without an offset table, JPEG frames are told apart by the SOI marker at each fragment's
+        // start, asked for after every item header has been read: keep those two bytes as the walk
+        // passes them, so the check never has to go back in the stream.
+        var peeks: [UInt64: [UInt8]] = [:]
+        let peek = layout.numberOfFrames > 1 && layout.transferSyntaxUID.hasPrefix("1.2.840.10008.1.2.4.")
+        var first = true
+        return try layout.fragmentRanges(ofFrame: index) { at, n in
+            if let t = offsetTable, at >= t.start, at + UInt64(n) <= t.start + UInt64(t.bytes.count) {
+                let from = Int(at - t.start)
+                return Array(t.bytes[from..<(from + n)])
+            }
+            if let p = peeks[at], n <= p.count { return Array(p.prefix(n)) }
+            // The walk's first item header is the lowest offset this frame needs.
+            if first {
+                first = false
+                if at >= reader.retainedFrom { reader.release(before: at) }
+            }
+            let b = try read(at, peek && n == 8 ? 10 : n)
+            if peek && n == 8 && b.count == 10 { peeks[at + 8] = Array(b[8..<10]) }
+            return Array(b.prefix(n))
+        }
+    }
+
+    /// Frame `index` (0-based) as stored: native bytes, or its fragments joined. Frames larger than
+    /// `maxBytes` are refused before they are read.
+    public func storedFrame(_ index: Int, maxBytes: Int = DICOMPixels.defaultMaxFrameBytes) throws -> [UInt8] {
+        let ranges = try storedRanges(ofFrame: index)
+        // Nothing before this frame is needed any more: skipping to it keeps no bytes.
+        if let first = ranges.first, first.lowerBound >= reader.retainedFrom { reader.release(before: first.lowerBound) }
+        let total = ranges.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+        guard total <= UInt64(max(0, maxBytes)) else { throw InstanceReadError.tooLarge(what: "frame \(index + 1)", limit: maxBytes) }
+        var out: [UInt8] = []
+        out.reserveCapacity(Int(total))
+        for r in ranges {
+            var part = try read(r.lowerBound, Int(r.count))
+            defer { wipe(&part) }
+            guard part.count == Int(r.count) else { throw InstanceReadError.truncated(offset: r.lowerBound + UInt64(part.count)) }
+            out += part
+            reader.release(before: r.upperBound)
+        }
+        return out
+    }
+
+    /// Hands the bytes `range` of the stream to `body` in pieces (a bulk data value of any size).
+    public func forEachPiece(of range: Range<UInt64>, _ body: ([UInt8]) throws -> Void) throws {
+        if range.lowerBound < reader.retainedFrom { _ = try read(range.lowerBound, 0) }
+        try reader.forEachPiece(from: range.lowerBound, count: UInt64(range.count), body)
+    }
+}
+
+/// An instance's attributes as DICOM JSON and where its Pixel Data is, from one read of its start.
+public struct InstanceMetadata: Sendable {
+    public let json: String
+    /// nil when the instance has no top-level Pixel Data (or it lies beyond the header limit).
+    public let pixelLayout: DICOMPixelLayout?
+}
+
+/// Thrown by a sink to stop reading once it has what it needs.
+private struct EnoughPrefix: Error {}
+
+extension Vault {
+    /// Opens an instance for frame, rendered and bulk data access (`InstanceFrameReader`).
+    public func openFrames(_ item: RetrievableInstance) throws -> InstanceFrameReader {
+        try InstanceFrameReader(vault: self, item: item)
+    }
+
+    /// `metadataJSON` and the Pixel Data layout from the same decrypted prefix (at most 16 MiB).
+    public func metadataWithPixelLayout(_ item: RetrievableInstance) throws -> InstanceMetadata {
+        var json: String?
+        for limit in [256 << 10, 16 << 20] {
+            var prefix: [UInt8] = []
+            prefix.reserveCapacity(min(limit, Int(item.size)))
+            do {
+                try stream(item) { chunk in
+                    prefix += chunk.prefix(limit - prefix.count)
+                    if prefix.count >= limit { throw EnoughPrefix() }
+                }
+            } catch is EnoughPrefix {}
+            defer { wipe(&prefix) }
+            json = json ?? (try? DICOMParser.json(bytes: prefix))
+            let layout = try? DICOMPixelLayout.read(prefix)
+            if let json, layout != nil || prefix.count < limit { return InstanceMetadata(json: json, pixelLayout: layout) }
+        }
+        guard let json else { throw VaultError.notFound("the instance's attributes could not be read") }
+        return InstanceMetadata(json: json, pixelLayout: nil)
+    }
+}
+
+extension RetrievableInstance {
+    public var studyUID: String { resolved.studyUID }
+    public var seriesUID: String { resolved.seriesUID }
+    /// nil when the instance was found without opening its record (`instancesForRetrieval`).
+    public var sopInstanceUID: String? { resolved.sopInstanceUID }
+}
+
+extension Vault {
+    /// `instancesForRetrieval`, with each instance's SOP Instance UID (for URIs that name it: `/metadata`'s BulkDataURI).
+    public func instancesForRetrievalWithUIDs(study: String, series: String? = nil) throws -> [RetrievableInstance] {
+        let found: [ResolvedInstance]
+        do { found = try series.map { try resolve(.series($0)) } ?? resolve(.study(study)) } catch VaultError.notFound { return [] }
+        return found.filter { $0.studyUID == study }.map(RetrievableInstance.init)
+    }
+}
