@@ -75,9 +75,9 @@ public struct AuditVerifyReport: Sendable {
 package struct AuditLog: Sendable {
     package let directory: String
     /// Seals each record's body.
-    package let sealKey: SymmetricKey
+    let sealKey: SymmetricKey
     /// Keys the chain and the head.
-    package let macKey: SymmetricKey
+    let macKey: SymmetricKey
 
     package init(directory: String, sealKey: SymmetricKey, macKey: SymmetricKey) {
         self.directory = directory

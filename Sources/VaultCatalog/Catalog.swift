@@ -172,7 +172,7 @@ package final class Catalog: Sendable {
         }
         pool = try DatabasePool(path: path, configuration: config)
         try Self.migrator.migrate(pool)
-        // Raises catalog.generation before each commit that changed something (Snapshot.swift).
+        // Raises catalog.generation before each commit that changed something (CatalogCopy.swift).
         pool.add(transactionObserver: CatalogGenerationObserver(root: (path as NSString).deletingLastPathComponent), extent: .databaseLifetime)
         // Sealed or not, the catalog is nobody else's business: owner-only, whatever the umask.
         for suffix in ["", "-wal", "-shm"] { _ = chmod(path + suffix, 0o600) }
