@@ -148,12 +148,6 @@ package enum BlobCodec {
     }
 
     /// The id a blob's header claims (unauthenticated; for diagnostics only), or nil if unreadable.
-    package static func headerID(path: String) -> BlobID? {
-        guard let d = try? FileIO.Descriptor.open(path, flags: O_RDONLY) else { return nil }
-        return headerID(from: d)
-    }
-
-    /// `headerID(path:)` from a blob store's reader.
     package static func headerID(from d: any BlobReading) -> BlobID? {
         var prefix = [UInt8](repeating: 0, count: BlobFormat.prefixLength)
         guard let n = try? prefix.withUnsafeMutableBytes({ (b) throws(IOFailure) in try d.readFully(into: b) }),

@@ -171,4 +171,4 @@ public struct VaultConfig: Codable, Sendable, Equatable {
     }
 }
 
-package func parentDirectory(_ path: String) -> String { (path as NSString).deletingLastPathComponent }
+func parentDirectory(_ path: String) -> String { (path as NSString).deletingLastPathComponent }

@@ -41,7 +41,7 @@ enum WADO {
         if let sop, let series {
             items = try vault.instanceForRetrieval(study: study, series: series, instance: sop).map { [$0] } ?? []
         } else {
-            items = try vault.instancesForRetrievalWithUIDs(study: study, series: series)
+            items = try vault.instancesForRetrieval(study: study, series: series, sopInstanceUIDs: true)
         }
         guard !items.isEmpty else { throw APIError(.notFound, "not found") }
         var json = "["

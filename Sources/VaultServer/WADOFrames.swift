@@ -362,7 +362,7 @@ enum WADOPixels {
     /// PNG. Study and series level render the first instance (catalog order) that has pixel data,
     /// at most the first `representativeTries` are tried.
     static func render(_ kind: RenderKind, _ vault: Vault, _ request: Request, _ context: VaultRequestContext) throws -> Response {
-        var options = try renderOptions(kind, request)
+        let options = try renderOptions(kind, request)
         let study = context.parameters.get("study") ?? ""
         var frameIndex = 0
         let frames: InstanceFrameReader

@@ -198,10 +198,13 @@ extension ResolvedInstance: @unchecked Sendable {}
 
 extension Vault {
     /// The instances of a study (or of one series of it) for WADO-RS, in catalog order; empty when the
-    /// UIDs are unknown or do not belong together.
-    public func instancesForRetrieval(study: String, series: String? = nil) throws -> [RetrievableInstance] {
+    /// UIDs are unknown or do not belong together. `sopInstanceUIDs` also opens each instance record,
+    /// for answers that name the instance (`/metadata`'s BulkDataURI); a plain retrieval skips it.
+    public func instancesForRetrieval(study: String, series: String? = nil, sopInstanceUIDs: Bool = false) throws -> [RetrievableInstance] {
         let found: [ResolvedInstance]
-        do { found = try series.map { try resolve(.series($0), instanceUIDs: false) } ?? resolve(.study(study), instanceUIDs: false) } catch VaultError.notFound {
+        do {
+            found = try series.map { try resolve(.series($0), instanceUIDs: sopInstanceUIDs) } ?? resolve(.study(study), instanceUIDs: sopInstanceUIDs)
+        } catch VaultError.notFound {
             return []
         }
         return found.filter { $0.studyUID == study }.map(RetrievableInstance.init)
@@ -225,21 +228,31 @@ extension Vault {
 private struct EnoughBytes: Error {}
 
 extension Vault {
+    /// Header reads try this much of the decrypted start first, then the most they ever read.
+    static let headerPrefixLimits = [256 << 10, 16 << 20]
+
+    /// Hands `body` the first `limit` decrypted bytes of the instance (fewer if it is shorter), then
+    /// wipes them. Decryption stops once the prefix is complete.
+    func withDecryptedPrefix<R>(_ item: RetrievableInstance, limit: Int, _ body: ([UInt8]) throws -> R) throws -> R {
+        var prefix: [UInt8] = []
+        prefix.reserveCapacity(min(limit, Int(item.size)))
+        defer { wipe(&prefix) }
+        do {
+            try stream(item) { chunk in
+                prefix += chunk.prefix(limit - prefix.count)
+                if prefix.count >= limit { throw EnoughBytes() }
+            }
+        } catch is EnoughBytes {}
+        return try body(prefix)
+    }
+
     /// The instance's attributes as DICOM JSON, read from the start of its decrypted bytes only (up to
     /// the pixel data; at most 16 MiB of header is read).
     public func metadataJSON(_ item: RetrievableInstance) throws -> String {
-        for limit in [256 << 10, 16 << 20] {
-            var prefix: [UInt8] = []
-            prefix.reserveCapacity(min(limit, Int(item.size)))
-            do {
-                try readInstance(item.resolved, fingerprint: false) { chunk in
-                    prefix += chunk.prefix(limit - prefix.count)
-                    if prefix.count >= limit { throw EnoughBytes() }
-                }
-            } catch is EnoughBytes {}
-            defer { wipe(&prefix) }
-            if let json = try? DICOMParser.json(bytes: prefix) { return json }
-            if prefix.count < limit { break }
+        for limit in Self.headerPrefixLimits {
+            let (json, complete) = try withDecryptedPrefix(item, limit: limit) { (try? DICOMParser.json(bytes: $0), $0.count < limit) }
+            if let json { return json }
+            if complete { break }
         }
         throw VaultError.notFound("the instance's attributes could not be read")
     }

@@ -352,9 +352,6 @@ public struct InstanceMetadata: Sendable {
     public let pixelLayout: DICOMPixelLayout?
 }
 
-/// Thrown by a sink to stop reading once it has what it needs.
-private struct EnoughPrefix: Error {}
-
 extension Vault {
     /// Opens an instance for frame, rendered and bulk data access (`InstanceFrameReader`).
     public func openFrames(_ item: RetrievableInstance) throws -> InstanceFrameReader {
@@ -364,19 +361,12 @@ extension Vault {
     /// `metadataJSON` and the Pixel Data layout from the same decrypted prefix (at most 16 MiB).
     public func metadataWithPixelLayout(_ item: RetrievableInstance) throws -> InstanceMetadata {
         var json: String?
-        for limit in [256 << 10, 16 << 20] {
-            var prefix: [UInt8] = []
-            prefix.reserveCapacity(min(limit, Int(item.size)))
-            do {
-                try stream(item) { chunk in
-                    prefix += chunk.prefix(limit - prefix.count)
-                    if prefix.count >= limit { throw EnoughPrefix() }
-                }
-            } catch is EnoughPrefix {}
-            defer { wipe(&prefix) }
-            json = json ?? (try? DICOMParser.json(bytes: prefix))
-            let layout = try? DICOMPixelLayout.read(prefix)
-            if let json, layout != nil || prefix.count < limit { return InstanceMetadata(json: json, pixelLayout: layout) }
+        for limit in Self.headerPrefixLimits {
+            let (layout, complete): (DICOMPixelLayout?, Bool) = try withDecryptedPrefix(item, limit: limit) { prefix in
+                json = json ?? (try? DICOMParser.json(bytes: prefix))
+                return (try? DICOMPixelLayout.read(prefix), prefix.count < limit)
+            }
+            if let json, layout != nil || complete { return InstanceMetadata(json: json, pixelLayout: layout) }
         }
         guard let json else { throw VaultError.notFound("the instance's attributes could not be read") }
         return InstanceMetadata(json: json, pixelLayout: nil)
@@ -390,11 +380,3 @@ extension RetrievableInstance {
     public var sopInstanceUID: String? { resolved.sopInstanceUID }
 }
 
-extension Vault {
-    /// `instancesForRetrieval`, with each instance's SOP Instance UID (for URIs that name it: `/metadata`'s BulkDataURI).
-    public func instancesForRetrievalWithUIDs(study: String, series: String? = nil) throws -> [RetrievableInstance] {
-        let found: [ResolvedInstance]
-        do { found = try series.map { try resolve(.series($0)) } ?? resolve(.study(study)) } catch VaultError.notFound { return [] }
-        return found.filter { $0.studyUID == study }.map(RetrievableInstance.init)
-    }
-}
