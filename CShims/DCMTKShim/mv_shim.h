@@ -31,16 +31,30 @@ inline void setError(char *err, size_t len, const std::string &message) {
 constexpr size_t kStackHeadroom = size_t(2) << 20;
 constexpr size_t kHelperStack = size_t(16) << 20;
 
-inline size_t stackRemaining() {
+// The current thread's stack bounds, looked up once per thread: pthread_getattr_np reads and parses
+// /proc/self/maps for the main thread, which cost ~0.3 ms per file on import (docs/benchmarks.md).
+// A thread's stack does not move while it runs, so the first answer stays true.
+inline uintptr_t stackBottom() {
+    thread_local uintptr_t bottom = 0;
+    thread_local bool known = false;
+    if (known) return bottom;
     pthread_attr_t attr;
-    if (pthread_getattr_np(pthread_self(), &attr) != 0) return 0;
+    if (pthread_getattr_np(pthread_self(), &attr) != 0) return 0;  // not cached: try again next time
     void *low = nullptr;
     size_t size = 0;
     const bool ok = pthread_attr_getstack(&attr, &low, &size) == 0;
     pthread_attr_destroy(&attr);
     if (!ok) return 0;
+    bottom = reinterpret_cast<uintptr_t>(low);
+    known = true;
+    return bottom;
+}
+
+inline size_t stackRemaining() {
+    const uintptr_t bottom = stackBottom();
+    if (bottom == 0) return 0;
     char here = 0;
-    const uintptr_t sp = reinterpret_cast<uintptr_t>(&here), bottom = reinterpret_cast<uintptr_t>(low);
+    const uintptr_t sp = reinterpret_cast<uintptr_t>(&here);
     return sp > bottom ? size_t(sp - bottom) : 0;
 }
 

@@ -40,6 +40,8 @@ extension Catalog {
             try pool.writeWithoutTransaction { db in
                 try db.inTransaction(.immediate) {
                     g = CatalogGeneration.read(vault: vaultRoot)
+                    // Before the copy can become a snapshot: the next commit must raise the counter.
+                    try CatalogGeneration.recordCopied(g, vault: vaultRoot)
                     try reader.inDatabase { r in
                         try r.execute(sql: "BEGIN DEFERRED")
                         _ = try Int.fetchOne(r, sql: "SELECT count(*) FROM sqlite_master")
@@ -92,8 +94,9 @@ extension Catalog {
 
 }
 
-/// Raises catalog.generation before a transaction that changed the catalog commits. A failure to
-/// write it (full disk) rolls the transaction back: a change the snapshot check cannot see is not committed.
+/// Raises catalog.generation before a transaction that changed the catalog commits, when a snapshot
+/// copy may hold its current value (`CatalogGeneration.raise`). A failure to write it (full disk) rolls
+/// the transaction back: a change the snapshot check cannot see is not committed.
 final class CatalogGenerationObserver: TransactionObserver, @unchecked Sendable {
     private let root: String
     private var changed = false  // only touched on the pool's writer queue
@@ -102,7 +105,7 @@ final class CatalogGenerationObserver: TransactionObserver, @unchecked Sendable 
     func databaseDidChange(with event: DatabaseEvent) { changed = true }
     func databaseWillCommit() throws {
         guard changed else { return }
-        try CatalogGeneration.write(CatalogGeneration.read(vault: root) + 1, vault: root)
+        if let raised = CatalogGeneration.raise(vault: root) { try CatalogGeneration.write(raised, vault: root) }
     }
     func databaseDidCommit(_ db: Database) { changed = false }
     func databaseDidRollback(_ db: Database) { changed = false }

@@ -320,26 +320,58 @@ public func hashFile(_ path: String, limit: Int64 = .max) throws(IOFailure) -> (
 // MARK: The catalog generation (is the newest snapshot older than the catalog?)
 
 /// `vault/catalog.generation`: a clear, non-secret counter (decimal ASCII, one line) that the engine
-/// raises, durably, just before every catalog transaction that changed something commits. Each
-/// manifest carries the value its snapshot was copied at (`catalogGeneration`), read while holding
-/// SQLite's write lock, so the copy holds every commit up to it. A manifest whose generation is below
-/// the file's is stale — a writer committed and was stopped before it published — and the keyless
-/// `backup sync` can see that without a key. A transaction that raised it and then did not commit
-/// (killed, rolled back) only makes the snapshot look stale until the next publish. See docs/backup.md §3.1.
+/// raises, durably, before a catalog transaction that changed something commits. Each manifest carries
+/// the value its snapshot was copied at (`catalogGeneration`), read while holding SQLite's write lock,
+/// so the copy holds every commit up to it. A manifest whose generation is below the file's is stale —
+/// a writer committed and was stopped before it published — and the keyless `backup sync` can see that
+/// without a key. A transaction that raised it and then did not commit (killed, rolled back) only makes
+/// the snapshot look stale until the next publish. See docs/backup.md §3.1.
+///
+/// `vault/catalog.generation.copied` holds the highest value a snapshot copy has read. The counter
+/// only needs raising when a copy may hold its current value: until then every snapshot is already
+/// older than it. So an import of many transactions raises it once, not once per transaction (each
+/// raise is two fsyncs). Without the mark (a vault from an earlier release) every commit raises it.
 public enum CatalogGeneration {
     public static let fileName = "catalog.generation"
+    public static let copiedFileName = "catalog.generation.copied"
 
     public static func read(vault root: String) -> UInt64 {
-        guard let d = FileManager.default.contents(atPath: root + "/" + fileName),
-            let s = String(data: d, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines)
-        else { return 0 }
-        return UInt64(s) ?? 0
+        readCounter(root + "/" + fileName) ?? 0
+    }
+
+    /// The highest generation a snapshot copy has read, or nil if no copy recorded one.
+    package static func readCopied(vault root: String) -> UInt64? {
+        readCounter(root + "/" + copiedFileName)
+    }
+
+    /// The value to raise the counter to before a commit, or nil if it need not be raised.
+    package static func raise(vault root: String) -> UInt64? {
+        let current = read(vault: root)
+        guard let copied = readCopied(vault: root) else { return current + 1 }
+        return copied < current ? nil : max(current, copied) + 1
     }
 
     /// Temp file, fsync, rename, directory fsync. Called under SQLite's write lock (one writer at a
     /// time), so the temp file has a fixed name: a kill leaves at most that one, overwritten next time.
     package static func write(_ value: UInt64, vault root: String) throws {
-        let tmp = root + "/" + fileName + ".tmp"
+        try writeCounter(value, root: root, name: fileName)
+    }
+
+    /// Records that a snapshot copy read `value`, durably, before the snapshot that holds it can be
+    /// published (so a crash can only leave the mark ahead of the snapshots, never behind them).
+    package static func recordCopied(_ value: UInt64, vault root: String) throws {
+        try writeCounter(value, root: root, name: copiedFileName)
+    }
+
+    private static func readCounter(_ path: String) -> UInt64? {
+        guard let d = FileManager.default.contents(atPath: path),
+            let s = String(data: d, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines)
+        else { return nil }
+        return UInt64(s)
+    }
+
+    private static func writeCounter(_ value: UInt64, root: String, name: String) throws {
+        let tmp = root + "/" + name + ".tmp"
         do {
             let d = try FileIO.Descriptor.open(tmp, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
             do {
@@ -350,7 +382,7 @@ public enum CatalogGeneration {
                 throw error
             }
             try d.close()
-            try FileIO.rename(tmp, root + "/" + fileName)
+            try FileIO.rename(tmp, root + "/" + name)
             try FileIO.fsyncDirectory(root)
         } catch {
             _ = Glibc.unlink(tmp)

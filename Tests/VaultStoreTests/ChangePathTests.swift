@@ -51,6 +51,47 @@ import TestSupport
         #expect(head == readBytes(vault.layout.audit + "/head"))
     }
 
+    /// An import of many catalog transactions raises catalog.generation once (each raise is two fsyncs),
+    /// and still leaves a snapshot that is not stale; a vault without the copy mark (an earlier
+    /// release's) raises it on every transaction, as before.
+    @Test func manyTransactionsRaiseTheCatalogGenerationOnceAndTheSnapshotStaysExact() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let (vault, _) = try makeVault(dir)
+        let root = vault.layout.root
+        let corpus = Corpus.shared
+        let files = corpus.valid.filter { $0.path.hasPrefix("patients/") }
+        #expect(files.count >= 6)
+        for (i, f) in files.enumerated() { try copyFile(corpus.path(f), dir.sub((i % 2 == 0 ? "a/" : "b/") + f.path)) }
+        let before = CatalogGeneration.read(vault: root)
+        #expect(CatalogGeneration.readCopied(vault: root) == before)  // the vault's first snapshot recorded it
+
+        // Batches of 2 files: two transactions per batch (pending blobs, then filing).
+        let small = ImportOptions(batchFiles: 2)
+        let a = try vault.importFiles([dir.sub("a")], options: small, by: radiologist)
+        #expect(a.count("imported") == (files.count + 1) / 2)
+        let afterA = CatalogGeneration.read(vault: root)
+        #expect(afterA == before + 1)
+        #expect(try newestManifest(vault).catalogGeneration == afterA)
+        #expect(CatalogGeneration.readCopied(vault: root) == afterA)
+        #expect(!vault.snapshotIsStale())
+
+        // Without the mark, every changing transaction raises it; the publish then records the mark.
+        try FileManager.default.removeItem(atPath: root + "/" + CatalogGeneration.copiedFileName)
+        let b = try vault.importFiles([dir.sub("b")], options: small, by: radiologist)
+        #expect(b.count("imported") == files.count / 2)
+        let afterB = CatalogGeneration.read(vault: root)
+        #expect(afterB >= afterA + 4)
+        #expect(try newestManifest(vault).catalogGeneration == afterB)
+        #expect(CatalogGeneration.readCopied(vault: root) == afterB)
+        #expect(!vault.snapshotIsStale())
+
+        // A change after the publish raises it again: the newest snapshot is then behind the counter.
+        try vault.addUser("dr.weber", role: .viewer, by: radiologist)
+        #expect(CatalogGeneration.read(vault: root) == afterB + 1)
+        #expect(!vault.snapshotIsStale())
+    }
+
     @Test func accountChangesThroughTheLibraryAreAuditedAndPublished() throws {
         let dir = TempDir()
         defer { dir.remove() }
