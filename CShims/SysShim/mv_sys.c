@@ -1,11 +1,14 @@
 #define _GNU_SOURCE
 #include "mv_sys.h"
 
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 int mv_sys_syncfs(int fd) { return syncfs(fd); }
+
+int mv_sys_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
 int mv_sys_disable_core_dumps(void) {
     struct rlimit none = {0, 0};

@@ -29,11 +29,15 @@ public struct ServerLimits: Sendable, Equatable {
     public var maxHeaderBytes: Int
     /// Most header fields in one request; more gets 431.
     public var maxHeaderFields: Int
+    /// Largest STOW-RS request body (all its instances, held in memory until sealed); larger gets 413.
+    /// Only STOW-RS (POST …/dicom-web/studies[/{study}]) may send a body at all.
+    public var maxStoreBytes: Int64
 
     public init(
         headerTimeout: Double = 10, idleTimeout: Double = 60, sendTimeout: Double = 60,
         maxHTTPConnections: Int = 64, maxSocketConnections: Int = 256,
-        maxURLBytes: Int = 16 * 1024, maxHeaderBytes: Int = 32 * 1024, maxHeaderFields: Int = 100
+        maxURLBytes: Int = 16 * 1024, maxHeaderBytes: Int = 32 * 1024, maxHeaderFields: Int = 100,
+        maxStoreBytes: Int64 = 1 << 30
     ) {
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
@@ -43,6 +47,7 @@ public struct ServerLimits: Sendable, Equatable {
         self.maxURLBytes = maxURLBytes
         self.maxHeaderBytes = maxHeaderBytes
         self.maxHeaderFields = maxHeaderFields
+        self.maxStoreBytes = maxStoreBytes
     }
 
     public static let defaults = ServerLimits()
@@ -91,7 +96,7 @@ struct GuardedHTTP1Channel: ServerChildChannel {
 }
 
 /// Sits next to the socket, before the HTTP decoder, and watches raw bytes: it bounds the request head
-/// (414, 431), refuses request bodies (413: the API serves GET only), closes a connection whose first
+/// (414, 431), refuses request bodies except STOW-RS's (413), closes a connection whose first
 /// head does not arrive in time, and one whose response cannot be sent for `sendTimeout`.
 ///
 /// After a refusal it writes the answer, shuts down its side for writing, and reads and drops what the
@@ -111,6 +116,12 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler {
     /// The start of the current line, enough to recognise Content-Length and Transfer-Encoding.
     private var line: [UInt8] = []
     private var declaresBody = false
+    /// The start of the request line (method and path), and the body's framing from the head.
+    private var requestLine: [UInt8] = []
+    private var contentLength: Int64?
+    private var chunked = false
+    /// Inside an accepted body: its bytes pass unscanned (the route bounds its size).
+    private var body = BodySkipper.none
     private var inHead = true
     private var refused = false
     private var headerTimer: Scheduled<Void>?
@@ -145,7 +156,13 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let buffer = unwrapInboundIn(data)
-        for byte in buffer.readableBytesView {
+        var view = ArraySlice(buffer.readableBytesView)
+        while !view.isEmpty {
+            if body.isActive {
+                view = body.skip(view)
+                continue
+            }
+            let byte = view.removeFirst()
             if let refusal = scan(byte, context) {
                 refuse(context, refusal)
                 return
@@ -183,18 +200,25 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler {
             if line.last == UInt8(ascii: "\r") { line.removeLast() }
             if line.isEmpty && lineBytes <= 1 {
                 if lineIndex > 0 {
-                    // The empty line: the head is complete.
-                    let body = declaresBody
+                    // The empty line: the head is complete. Only STOW-RS may have a body.
+                    let hasBody = declaresBody
+                    let store = Self.isStore(requestLine)
+                    let framing: BodySkipper = chunked ? .chunked(.size(0, digits: 0)) : .length(contentLength ?? 0)
                     resetHead()
-                    return body ? .body : nil
+                    guard hasBody else { return nil }
+                    guard store else { return .body }
+                    body = framing
+                    return nil
                 }
                 // Empty lines before the request line are ignored (RFC 9112 §2.2), but counted.
             } else if lineIndex == 0 {
+                requestLine = line
                 lineIndex = 1
             } else {
                 fields += 1
                 if fields > limits.maxHeaderFields { return .tooManyFields }
                 if Self.declaresBody(line, truncated: lineBytes > Self.linePrefix) { declaresBody = true }
+                noteFraming(line, truncated: lineBytes > Self.linePrefix)
                 lineIndex += 1
             }
             line.removeAll(keepingCapacity: true)
@@ -215,9 +239,33 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler {
         fields = 0
         line.removeAll(keepingCapacity: true)
         declaresBody = false
+        requestLine.removeAll(keepingCapacity: true)
+        contentLength = nil
+        chunked = false
         inHead = false
         headerTimer?.cancel()
         headerTimer = nil
+    }
+
+    /// Remembers how the body is framed: its Content-Length, or chunked.
+    private func noteFraming(_ line: [UInt8], truncated: Bool) {
+        guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return }
+        let name = String(decoding: line[..<colon], as: UTF8.self).lowercased()
+        let value = String(decoding: line[(colon + 1)...], as: UTF8.self).trimmingCharacters(in: .whitespaces).lowercased()
+        if name == "content-length" { contentLength = truncated ? Int64.max : Int64(value) ?? Int64.max }
+        if name == "transfer-encoding" && value.contains("chunked") { chunked = true }
+    }
+
+    /// POST …/dicom-web/studies or …/dicom-web/studies/{study} (any prefix, any query).
+    static func isStore(_ requestLine: [UInt8]) -> Bool {
+        let text = String(decoding: requestLine, as: UTF8.self)
+        let fields = text.split(separator: " ", omittingEmptySubsequences: true)
+        guard fields.count >= 2, fields[0] == "POST" else { return false }
+        let path = fields[1].split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+        let parts = path.split(separator: "/").map(String.init)
+        guard let i = parts.lastIndex(of: "dicom-web") else { return false }
+        let rest = Array(parts[(i + 1)...])
+        return rest == ["studies"] || (rest.count == 2 && rest[0] == "studies")
     }
 
     /// Whether a header line announces a body: Transfer-Encoding, or a Content-Length other than 0.
@@ -270,5 +318,77 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler {
             channel.close(promise: nil)
         }
         context.read()
+    }
+}
+
+/// Passes over the bytes of an accepted request body, so that the guard resumes at the next request's
+/// head: a Content-Length body, or a chunked one (RFC 9112 §7.1; sizes, data, trailer lines).
+enum BodySkipper {
+    enum Chunk {
+        /// Reading a chunk-size line (hex digits, then anything to LF).
+        case size(Int64, digits: Int, extension: Bool = false)
+        /// Inside chunk data plus its CRLF.
+        case data(Int64)
+        /// After the last (0) chunk: trailer lines until an empty one. `lineBytes` of the current line.
+        case trailer(lineBytes: Int)
+    }
+
+    case none
+    case length(Int64)
+    case chunked(Chunk)
+
+    var isActive: Bool {
+        switch self {
+        case .none: false
+        case .length(let n): n > 0
+        case .chunked: true
+        }
+    }
+
+    /// Consumes body bytes from `view`; returns what is left (the next request's bytes).
+    mutating func skip(_ view: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+        var view = view
+        while !view.isEmpty {
+            switch self {
+            case .none:
+                return view
+            case .length(let n):
+                let take = Int(min(Int64(view.count), n))
+                view = view.dropFirst(take)
+                self = n - Int64(take) > 0 ? .length(n - Int64(take)) : .none
+                return view
+            case .chunked(.data(let n)):
+                let take = Int(min(Int64(view.count), n))
+                view = view.dropFirst(take)
+                self = .chunked(n - Int64(take) > 0 ? .data(n - Int64(take)) : .size(0, digits: 0))
+            case .chunked(.size(let size, let digits, let ext)):
+                let byte = view.removeFirst()
+                if byte == UInt8(ascii: "\n") {
+                    // A 0 chunk ends the data; its CRLF is this line's, so trailers follow.
+                    self = .chunked(size == 0 && digits > 0 ? .trailer(lineBytes: 0) : .data(size + 2))
+                } else if !ext, let d = Self.hexValue(byte), digits < 15 {
+                    self = .chunked(.size(size * 16 + Int64(d), digits: digits + 1))
+                } else if byte != UInt8(ascii: "\r") {
+                    self = .chunked(.size(size, digits: digits, extension: true))
+                }
+            case .chunked(.trailer(let lineBytes)):
+                let byte = view.removeFirst()
+                if byte == UInt8(ascii: "\n") {
+                    self = lineBytes == 0 ? .none : .chunked(.trailer(lineBytes: 0))
+                } else if byte != UInt8(ascii: "\r") {
+                    self = .chunked(.trailer(lineBytes: lineBytes + 1))
+                }
+            }
+        }
+        return view
+    }
+
+    static func hexValue(_ b: UInt8) -> Int? {
+        switch b {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): Int(b - UInt8(ascii: "0"))
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): Int(b - UInt8(ascii: "a") + 10)
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): Int(b - UInt8(ascii: "A") + 10)
+        default: nil
+        }
     }
 }

@@ -95,6 +95,11 @@ public struct VaultAPIServer: Sendable {
             try WADO.study(vault, request, context)
         }
         WADOPixels.register(on: dicomweb, vault: vault)
+        let limits = self.limits
+        dicomweb.post("studies") { request, context in try await STOW.store(vault, request, context, study: nil, limits: limits) }
+        dicomweb.post("studies/:study") { request, context in
+            try await STOW.store(vault, request, context, study: context.parameters.get("study"), limits: limits)
+        }
         routes.complete()  // last: the 405 and OPTIONS endpoints for every route registered above
         return router
     }

@@ -18,6 +18,8 @@ public struct ImportOptions: Sendable {
     public var batchFiles = 200
     /// Clear bytes per group commit.
     public var batchBytes: Int64 = 256 << 20
+    /// Refuse instances of any other study (STOW-RS to …/studies/{uid}).
+    public var requiredStudyUID: String?
     public init(removeSource: Bool = false, batchFiles: Int = 200) {
         self.removeSource = removeSource
         self.batchFiles = max(1, batchFiles)
@@ -69,6 +71,16 @@ public struct ImportFileResult: Sendable, Equatable {
     public var outcome: ImportOutcome
     /// Set when `removeSource` deleted the original.
     public var sourceRemoved = false
+    /// The file's UIDs, when its header could be read (a STOW-RS answer names each instance).
+    public var identity: InstanceIdentity?
+}
+
+/// The UIDs that name an instance (no patient data).
+public struct InstanceIdentity: Sendable, Equatable {
+    public var sopClassUID: String?
+    public var sopInstanceUID: String
+    public var studyInstanceUID: String
+    public var seriesInstanceUID: String
 }
 
 public struct ImportProgress: Sendable {
@@ -105,12 +117,20 @@ extension Vault {
         _ inputs: [String], options: ImportOptions = ImportOptions(), by actor: AuditActor = .currentProcess,
         onWait: () -> Void = {}, progress: (ImportProgress) -> Void = { _ in }
     ) throws -> ImportSummary {
-        let started = Date()
         var results: [ImportFileResult] = []
         var files: [(path: String, size: Int64)] = []
         for input in inputs {
             Self.collectFiles(input, into: &files, errors: &results)
         }
+        return try importFiles(sources: files, inputErrors: results, options: options, by: actor, onWait: onWait, progress: progress)
+    }
+
+    /// `importFiles` once the inputs are expanded (also `importIncoming`).
+    func importFiles(
+        sources files: [(path: String, size: Int64)], inputErrors results: [ImportFileResult], options: ImportOptions,
+        by actor: AuditActor, onWait: () -> Void, progress: (ImportProgress) -> Void = { _ in }
+    ) throws -> ImportSummary {
+        let started = Date()
         return try change(.importFiles, by: actor, onWait: onWait) { report in
             do {
                 let summary = try runImport(files, results: results, options: options, started: started, progress: progress)
@@ -165,11 +185,11 @@ extension Vault {
             }
             switch prepared {
             case .done(let outcome):
-                results.append(ImportFileResult(path: file.path, outcome: outcome))
+                results.append(ImportFileResult(path: file.path, outcome: outcome, identity: session.lastIdentity))
                 state.filesDone += 1
                 progress(state)
             case .queued, .needsFlush:
-                results.append(ImportFileResult(path: file.path, outcome: .imported))
+                results.append(ImportFileResult(path: file.path, outcome: .imported, identity: session.lastIdentity))
                 if session.windowIsFull {
                     let n = session.windowCount
                     try flush(commitIfFull: true)
@@ -287,6 +307,8 @@ struct ImportSession {
     private var rowIDs = RowIDCache()
     /// Results whose original was already in the vault and was removed (`removeSource`).
     private(set) var removedDuplicateSources: [Int] = []
+    /// The UIDs of the file `prepare` saw last (nil when its header could not be read).
+    private(set) var lastIdentity: InstanceIdentity?
     private(set) var bytesImported: Int64 = 0
     private(set) var patientIDs = Set<String>()
     private(set) var studyUIDs = Set<String>()
@@ -340,6 +362,7 @@ struct ImportSession {
     static let maxUIDLength = 64
 
     mutating func prepare(path: String, resultIndex: Int) throws -> Prepared {
+        lastIdentity = nil
         // Open once and parse what was opened (through /proc/self/fd), so the bytes that are parsed and
         // the bytes that are encrypted come from the same file even if the path is replaced meanwhile.
         let source: FileIO.Descriptor
@@ -355,7 +378,12 @@ struct ImportSession {
         }
         guard let sop = header.sopInstanceUID else { return .done(.rejected("not importable: missing SOP Instance UID (0008,0018)")) }
         guard let studyUID = header.studyInstanceUID else { return .done(.rejected("not importable: missing Study Instance UID (0020,000D)")) }
-        guard header.seriesInstanceUID != nil else { return .done(.rejected("not importable: missing Series Instance UID (0020,000E)")) }
+        guard let seriesUID = header.seriesInstanceUID else { return .done(.rejected("not importable: missing Series Instance UID (0020,000E)")) }
+        lastIdentity = InstanceIdentity(sopClassUID: header[.sopClassUID], sopInstanceUID: sop, studyInstanceUID: studyUID, seriesInstanceUID: seriesUID)
+        // STOW-RS to …/studies/{uid}: an instance of another study is refused, not filed (PS3.18 §10.5).
+        if let required = options.requiredStudyUID, required != studyUID {
+            return .done(.rejected("its Study Instance UID (0020,000D) is not the study of the request"))
+        }
         // DICOM UIDs are at most 64 characters (PS3.5 §9.1). A longer one is refused rather than stored:
         // it names the export's folders and files and the DICOMweb URLs, and viewers reject it too.
         for (name, tag, uid) in [

@@ -38,6 +38,8 @@ struct Serve: ParsableCommand {
     var maxUrlBytes: Int = ServerLimits.defaults.maxURLBytes
     @Option(help: ArgumentHelp("Largest request head in bytes (431 beyond).", valueName: "bytes"))
     var maxHeaderBytes: Int = ServerLimits.defaults.maxHeaderBytes
+    @Option(help: ArgumentHelp("Largest STOW-RS request in bytes (413 beyond); its instances are held in memory until sealed.", valueName: "bytes"))
+    var maxStoreBytes: Int64 = ServerLimits.defaults.maxStoreBytes
     @Option(
         name: .customLong("allow-origin"),
         help: ArgumentHelp(
@@ -55,7 +57,7 @@ struct Serve: ParsableCommand {
         ServerLimits(
             headerTimeout: headerTimeout, idleTimeout: idleTimeout, sendTimeout: sendTimeout,
             maxHTTPConnections: maxHttpConnections, maxSocketConnections: maxSocketConnections,
-            maxURLBytes: maxUrlBytes, maxHeaderBytes: maxHeaderBytes)
+            maxURLBytes: maxUrlBytes, maxHeaderBytes: maxHeaderBytes, maxStoreBytes: maxStoreBytes)
     }
 
     func validate() throws {
@@ -71,6 +73,7 @@ struct Serve: ParsableCommand {
         if !(1024...1 << 20).contains(maxHeaderBytes) || maxHeaderBytes < maxUrlBytes {
             throw ValidationError("--max-header-bytes must be between 1024 and 1048576, and at least --max-url-bytes")
         }
+        if !(1024...(Int64(1) << 40)).contains(maxStoreBytes) { throw ValidationError("--max-store-bytes must be between 1024 and 1099511627776") }
         if let http {
             do { _ = try LoopbackAddress(parsing: http) } catch { throw ValidationError(error.description) }
         }

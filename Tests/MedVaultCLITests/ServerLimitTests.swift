@@ -85,6 +85,21 @@ import TestSupport
             except OSError:
                 pass
             print(total, flush=True)
+        elif mode == "statuses":
+            # Sends FILE, reads until the server closes or goes quiet; prints every status line.
+            s = connect(addr); s.settimeout(5)
+            s.sendall(open(sys.argv[3], "rb").read())
+            answer = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    answer += chunk
+            except OSError:
+                pass
+            import re
+            print(" ; ".join(m.decode("latin-1") for m in re.findall(rb"HTTP/1\.1 [0-9]{3} [^\r]*", answer)), flush=True)
         elif mode == "send":
             s = connect(addr); s.settimeout(20)
             payload = open(sys.argv[3], "rb").read()
@@ -322,6 +337,33 @@ import TestSupport
         #expect(s.openDescriptors <= descriptorsBefore + 2, "\(descriptorsBefore) → \(s.openDescriptors) descriptors")
         #expect(try s.get(token: s.token).0 == 200)
         #expect(try s.get(tcp: true, token: s.token).0 == 200)
+    }
+
+    /// STOW-RS is the one request with a body. The guard passes over a chunked or a Content-Length body
+    /// and goes on bounding the next request's head on the same connection; a body anywhere else is 413.
+    @Test(.timeLimit(.minutes(2))) func theGuardLetsOnlySTOWBodiesThroughAndResumesAfterThem() throws {
+        let s = try Server()
+        defer { s.stop() }
+        let part = "--b1\r\nContent-Type: application/dicom\r\n\r\nnot dicom\r\n--b1--\r\n"
+        let head = "POST /dicom-web/studies HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \(s.token)\r\n"
+            + "Content-Type: multipart/related; type=\"application/dicom\"; boundary=b1\r\n"
+        let next = "GET /dicom-web/studies HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \(s.token)\r\nConnection: close\r\n\r\n"
+        let chunked = head + "Transfer-Encoding: chunked\r\n\r\n" + String(part.utf8.count - 10, radix: 16) + ";ext=1\r\n"
+            + String(decoding: part.utf8.dropLast(10), as: UTF8.self) + "\r\na\r\n" + String(decoding: part.utf8.suffix(10), as: UTF8.self)
+            + "\r\n0\r\nX-Trailer: t\r\n\r\n" + next  // (bytes, not Characters: "\r\n" is one Character)
+        let sized = head + "Content-Length: \(part.utf8.count)\r\n\r\n" + part + next
+        let elsewhere = "POST /dicom-web/studies/1.2.3/series HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello"
+        for (name, request, expected) in [
+            ("chunked", chunked, "HTTP/1.1 409 Conflict ; HTTP/1.1 200 OK"), ("sized", sized, "HTTP/1.1 409 Conflict ; HTTP/1.1 200 OK"),
+            ("elsewhere", elsewhere, "HTTP/1.1 413 Content Too Large"),
+        ] {
+            let file = s.dir.sub(name)
+            try Data(request.utf8).write(to: URL(fileURLWithPath: file))
+            for addr in ["tcp:127.0.0.1:\(s.port)", "unix:\(s.socket)"] {
+                let out = try s.client(["statuses", addr, file]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                #expect(out == expected, "\(name) \(addr): \(out)")
+            }
+        }
     }
 
     /// `serve --help` describes the --http listener and the limits (it used to say there was no TCP listener).

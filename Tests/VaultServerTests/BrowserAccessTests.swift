@@ -35,7 +35,8 @@ import VaultStore
                 try await client.execute(uri: "/dicom-web/studies", method: .options, headers: Self.preflight(Self.viewer)) { response in
                     #expect(response.status == .noContent)
                     #expect(response.headers[.accessControlAllowOrigin] == Self.viewer)
-                    #expect(response.headers[.accessControlAllowMethods] == "GET, HEAD, OPTIONS")
+                    // POST: STOW-RS stores instances at …/studies.
+                    #expect(response.headers[.accessControlAllowMethods] == "GET, HEAD, OPTIONS, POST")
                     #expect(response.headers[.accessControlAllowHeaders] == "Authorization, Content-Type, Accept, Range")
                     #expect(response.headers[.accessControlMaxAge] == "600")
                     #expect(response.headers[.vary] == "Origin")
@@ -126,9 +127,12 @@ import VaultStore
         try await s.app.test(.router) { client in
             for method: HTTPRequest.Method in [.post, .put, .delete, .patch] {
                 for path in ["/dicom-web/studies", instance, "/dicom-web/studies/1.2.3/instances"] {
+                    // …/studies takes POST (STOW-RS): only the other methods are refused there.
+                    let stow = path == "/dicom-web/studies"
+                    if stow && method == .post { continue }
                     try await client.execute(uri: path, method: method, headers: ServerInProcessTests.bearer(s.rad)) { response in
                         #expect(response.status == .methodNotAllowed, "\(method) \(path)")
-                        #expect(response.headers[.allow] == "GET, HEAD, OPTIONS")
+                        #expect(response.headers[.allow] == (stow ? "GET, HEAD, OPTIONS, POST" : "GET, HEAD, OPTIONS"))
                         #expect(response.headers[.contentType] == "application/json")
                         #expect(ServerInProcessTests.text(response).hasPrefix(#"{"error":""#))
                     }

@@ -17,6 +17,11 @@ int mv_sys_disable_core_dumps(void);
  * durability: one call makes a whole batch of blob files and renames durable. 0 or -1 with errno. */
 int mv_sys_syncfs(int fd);
 
+/* memfd_create(2) with MFD_CLOEXEC: an anonymous file in memory, never on a filesystem. Holds a
+ * DICOM instance that arrives over a connection (STOW-RS) until it is sealed: clear bytes never
+ * touch the disk. Returns the descriptor, or -1 with errno set. */
+int mv_sys_memfd(const char *name);
+
 /* The peer of a Unix domain socket (SO_PEERCRED). Same layout as Linux's struct ucred, which
  * Swift cannot import without _GNU_SOURCE. */
 typedef struct mv_sys_ucred {
