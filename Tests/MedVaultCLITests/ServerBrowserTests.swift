@@ -206,4 +206,55 @@ import TestSupport
         let searches = try s.audit().filter { ($0["action"] as? String) == "GET /dicom-web/studies" }
         #expect(searches.count == 3 && searches.allSatisfy { $0["outcome"] as? String == "ok" })
     }
+
+    /// dicomweb-client stores a new series with STOW-RS (multipart/related, as the client builds it),
+    /// reads it back byte for byte, and is refused with 409 when it stores to another study's URL.
+    @Test(.enabled(if: hasDicomwebClient, "tools/setup installs dicomweb-client"), .timeLimit(.minutes(2)))
+    func dicomwebClientStoresWithSTOWRS() throws {
+        let s = try Server()
+        defer { s.stop() }
+        let series = Corpus.generate(["ct-series", s.dir.sub("new"), "--slices", "3", "--size", "64", "--patient-id", "STOW-CLIENT",
+                                      "--patient-name", "Stowaway^Client"])
+        let files = series.valid.map { series.path($0) }.sorted()
+        let other = try #require(s.corpus.valid.first?.study_uid)
+        let script = #"""
+            import json, sys, pydicom, requests
+            from dicomweb_client.api import DICOMwebClient
+            port, token, other = sys.argv[1:4]
+            files = sys.argv[4:]
+            c = DICOMwebClient(url="http://127.0.0.1:%s/dicom-web" % port, headers={"Authorization": "Bearer " + token})
+            datasets = [pydicom.dcmread(f) for f in files]
+            out = {}
+            answer = c.store_instances(datasets)
+            # The client turns the Store Instances Response into a pydicom Dataset.
+            out["stored"] = sorted(i.ReferencedSOPInstanceUID for i in answer.ReferencedSOPSequence)
+            out["urls"] = all(i.RetrieveURL.endswith("/instances/" + i.ReferencedSOPInstanceUID) for i in answer.ReferencedSOPSequence)
+            again = c.store_instances(datasets)
+            out["again"] = len(again.ReferencedSOPSequence)
+            ds = datasets[0]
+            back = c.retrieve_instance(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+            out["same_pixels"] = back.PixelData == ds.PixelData and str(back.PatientName) == str(ds.PatientName)
+            try:
+                c.store_instances(datasets[:1], study_instance_uid=other)
+                out["mismatch"] = "stored"
+            except requests.exceptions.HTTPError as e:
+                out["mismatch"] = e.response.status_code
+                out["reason"] = e.response.json()["00081198"]["Value"][0]["00081197"]["Value"][0]
+            print(json.dumps(out))
+            """#
+        let r = try run("/usr/bin/env", ["python3", "-c", script, "\(s.port)", s.token, other] + files)
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        #expect(o["stored"] as? [String] == series.valid.compactMap(\.sop_uid).sorted())
+        #expect(o["again"] as? Int == files.count)
+        #expect(o["urls"] as? Bool == true)
+        #expect(o["same_pixels"] as? Bool == true)
+        #expect(o["mismatch"] as? Int == 409 && o["reason"] as? Int == 0xA900)
+        // Audited as imports by the account, and nothing in clear under the vault.
+        let imports = try s.audit().filter { $0["action"] as? String == "import" && $0["actor"] as? String == "rad" }
+        #expect(imports.count == 3)
+        #expect(imports.first?["instances"] as? Int == files.count)
+        let name = Array("Stowaway".utf8)
+        #expect(allFiles(under: s.dir.sub("vault")).allSatisfy { !fileContains($0, name) })
+    }
 }
