@@ -21,6 +21,11 @@ public struct AuditEvent: Codable, Sendable, Equatable {
     public var peerUID: UInt32?
     public var peerPID: Int32?
     public var action: AuditAction
+    /// For an API request: what its route does with patient data, as the server states it. Nil in every
+    /// other record, and in request records written before the field existed (the report then reads
+    /// the path as those releases served it: `AuditRecordKind.legacyRequestKind`). The key `access` is
+    /// written only when set (the synthesized `encodeIfPresent`), so other records keep their old shape.
+    public var access: AuditAccess?
     public var outcome: AuditOutcome
     public var patientIDs: [String] = []
     public var studyUIDs: [String] = []

@@ -241,7 +241,7 @@ package enum AuditRecordKind: Sendable, Equatable {
     case access(AccessKind)
     /// `import` through the CLI: data in, not out.
     case importData
-    /// An API request that is none of the DICOMweb routes (e.g. an unknown path).
+    /// An API request that reads no patient data (an unknown path, a 405, OPTIONS).
     case otherRequest
     case alert
     /// Everything else: accounts, tokens, keys, and actions this report does not know yet (never dropped).
@@ -250,9 +250,9 @@ package enum AuditRecordKind: Sendable, Equatable {
     package static func of(_ e: AuditEvent) -> AuditRecordKind {
         switch e.action {
         case .alert: return .alert
-        case .request(_, let path) where path.hasPrefix("/"):
-            let parts = path.split(separator: "/").map(String.init)
-            return parts.first == "dicom-web" ? dicomweb(Array(parts.dropFirst())) : .otherRequest
+        case .request(_, let path):
+            guard let access = e.access else { return legacyRequestKind(path: path) }
+            return of(access)
         case .export: return .access(.export)
         case .list: return .access(.list)
         case .importFiles: return .importData
@@ -260,8 +260,26 @@ package enum AuditRecordKind: Sendable, Equatable {
         }
     }
 
-    /// The routes of docs/api.md: …/metadata, retrieval of a study, series or instance, and searches.
-    package static func dicomweb(_ p: [String]) -> AuditRecordKind {
+    /// What the server stated the request did. A kind written by a later release is not guessed at: the
+    /// record counts for its account as a request, not as an access to a patient's data.
+    package static func of(_ access: AuditAccess) -> AuditRecordKind {
+        switch access {
+        case .retrieve: .access(.retrieve)
+        case .metadata: .access(.metadata)
+        case .search: .access(.search)
+        case .noPatientData, .unrecognized: .otherRequest
+        }
+    }
+
+    /// Records written before this release carry no access kind; these are the path shapes those
+    /// releases served (docs/api.md): …/metadata, retrieval of a study, series or instance, and
+    /// searches. Never needed for a record this release writes (the server states `access`).
+    package static func legacyRequestKind(path: String) -> AuditRecordKind {
+        // Earlier releases classified a request whose path did not start with "/" as administrative.
+        guard path.hasPrefix("/") else { return .administrative }
+        let parts = path.split(separator: "/").map(String.init)
+        guard parts.first == "dicom-web" else { return .otherRequest }
+        let p = Array(parts.dropFirst())
         if p.last == "metadata" && p.first == "studies" { return .access(.metadata) }
         switch (p.count, p.first) {
         case (1, "studies"), (1, "series"), (1, "instances"): return .access(.search)

@@ -12,13 +12,18 @@ enum WADOPixels {
     /// The routes, under `/dicom-web`.
     static func register(on group: RouterGroup<VaultRequestContext>, vault: Vault) {
         let instance = "studies/:study/series/:series/instances/:instance"
-        group.get("\(instance)/frames/:frames") { request, context in try frames(vault, request, context) }
-        group.get("\(instance)/bulkdata/:tag") { request, context in try bulkData(vault, request, context) }
+        // Every one sends pixel data, or an image made from it: a retrieval.
+        group.get("\(instance)/frames/:frames", access: .retrieve) { request, context in try frames(vault, request, context) }
+        group.get("\(instance)/bulkdata/:tag", access: .retrieve) { request, context in try bulkData(vault, request, context) }
         for kind in RenderKind.allCases {
-            group.get("\(instance)/frames/:frames/\(kind.rawValue)") { request, context in try render(kind, vault, request, context) }
-            group.get("\(instance)/\(kind.rawValue)") { request, context in try render(kind, vault, request, context) }
-            group.get("studies/:study/series/:series/\(kind.rawValue)") { request, context in try render(kind, vault, request, context) }
-            group.get("studies/:study/\(kind.rawValue)") { request, context in try render(kind, vault, request, context) }
+            group.get("\(instance)/frames/:frames/\(kind.rawValue)", access: .retrieve) { request, context in
+                try render(kind, vault, request, context)
+            }
+            group.get("\(instance)/\(kind.rawValue)", access: .retrieve) { request, context in try render(kind, vault, request, context) }
+            group.get("studies/:study/series/:series/\(kind.rawValue)", access: .retrieve) { request, context in
+                try render(kind, vault, request, context)
+            }
+            group.get("studies/:study/\(kind.rawValue)", access: .retrieve) { request, context in try render(kind, vault, request, context) }
         }
     }
 
