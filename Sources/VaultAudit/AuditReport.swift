@@ -145,8 +145,8 @@ public struct AuditBreachReport: Codable, Sendable, Equatable {
             case .search: searches += 1
             case .list: listings += 1
             }
-            // The CLI records the bytes it exported; the API does not record bytes today (0 then means "not
-            // recorded", not "nothing sent"), so such records are counted apart and shown as n/a.
+            // Exports and API retrievals record the bytes they delivered; metadata requests record none (0
+            // then means "not recorded", not "nothing sent"), so such records are counted apart and shown as n/a.
             switch kind {
             case .export: bytes += e.bytes
             case .retrieve, .metadata: if e.bytes > 0 { bytes += e.bytes } else { recordsWithoutByteCount += 1 }

@@ -128,7 +128,7 @@ extension AuditBreachReport {
             }
         }
         return section("## Patients whose data was accessed", [
-            "One row per patient and account. *Retrieved*: whole DICOM files (images) sent through the API; "
+            "One row per patient and account. *Retrieved*: whole DICOM files, frames, pixel data or rendered images sent through the API; "
                 + "*metadata*: every attribute except the images; *exported*: files written by `medvault export`; "
                 + "*searches* and *listings* showed the patient's identifiers and study details, not images. The name is "
                 + "the one the vault holds now (the log records the Patient ID).",
@@ -225,7 +225,7 @@ extension AuditBreachReport {
 
     private static let limits = [
         "- Anything done outside MedVault: someone who has the vault passphrase and the files can decrypt data without leaving a record, and can rewrite the log consistently.",
-        "- Bytes sent through the API are not recorded; they show as n/a. Instance counts are recorded. A retrieval is recorded when the answer starts: a client that disconnected early may have received fewer instances.",
+        "- Bytes are not recorded for metadata requests and searches; they show as n/a. Instance counts are recorded. A retrieval is recorded when the answer starts: a client that disconnected early may have received fewer instances.",
         "- Searches and listings record which patients they named, not which attributes were shown.",
         "- What happened to data after it left the vault (exported files, a viewer's cache).",
         "- Peers are identified by operating-system uid and process id on the vault host; the loopback TCP listener cannot see them (shown as unknown).",
