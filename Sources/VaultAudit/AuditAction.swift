@@ -74,3 +74,46 @@ public enum AuditOutcome: String, Hashable, Sendable, Codable, CustomStringConve
         self = AuditOutcome(rawValue: s) ?? .failed
     }
 }
+
+/// What an API request does with patient data, stated by the server for the route that answered it
+/// (docs/audit.md, "What is recorded"). The server writes it in every request record since this field
+/// was added; the outcome says whether it happened. Stored as a short string; a string this release
+/// does not know (written by a later one) is kept as `.unrecognized` rather than failing the record.
+public enum AuditAccess: Hashable, Sendable, Codable, CustomStringConvertible {
+    /// Instances or their pixel data: WADO-RS retrieval of a study, series or instance, frames, bulk
+    /// data, rendered images and thumbnails.
+    case retrieve
+    /// WADO-RS `/metadata`: every attribute except the pixels.
+    case metadata
+    /// QIDO-RS searches: the identifiers and study attributes of what matched.
+    case search
+    /// None: a path the API does not have, another method on a known path (405), `OPTIONS`. Stored as "none".
+    case noPatientData
+    /// A string this release does not know (written by a later one).
+    case unrecognized(String)
+
+    package static let named: [(AuditAccess, String)] = [
+        (.retrieve, "retrieve"), (.metadata, "metadata"), (.search, "search"), (.noPatientData, "none"),
+    ]
+
+    /// The string stored in the sealed record.
+    public var rawValue: String {
+        if case .unrecognized(let s) = self { return s }
+        return Self.named.first { $0.0 == self }?.1 ?? ""
+    }
+
+    public init(rawValue: String) {
+        self = Self.named.first { $0.1 == rawValue }?.0 ?? .unrecognized(rawValue)
+    }
+
+    public var description: String { rawValue }
+
+    public init(from decoder: any Decoder) throws {
+        self.init(rawValue: try decoder.singleValueContainer().decode(String.self))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(rawValue)
+    }
+}

@@ -21,6 +21,11 @@ public struct AuditEvent: Codable, Sendable, Equatable {
     public var peerUID: UInt32?
     public var peerPID: Int32?
     public var action: AuditAction
+    /// For an API request: what its route does with patient data, as the server states it. Nil in every
+    /// other record, and in request records written before the field existed (the report then reads
+    /// the path as those releases served it: `AuditRecordKind.legacyRequestKind`). The key `access` is
+    /// written only when set (the synthesized `encodeIfPresent`), so other records keep their old shape.
+    public var access: AuditAccess?
     public var outcome: AuditOutcome
     public var patientIDs: [String] = []
     public var studyUIDs: [String] = []
@@ -319,15 +324,38 @@ package struct AuditLog: Sendable {
     /// Reads and checks the whole log. Problems name the segment, byte offset and record.
     package func read() -> (records: [AuditRecord], report: AuditVerifyReport) {
         var report = AuditVerifyReport()
-        var records: [AuditRecord] = []
-        var previous = [UInt8](repeating: 0, count: AuditFormat.macLength)
-        var expected: UInt64 = 1
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .iso8601
         let segments = auditSegments()
         report.segments = segments.count
-        // What an interrupted append may have left past an authentic head (or an empty head file from
-        // a full disk at the first record): reported as repairable, not as tampering.
+        let interrupted = interruptedAppend(segments: segments)
+        report.notices += interrupted.notices
+        var chain = ChainWalk()
+        for (i, name) in segments.enumerated() {
+            readSegment(name, number: i + 1, stoppingAt: interrupted.tornAt, decoder: decoder, chain: &chain, report: &report)
+        }
+        report.records = chain.records.count
+        // A head that lags only by what an interrupted append left is repaired by the next append: not a problem.
+        if let r = interrupted.repairableHead, r == chain.expected - 1 { return (chain.records, report) }
+        report.problems += headProblems(after: chain, segments: segments)
+        return (chain.records, report)
+    }
+
+    /// Where a walk along the chain is: the records read so far, the MAC the next record chains from,
+    /// and the sequence number expected next.
+    private struct ChainWalk {
+        var records: [AuditRecord] = []
+        var previous = [UInt8](repeating: 0, count: AuditFormat.macLength)
+        var expected: UInt64 = 1
+    }
+
+    /// What an interrupted append may have left past an authentic head (or an empty head file from a
+    /// full disk at the first record), as notices: repairable, not tampering. `tornAt`: where a partial
+    /// record starts (reading stops there); `repairableHead`: the sequence the log ends at once repaired.
+    private func interruptedAppend(
+        segments: [String]
+    ) -> (notices: [AuditProblem], tornAt: (segment: String, offset: Int)?, repairableHead: UInt64?) {
+        var notices: [AuditProblem] = []
         let zeroHead = FileIO.fileSize(auditHeadPath) == 0
         var tornAt: (segment: String, offset: Int)?
         var repairableHead: UInt64?
@@ -336,12 +364,12 @@ package struct AuditLog: Sendable {
         {
             if let t = torn {
                 tornAt = (t.segment, t.offset)
-                report.notices.append(.init(
+                notices.append(.init(
                     segment: t.segment, offset: t.offset, sequence: last.sequence + 1,
                     detail: "interrupted append: a partial record of \(t.bytes) bytes at the end (not tampering; the next audited command truncates it and records the repair)"))
             }
             if let a = adopted {
-                report.notices.append(.init(
+                notices.append(.init(
                     segment: segments.last ?? "head", offset: 0, sequence: a.lowerBound,
                     detail: "interrupted append: record(s) \(a.lowerBound)…\(a.upperBound) complete and authentic but not yet in audit/head (not tampering; the next audited command adopts them and records the repair)"))
             }
@@ -350,63 +378,71 @@ package struct AuditLog: Sendable {
             repairableHead = 0
         }
         if zeroHead, repairableHead != nil {
-            report.notices.append(.init(segment: "head", offset: 0, sequence: 1, detail: "audit/head is an empty file (a full disk during the first record; the next audited command rewrites it and records the repair)"))
+            notices.append(.init(segment: "head", offset: 0, sequence: 1, detail: "audit/head is an empty file (a full disk during the first record; the next audited command rewrites it and records the repair)"))
         }
-        for (i, name) in segments.enumerated() {
-            if name != AuditFormat.segmentName(i + 1) {
-                report.problems.append(.init(segment: name, offset: 0, sequence: expected, detail: "segment numbering has a gap or an extra segment"))
-            }
-            let bytes = Array(FileManager.default.contents(atPath: directory + "/" + name) ?? Data())
-            var offset = 0
-            while offset < bytes.count {
-                func problem(_ d: String) { report.problems.append(.init(segment: name, offset: offset, sequence: expected, detail: d)) }
-                if let t = tornAt, t.segment == name, t.offset == offset { break }
-                guard bytes.count - offset >= AuditFormat.headerLength, Array(bytes[offset..<offset + 4]) == AuditFormat.magic else {
-                    problem(bytes.count - offset < AuditFormat.headerLength ? "truncated record" : "not a record boundary (bytes inserted, removed or altered)")
-                    break
-                }
-                let seq = AuditFormat.read64(bytes[offset + 4..<offset + 12])
-                let length = Int(AuditFormat.read32(bytes[offset + 12..<offset + 16]))
-                let end = offset + AuditFormat.headerLength + length + AuditFormat.macLength
-                guard length <= AuditFormat.maxBody, end <= bytes.count else { problem("truncated record"); break }
-                let body = Array(bytes[offset + AuditFormat.headerLength..<offset + AuditFormat.headerLength + length])
-                let mac = Array(bytes[end - AuditFormat.macLength..<end])
-                if seq != expected {
-                    problem(seq > expected ? "records \(expected)…\(seq - 1) are missing" : "record \(seq) is out of order or repeated")
-                }
-                if !constantTimeEquals(mac, chainMAC(previous: previous, sequence: seq, body: body)) {
-                    problem("chain MAC does not verify (record edited, inserted, removed or reordered)")
-                }
-                if let plain = try? AEAD.open(body, key: sealKey, associatedData: Array("medvault.v1.audit|".utf8) + AuditFormat.be64(seq)),
-                    let event = try? decoder.decode(AuditEvent.self, from: Data(plain))
-                {
-                    records.append(AuditRecord(sequence: seq, segment: name, offset: offset, event: event))
-                    if event.action == .auditRepair {
-                        report.notices.append(.init(segment: name, offset: offset, sequence: seq, detail: "repaired after an interrupted append: " + event.detail))
-                    }
-                } else {
-                    problem("record body fails authentication")
-                }
-                previous = mac
-                expected = seq + 1
-                offset = end
-            }
+        return (notices, tornAt, repairableHead)
+    }
+
+    /// Walks the records of one segment along the chain: each must be at a record boundary, carry the
+    /// next sequence number, chain from the previous MAC and open with the seal key. A problem names
+    /// the place; the walk goes on past a bad MAC or body (so that one edit does not hide the rest) and
+    /// stops at a broken boundary or at the partial record an interrupted append left (`tornAt`).
+    private func readSegment(
+        _ name: String, number: Int, stoppingAt tornAt: (segment: String, offset: Int)?, decoder: JSONDecoder,
+        chain: inout ChainWalk, report: inout AuditVerifyReport
+    ) {
+        if name != AuditFormat.segmentName(number) {
+            report.problems.append(.init(segment: name, offset: 0, sequence: chain.expected, detail: "segment numbering has a gap or an extra segment"))
         }
-        report.records = records.count
-        if let r = repairableHead, r == expected - 1 { return (records, report) }
-        switch readAuditHead() {
-        case .none:
-            report.problems.append(.init(segment: "head", offset: 0, sequence: expected, detail: "audit/head fails authentication"))
-        case .some(let head):
-            if head.sequence != expected - 1 || !constantTimeEquals(head.mac, previous) {
-                report.problems.append(.init(
-                    segment: segments.last ?? "head", offset: 0, sequence: expected,
-                    detail: head.sequence > expected - 1
-                        ? "records \(expected)…\(head.sequence) were removed from the end of the log"
-                        : "the log has records the head does not know (head at \(head.sequence))"))
+        let bytes = Array(FileManager.default.contents(atPath: directory + "/" + name) ?? Data())
+        var offset = 0
+        while offset < bytes.count {
+            func problem(_ d: String) { report.problems.append(.init(segment: name, offset: offset, sequence: chain.expected, detail: d)) }
+            if let t = tornAt, t.segment == name, t.offset == offset { break }
+            guard bytes.count - offset >= AuditFormat.headerLength, Array(bytes[offset..<offset + 4]) == AuditFormat.magic else {
+                problem(bytes.count - offset < AuditFormat.headerLength ? "truncated record" : "not a record boundary (bytes inserted, removed or altered)")
+                break
             }
+            let seq = AuditFormat.read64(bytes[offset + 4..<offset + 12])
+            let length = Int(AuditFormat.read32(bytes[offset + 12..<offset + 16]))
+            let end = offset + AuditFormat.headerLength + length + AuditFormat.macLength
+            guard length <= AuditFormat.maxBody, end <= bytes.count else { problem("truncated record"); break }
+            let body = Array(bytes[offset + AuditFormat.headerLength..<offset + AuditFormat.headerLength + length])
+            let mac = Array(bytes[end - AuditFormat.macLength..<end])
+            if seq != chain.expected {
+                problem(seq > chain.expected ? "records \(chain.expected)…\(seq - 1) are missing" : "record \(seq) is out of order or repeated")
+            }
+            if !constantTimeEquals(mac, chainMAC(previous: chain.previous, sequence: seq, body: body)) {
+                problem("chain MAC does not verify (record edited, inserted, removed or reordered)")
+            }
+            if let plain = try? AEAD.open(body, key: sealKey, associatedData: Array("medvault.v1.audit|".utf8) + AuditFormat.be64(seq)),
+                let event = try? decoder.decode(AuditEvent.self, from: Data(plain))
+            {
+                chain.records.append(AuditRecord(sequence: seq, segment: name, offset: offset, event: event))
+                if event.action == .auditRepair {
+                    report.notices.append(.init(segment: name, offset: offset, sequence: seq, detail: "repaired after an interrupted append: " + event.detail))
+                }
+            } else {
+                problem("record body fails authentication")
+            }
+            chain.previous = mac
+            chain.expected = seq + 1
+            offset = end
         }
-        return (records, report)
+    }
+
+    /// What is wrong with audit/head once the chain has been walked: it must authenticate and name the
+    /// last record (else records were removed from the end, or added behind the head's back).
+    private func headProblems(after chain: ChainWalk, segments: [String]) -> [AuditProblem] {
+        guard let head = readAuditHead() else {
+            return [.init(segment: "head", offset: 0, sequence: chain.expected, detail: "audit/head fails authentication")]
+        }
+        guard head.sequence != chain.expected - 1 || !constantTimeEquals(head.mac, chain.previous) else { return [] }
+        return [.init(
+            segment: segments.last ?? "head", offset: 0, sequence: chain.expected,
+            detail: head.sequence > chain.expected - 1
+                ? "records \(chain.expected)…\(head.sequence) were removed from the end of the log"
+                : "the log has records the head does not know (head at \(head.sequence))")]
     }
 }
 

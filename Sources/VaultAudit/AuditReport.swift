@@ -145,8 +145,8 @@ public struct AuditBreachReport: Codable, Sendable, Equatable {
             case .search: searches += 1
             case .list: listings += 1
             }
-            // The CLI records the bytes it exported; the API does not record bytes today (0 then means "not
-            // recorded", not "nothing sent"), so such records are counted apart and shown as n/a.
+            // Exports and API retrievals record the bytes they delivered; metadata requests record none (0
+            // then means "not recorded", not "nothing sent"), so such records are counted apart and shown as n/a.
             switch kind {
             case .export: bytes += e.bytes
             case .retrieve, .metadata: if e.bytes > 0 { bytes += e.bytes } else { recordsWithoutByteCount += 1 }
@@ -241,7 +241,7 @@ package enum AuditRecordKind: Sendable, Equatable {
     case access(AccessKind)
     /// `import` through the CLI: data in, not out.
     case importData
-    /// An API request that is none of the DICOMweb routes (e.g. an unknown path).
+    /// An API request that reads no patient data (an unknown path, a 405, OPTIONS).
     case otherRequest
     case alert
     /// Everything else: accounts, tokens, keys, and actions this report does not know yet (never dropped).
@@ -250,9 +250,9 @@ package enum AuditRecordKind: Sendable, Equatable {
     package static func of(_ e: AuditEvent) -> AuditRecordKind {
         switch e.action {
         case .alert: return .alert
-        case .request(_, let path) where path.hasPrefix("/"):
-            let parts = path.split(separator: "/").map(String.init)
-            return parts.first == "dicom-web" ? dicomweb(Array(parts.dropFirst())) : .otherRequest
+        case .request(_, let path):
+            guard let access = e.access else { return legacyRequestKind(path: path) }
+            return of(access)
         case .export: return .access(.export)
         case .list: return .access(.list)
         case .importFiles: return .importData
@@ -260,8 +260,26 @@ package enum AuditRecordKind: Sendable, Equatable {
         }
     }
 
-    /// The routes of docs/api.md: …/metadata, retrieval of a study, series or instance, and searches.
-    package static func dicomweb(_ p: [String]) -> AuditRecordKind {
+    /// What the server stated the request did. A kind written by a later release is not guessed at: the
+    /// record counts for its account as a request, not as an access to a patient's data.
+    package static func of(_ access: AuditAccess) -> AuditRecordKind {
+        switch access {
+        case .retrieve: .access(.retrieve)
+        case .metadata: .access(.metadata)
+        case .search: .access(.search)
+        case .noPatientData, .unrecognized: .otherRequest
+        }
+    }
+
+    /// Records written before this release carry no access kind; these are the path shapes those
+    /// releases served (docs/api.md): …/metadata, retrieval of a study, series or instance, and
+    /// searches. Never needed for a record this release writes (the server states `access`).
+    package static func legacyRequestKind(path: String) -> AuditRecordKind {
+        // Earlier releases classified a request whose path did not start with "/" as administrative.
+        guard path.hasPrefix("/") else { return .administrative }
+        let parts = path.split(separator: "/").map(String.init)
+        guard parts.first == "dicom-web" else { return .otherRequest }
+        let p = Array(parts.dropFirst())
         if p.last == "metadata" && p.first == "studies" { return .access(.metadata) }
         switch (p.count, p.first) {
         case (1, "studies"), (1, "series"), (1, "instances"): return .access(.search)
@@ -289,109 +307,23 @@ extension AuditBreachReport {
         integrity = Integrity(
             ok: verification.ok, records: verification.records, segments: verification.segments,
             problems: verification.problems.map { Problem(segment: $0.segment, offset: $0.offset, record: $0.sequence, detail: $0.detail) })
-        summary = Summary()
-        patients = []
-        accounts = []
-        refused = []
-        bursts = []
-        alerts = []
-        administrative = []
+        // One pass sorts each record of the window into the tables; the tables are then ordered, and the
+        // summary's totals are added up from them.
+        var tally = Tally()
+        for r in records where window.contains(r.event.time) { tally.add(r) }
+        patients = tally.patientAccess(names: patientNames)
+        accounts = tally.accountActivity()
+        refused = tally.byPeer.values.sorted { $0.peer < $1.peer }
+        bursts = tally.refusalBursts()
+        alerts = tally.alerts
+        administrative = tally.administrative
+        summary = tally.summary
+        addTotalsToSummary()
+    }
 
-        let inWindow = records.filter { window.contains($0.event.time) }
-        summary.recordsInWindow = inWindow.count
-        var byPatient: [String: [String: Accessor]] = [:]
-        var byAccount: [String: AccountActivity] = [:]
-        var patientsOfAccount: [String: Set<String>] = [:]
-        var byPeer: [String: RefusedPeer] = [:]
-        var refusalTimes: [String: [Date]] = [:]
-
-        func peerName(_ e: AuditEvent) -> String { e.peerUID.map { "uid \($0)" } ?? "unknown peer" }
-        func accountKey(_ e: AuditEvent) -> String { e.actor + "\u{0}" + e.role }
-        func account(_ e: AuditEvent, _ update: (inout AccountActivity) -> Void) {
-            var a = byAccount[accountKey(e)]
-                ?? AccountActivity(account: e.actor, role: e.role, peerUIDs: [], peerPIDs: [], figures: Figures(at: e.time))
-            a.records += 1
-            Self.note(e, uids: &a.peerUIDs, pids: &a.peerPIDs)
-            a.figures.first = min(a.figures.first, e.time)
-            a.figures.last = max(a.figures.last, e.time)
-            update(&a)
-            byAccount[accountKey(e)] = a
-        }
-
-        for r in inWindow {
-            let e = r.event
-            if e.outcome == .denied {
-                let peer = peerName(e)
-                var p = byPeer[peer] ?? RefusedPeer(peer: peer, peerUID: e.peerUID, peerPIDs: [], first: e.time, last: e.time)
-                var noUIDs: [UInt32] = []
-                Self.note(e, uids: &noUIDs, pids: &p.peerPIDs)
-                p.first = min(p.first, e.time)
-                p.last = max(p.last, e.time)
-                if e.detail == "403" {
-                    p.forbidden += 1
-                    summary.refusedForbidden += 1
-                } else {
-                    p.unauthenticated += 1
-                    summary.refusedUnauthenticated += 1
-                }
-                if e.actor != "-" && !p.accounts.contains(e.actor) { p.accounts.append(e.actor) }
-                byPeer[peer] = p
-                refusalTimes[peer, default: []].append(e.time)
-                summary.refused += 1
-                if e.actor != "-" { account(e) { $0.refused += 1 } }
-                continue
-            }
-            switch AuditRecordKind.of(e) {
-            case .alert:
-                alerts.append(Alert(record: r.sequence, time: e.time, peer: peerName(e), detail: e.detail))
-            case .administrative:
-                administrative.append(AdminAction(
-                    record: r.sequence, time: e.time, actor: e.actor, role: e.role, action: e.action.rawValue, outcome: e.outcome.rawValue, detail: e.detail))
-                account(e) { $0.administrativeActions += 1 }
-            case .importData:
-                account(e) {
-                    $0.imports += 1
-                    $0.instancesImported += e.instances
-                    if e.outcome == .failed { $0.failed += 1 }
-                }
-            case .otherRequest:
-                account(e) { if e.outcome != .ok { $0.failed += 1 } }
-            case .access(let kind):
-                guard e.outcome == .ok else {
-                    summary.failed += 1
-                    account(e) { $0.failed += 1 }
-                    continue
-                }
-                account(e) { $0.figures.add(kind, e) }
-                patientsOfAccount[accountKey(e), default: []].formUnion(e.patientIDs)
-                // A record naming several patients (a search) counts in full for each of them.
-                for id in Set(e.patientIDs) {
-                    var a = byPatient[id]?[accountKey(e)]
-                        ?? Accessor(account: e.actor, role: e.role, peerUIDs: [], peerPIDs: [], figures: Figures(at: e.time))
-                    Self.note(e, uids: &a.peerUIDs, pids: &a.peerPIDs)
-                    a.figures.add(kind, e)
-                    byPatient[id, default: [:]][accountKey(e)] = a
-                }
-            }
-        }
-
-        patients = byPatient.keys.sorted().compactMap { id in
-            guard let accessors = byPatient[id]?.values.sorted(by: { ($0.account, $0.role) < ($1.account, $1.role) }),
-                let firstFigures = accessors.first?.figures
-            else { return nil }
-            var totals = firstFigures
-            for a in accessors.dropFirst() { totals.merge(a.figures) }
-            return PatientAccess(patientID: id, catalogNames: patientNames[id] ?? [], accessors: accessors, totals: totals)
-        }
-        accounts = byAccount.map { key, value in
-            var a = value
-            a.patients = patientsOfAccount[key]?.count ?? 0
-            return a
-        }.sorted { ($0.account, $0.role) < ($1.account, $1.role) }
-        refused = byPeer.values.sorted { $0.peer < $1.peer }
-        bursts = refusalTimes.keys.sorted().flatMap { Self.bursts(peer: $0, times: refusalTimes[$0] ?? []) }
-            .sorted { ($0.start, $0.peer) < ($1.start, $1.peer) }
-
+    /// The summary's figures that come from the finished tables: patients, accounts that saw patient
+    /// data, and the sum of every account's figures.
+    private mutating func addTotalsToSummary() {
         summary.patients = patients.count
         summary.accounts = accounts.filter { $0.patients > 0 }.count
         for p in accounts.map(\.figures) {
@@ -406,6 +338,136 @@ extension AuditBreachReport {
         summary.bursts = bursts.count
         summary.alerts = alerts.count
         summary.administrativeActions = administrative.count
+    }
+
+    /// The window's records sorted into the report's tables, keyed as they are read; alerts and
+    /// administrative actions in log order. The counts of refusals and failed accesses go straight into
+    /// the summary.
+    private struct Tally {
+        var summary = Summary()
+        /// Patient ID → account key → what that account did with the patient's data.
+        var byPatient: [String: [String: Accessor]] = [:]
+        var byAccount: [String: AccountActivity] = [:]
+        var patientsOfAccount: [String: Set<String>] = [:]
+        var byPeer: [String: RefusedPeer] = [:]
+        var refusalTimes: [String: [Date]] = [:]
+        var alerts: [Alert] = []
+        var administrative: [AdminAction] = []
+
+        static func peerName(_ e: AuditEvent) -> String { e.peerUID.map { "uid \($0)" } ?? "unknown peer" }
+        /// An account is a name and a role (the CLI's OS user and an API account may share a name).
+        static func accountKey(_ e: AuditEvent) -> String { e.actor + "\u{0}" + e.role }
+
+        mutating func add(_ r: AuditRecord) {
+            let e = r.event
+            summary.recordsInWindow += 1
+            // A refusal is counted as one whatever was asked for: nothing was disclosed.
+            guard e.outcome != .denied else {
+                addRefusal(e)
+                return
+            }
+            switch AuditRecordKind.of(e) {
+            case .alert:
+                alerts.append(Alert(record: r.sequence, time: e.time, peer: Self.peerName(e), detail: e.detail))
+            case .administrative:
+                administrative.append(AdminAction(
+                    record: r.sequence, time: e.time, actor: e.actor, role: e.role, action: e.action.rawValue, outcome: e.outcome.rawValue, detail: e.detail))
+                account(e) { $0.administrativeActions += 1 }
+            case .importData:
+                account(e) {
+                    $0.imports += 1
+                    $0.instancesImported += e.instances
+                    if e.outcome == .failed { $0.failed += 1 }
+                }
+            case .otherRequest:
+                account(e) { if e.outcome != .ok { $0.failed += 1 } }
+            case .access(let kind):
+                addAccess(kind, e)
+            }
+        }
+
+        /// A refused request (401, 403): counted per peer, for bursts, and for the account a 403 names.
+        mutating func addRefusal(_ e: AuditEvent) {
+            let peer = Self.peerName(e)
+            var p = byPeer[peer] ?? RefusedPeer(peer: peer, peerUID: e.peerUID, peerPIDs: [], first: e.time, last: e.time)
+            var noUIDs: [UInt32] = []
+            AuditBreachReport.note(e, uids: &noUIDs, pids: &p.peerPIDs)
+            p.first = min(p.first, e.time)
+            p.last = max(p.last, e.time)
+            if e.detail == "403" {
+                p.forbidden += 1
+                summary.refusedForbidden += 1
+            } else {
+                p.unauthenticated += 1
+                summary.refusedUnauthenticated += 1
+            }
+            if e.actor != "-" && !p.accounts.contains(e.actor) { p.accounts.append(e.actor) }
+            byPeer[peer] = p
+            refusalTimes[peer, default: []].append(e.time)
+            summary.refused += 1
+            if e.actor != "-" { account(e) { $0.refused += 1 } }
+        }
+
+        /// An access to patient data: for its account, and for each patient it names. A failed one
+        /// delivered nothing and is only counted as failed.
+        mutating func addAccess(_ kind: AccessKind, _ e: AuditEvent) {
+            guard e.outcome == .ok else {
+                summary.failed += 1
+                account(e) { $0.failed += 1 }
+                return
+            }
+            account(e) { $0.figures.add(kind, e) }
+            let key = Self.accountKey(e)
+            patientsOfAccount[key, default: []].formUnion(e.patientIDs)
+            // A record naming several patients (a search) counts in full for each of them.
+            for id in Set(e.patientIDs) {
+                var a = byPatient[id]?[key]
+                    ?? Accessor(account: e.actor, role: e.role, peerUIDs: [], peerPIDs: [], figures: Figures(at: e.time))
+                AuditBreachReport.note(e, uids: &a.peerUIDs, pids: &a.peerPIDs)
+                a.figures.add(kind, e)
+                byPatient[id, default: [:]][key] = a
+            }
+        }
+
+        /// Counts a record for its account (every record that names one), then applies `update`.
+        mutating func account(_ e: AuditEvent, _ update: (inout AccountActivity) -> Void) {
+            let key = Self.accountKey(e)
+            var a = byAccount[key]
+                ?? AccountActivity(account: e.actor, role: e.role, peerUIDs: [], peerPIDs: [], figures: Figures(at: e.time))
+            a.records += 1
+            AuditBreachReport.note(e, uids: &a.peerUIDs, pids: &a.peerPIDs)
+            a.figures.first = min(a.figures.first, e.time)
+            a.figures.last = max(a.figures.last, e.time)
+            update(&a)
+            byAccount[key] = a
+        }
+
+        /// Patients by ID, each with its accessors by account and role, and their figures added up.
+        func patientAccess(names: [String: [String]]) -> [PatientAccess] {
+            byPatient.keys.sorted().compactMap { id in
+                guard let accessors = byPatient[id]?.values.sorted(by: { ($0.account, $0.role) < ($1.account, $1.role) }),
+                    let firstFigures = accessors.first?.figures
+                else { return nil }
+                var totals = firstFigures
+                for a in accessors.dropFirst() { totals.merge(a.figures) }
+                return PatientAccess(patientID: id, catalogNames: names[id] ?? [], accessors: accessors, totals: totals)
+            }
+        }
+
+        /// Accounts by name and role, each with the number of distinct patients it saw.
+        func accountActivity() -> [AccountActivity] {
+            byAccount.map { key, value in
+                var a = value
+                a.patients = patientsOfAccount[key]?.count ?? 0
+                return a
+            }.sorted { ($0.account, $0.role) < ($1.account, $1.role) }
+        }
+
+        /// Every peer's bursts, in time order.
+        func refusalBursts() -> [Burst] {
+            refusalTimes.keys.sorted().flatMap { AuditBreachReport.bursts(peer: $0, times: refusalTimes[$0] ?? []) }
+                .sorted { ($0.start, $0.peer) < ($1.start, $1.peer) }
+        }
     }
 
     package static func note(_ e: AuditEvent, uids: inout [UInt32], pids: inout [Int32]) {

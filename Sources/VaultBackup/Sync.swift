@@ -112,6 +112,8 @@ public enum BackupSync {
         return m
     }
 
+    /// One pass towards `signed`: check that it does not take the backup back in time, copy what is
+    /// missing or damaged in durable batches, publish the manifest last, then prune.
     private static func syncOnce(
         _ signed: SignedManifest, source: VaultSource, target: any BackupTarget, key: Ed25519PublicKey, options: SyncOptions,
         progress: (SyncProgress) -> Void
@@ -120,21 +122,48 @@ public enum BackupSync {
         var report = SyncReport()
         report.sequence = manifest.sequence
         report.blobsListed = manifest.blobs.count
+        try refuseOlderOrForkedState(signed, target: target, key: key)
 
-        // Never let an older vault state overwrite a newer backup (a vault restored from an old copy).
+        let present = Dictionary(try target.list(prefix: "blobs/").map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
+        let presentAudit = Dictionary(try target.list(prefix: "audit/").map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
+        let work = try filesToCopy(manifest, presentBlobs: present, presentAudit: presentAudit, target: target, options: options, report: &report)
+        let state = try copyInBatches(work, from: source, to: target, options: options, report: &report, progress: progress)
+        try target.commit()
+        report.blobsCopied -= report.blobsRepaired
+        // The manifest last: a manifest at the destination always finds everything it lists.
+        try target.put(SnapshotNames.manifest(manifest.sequence), bytes: signed.fileBytes)
+        try target.commit()
+        progress(state)
+
+        try pruneUnlisted(manifest, presentBlobs: present, presentAudit: presentAudit, target: target, report: &report)
+        try pruneSnapshotSets(newest: manifest.sequence, keep: options.keep, target: target, key: key, report: &report)
+        try target.commit()
+        return report
+    }
+
+    /// Never lets an older vault state overwrite a newer backup (a vault restored from an old copy), nor
+    /// another manifest with the same sequence replace the one there (a forked vault).
+    private static func refuseOlderOrForkedState(_ signed: SignedManifest, target: any BackupTarget, key: Ed25519PublicKey) throws {
+        let manifest = signed.manifest
         let existing = try target.list(prefix: SnapshotNames.directory + "/")
         for c in manifestCandidates(existing.map(\.name)) where c.sequence >= manifest.sequence {
             guard let bytes = try target.read(c.name),
                 (try? SignedManifest.parse(bytes, file: c.name, publicKey: key))?.manifest.sequence == c.sequence
-            else { continue }  // does not verify: not a newer backup, and pruned below
+            else { continue }  // does not verify: not a newer backup, and pruned later
             if c.sequence > manifest.sequence {
                 throw BackupError.backupIsNewer(location: target.location, backup: c.sequence, vault: manifest.sequence)
             }
             if bytes != signed.fileBytes { throw BackupError.forked(location: target.location, sequence: c.sequence) }
         }
+    }
 
-        let present = Dictionary(try target.list(prefix: "blobs/").map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
-        let presentAudit = Dictionary(try target.list(prefix: "audit/").map { ($0.name, $0.size) }, uniquingKeysWith: { a, _ in a })
+    /// What the manifest lists that the target lacks, has with another size, or (with `rehash`) has
+    /// with another hash: blobs first, then audit segments, then the snapshot and the vault.json copy.
+    /// Counts the blobs already present and those found damaged.
+    private static func filesToCopy(
+        _ manifest: BackupManifest, presentBlobs present: [String: Int64], presentAudit: [String: Int64], target: any BackupTarget,
+        options: SyncOptions, report: inout SyncReport
+    ) throws -> [BackupManifest.File] {
         var work: [BackupManifest.File] = []
         for b in manifest.blobs {
             if present[b.path] == b.size {
@@ -148,14 +177,23 @@ public enum BackupSync {
                 work.append(.init(name: b.path, size: b.size, blake2b256: b.blake2b256))
             }
         }
-        // The snapshot and vault.json copy after the blobs, the manifest last: a manifest at the
-        // destination always finds everything it lists.
+        // The snapshot and vault.json copy after the blobs (and the manifest after all of them, in
+        // syncOnce): a manifest at the destination always finds everything it lists.
         for f in manifest.auditLog?.segments ?? [] where try presentAudit[f.name] != f.size || options.rehash && hashObject(target, f.name) != f.blake2b256 {
             work.append(f)
         }
         for f in [manifest.snapshot, manifest.vaultConfig] where try target.size(of: f.name) != f.size || options.rehash && hashObject(target, f.name) != f.blake2b256 {
             work.append(f)
         }
+        return work
+    }
+
+    /// Copies `work` in commits of at most `batchFiles` files or `batchBytes` bytes (what a kill can
+    /// cost), reporting progress; counts the blobs and bytes copied. Returns the final progress.
+    private static func copyInBatches(
+        _ work: [BackupManifest.File], from source: VaultSource, to target: any BackupTarget, options: SyncOptions,
+        report: inout SyncReport, progress: (SyncProgress) -> Void
+    ) throws -> SyncProgress {
         var state = SyncProgress(filesDone: 0, filesTotal: work.count, bytesDone: 0, bytesTotal: work.reduce(0) { $0 + $1.size })
         progress(state)
         var lastReport = Date.distantPast
@@ -179,13 +217,7 @@ public enum BackupSync {
                     }
                 }
             } else {
-                let failures = FirstError()
-                DispatchQueue.concurrentPerform(iterations: min(Self.workers, batch.count)) { worker in
-                    for i in stride(from: worker, to: batch.count, by: Self.workers) where !failures.isSet {
-                        do { try copy(batch[i], from: source, to: target) { _ in } } catch { failures.set(error, at: i) }
-                    }
-                }
-                if let e = failures.error { throw e }
+                try copyConcurrently(batch, from: source, to: target)
                 state.bytesDone += bytes
             }
             state.filesDone += batch.count
@@ -198,14 +230,26 @@ public enum BackupSync {
             try target.commit()
             start = end
         }
-        try target.commit()
-        report.blobsCopied -= report.blobsRepaired
-        try target.put(SnapshotNames.manifest(manifest.sequence), bytes: signed.fileBytes)
-        try target.commit()
-        progress(state)
+        return state
+    }
 
-        // Prune: blobs the manifest no longer lists (a forgotten patient's leave the backup too), and
-        // snapshot sets beyond the newest `keep`.
+    /// Copies the files of one batch with `workers` threads; the first failure stops the others and is thrown.
+    private static func copyConcurrently(_ batch: [BackupManifest.File], from source: VaultSource, to target: any BackupTarget) throws {
+        let failures = FirstError()
+        DispatchQueue.concurrentPerform(iterations: min(Self.workers, batch.count)) { worker in
+            for i in stride(from: worker, to: batch.count, by: Self.workers) where !failures.isSet {
+                do { try copy(batch[i], from: source, to: target) { _ in } } catch { failures.set(error, at: i) }
+            }
+        }
+        if let e = failures.error { throw e }
+    }
+
+    /// Deletes the blobs and audit segments the manifest no longer lists (a forgotten patient's blobs
+    /// leave the backup too).
+    private static func pruneUnlisted(
+        _ manifest: BackupManifest, presentBlobs present: [String: Int64], presentAudit: [String: Int64], target: any BackupTarget,
+        report: inout SyncReport
+    ) throws {
         let listed = Set(manifest.blobs.map(\.path))
         for name in present.keys where !listed.contains(name) {
             try target.delete(name)
@@ -215,11 +259,18 @@ public enum BackupSync {
             let segments = Set(log.segments.map(\.name))
             for name in presentAudit.keys where !segments.contains(name) { try target.delete(name) }
         }
-        // Kept: this manifest and the newest older ones that verify. A manifest that does not verify
-        // (a higher sequence included: a valid one would have stopped the sync above) is not kept.
-        var kept: Set<UInt64> = [manifest.sequence]
+    }
+
+    /// Keeps the snapshot sets of the `newest` manifest and of the newest older ones that verify, `keep`
+    /// in all; deletes the others, and anything in snapshots/ that is not a snapshot file.
+    private static func pruneSnapshotSets(
+        newest: UInt64, keep: Int, target: any BackupTarget, key: Ed25519PublicKey, report: inout SyncReport
+    ) throws {
+        // A manifest that does not verify (a higher sequence included: a valid one would have stopped
+        // the sync) is not kept.
+        var kept: Set<UInt64> = [newest]
         for c in manifestCandidates(try target.list(prefix: SnapshotNames.directory + "/").map(\.name))
-        where c.sequence < manifest.sequence && kept.count < options.keep {
+        where c.sequence < newest && kept.count < keep {
             if let bytes = try target.read(c.name),
                 (try? SignedManifest.parse(bytes, file: c.name, publicKey: key))?.manifest.sequence == c.sequence
             {
@@ -237,8 +288,6 @@ public enum BackupSync {
                 try target.delete(obj.name)
             }
         }
-        try target.commit()
-        return report
     }
 
     /// Copies one vault file to the target, hashing it on the way; a file that does not match the

@@ -92,102 +92,121 @@ public struct DICOMPixelLayout: Sendable, Equatable {
     public func fragmentRanges(ofFrame index: Int, read: (UInt64, Int) throws -> [UInt8]) throws -> [Range<UInt64>] {
         guard isEncapsulated else { throw DICOMError.malformed("the pixel data is native: use nativeFrameRange") }
         try checkFrame(index)
-        func bytes(_ at: UInt64, _ count: Int) throws -> [UInt8] {
-            let b = try read(at, count)
-            guard b.count >= count else {
-                throw DICOMError.malformed("truncated: encapsulated pixel data stops at offset \(at + UInt64(b.count))")
-            }
-            return Array(b.prefix(count))
-        }
-        func u32(_ b: [UInt8], _ i: Int) -> UInt32 {
-            UInt32(b[i]) | UInt32(b[i + 1]) << 8 | UInt32(b[i + 2]) << 16 | UInt32(b[i + 3]) << 24
-        }
-        // An item header: (tag element, value length). Only items and the sequence delimiter may appear.
-        func item(_ at: UInt64) throws -> (delimiter: Bool, length: UInt64) {
-            let h = try bytes(at, 8)
-            let group = UInt16(h[0]) | UInt16(h[1]) << 8, element = UInt16(h[2]) | UInt16(h[3]) << 8
-            let length = u32(h, 4)
-            if group == 0xFFFE && element == 0xE0DD { return (true, 0) }
-            guard group == 0xFFFE, element == 0xE000 else {
-                throw DICOMError.malformed("encapsulated pixel data: expected an item at offset \(at), found tag \(DICOMTag(group, element))")
-            }
-            guard length != 0xFFFF_FFFF else {
-                throw DICOMError.malformed("encapsulated pixel data: item with undefined length at offset \(at)")
-            }
-            return (false, UInt64(length))
-        }
-        let bot = try item(valueOffset)
+        let bot = try Self.item(at: valueOffset, read)
         if bot.delimiter { throw DICOMError.malformed("encapsulated pixel data without a Basic Offset Table item") }
         let first = valueOffset + 8 + bot.length
-        let frames = UInt64(numberOfFrames)
-        var start = first
-        var end: UInt64?  // first item of the next frame; nil: up to the delimiter
+        // Where the frame's first item is, and the next frame's (nil: the frame runs to the delimiter).
+        let bounds: (start: UInt64, end: UInt64?)
         if let eot = extendedOffsetTable, eot.count == numberOfFrames {
-            let (s, overflow) = first.addingReportingOverflow(eot[index])
-            guard !overflow else { throw DICOMError.malformed("Extended Offset Table entry \(index) is out of range") }
-            start = s
-            if index + 1 < numberOfFrames {
-                guard eot[index + 1] > eot[index] else { throw DICOMError.malformed("Extended Offset Table entries do not increase") }
-                let (e, overflow) = first.addingReportingOverflow(eot[index + 1])
-                guard !overflow else { throw DICOMError.malformed("Extended Offset Table entry \(index + 1) is out of range") }
-                end = e
-            }
+            bounds = try extendedOffsetTableBounds(eot, frame: index, first: first)
         } else if bot.length > 0 {
-            guard bot.length == 4 * frames else {
-                throw DICOMError.malformed("the Basic Offset Table holds \(bot.length / 4) entries for \(numberOfFrames) frames")
-            }
-            let entry = try bytes(valueOffset + 8 + 4 * UInt64(index), index + 1 < numberOfFrames ? 8 : 4)
-            start = first + UInt64(u32(entry, 0))
-            if index + 1 < numberOfFrames {
-                let next = UInt64(u32(entry, 4))
-                guard next > UInt64(u32(entry, 0)) else { throw DICOMError.malformed("Basic Offset Table entries do not increase") }
-                end = first + next
-            }
+            bounds = try basicOffsetTableBounds(tableLength: bot.length, frame: index, first: first, read)
         } else if numberOfFrames > 1 {
-            // No offset table: walk every item header once.
-            var fragments: [Range<UInt64>] = []
-            var at = first
-            while true {
-                let i = try item(at)
-                if i.delimiter { break }
-                guard fragments.count < Self.maxFragments else {
-                    throw DICOMError.malformed("more than \(Self.maxFragments) pixel data fragments; refused")
-                }
-                fragments.append((at + 8)..<(at + 8 + i.length))
-                at += 8 + i.length
-            }
-            if fragments.count == numberOfFrames { return [fragments[index]] }
-            guard DICOMPixels.isJPEGFamily(transferSyntaxUID) else {
-                throw DICOMError.malformed(
-                    "\(fragments.count) fragments for \(numberOfFrames) frames and no offset table: cannot tell where frame \(index) is")
-            }
-            var groups: [[Range<UInt64>]] = []
-            for f in fragments {
-                let soi = f.count >= 2 ? try bytes(f.lowerBound, 2) == [0xFF, 0xD8] : false
-                if soi || groups.isEmpty { groups.append([f]) } else { groups[groups.count - 1].append(f) }
-            }
-            guard groups.count == numberOfFrames else {
-                throw DICOMError.malformed(
-                    "\(groups.count) JPEG frames found in the fragments for \(numberOfFrames) frames and no offset table")
-            }
-            return groups[index]
+            return try fragmentsWithoutOffsetTable(frame: index, first: first, read)
+        } else {
+            bounds = (first, nil)
         }
+        let ranges = try Self.fragments(from: bounds.start, to: bounds.end, read)
+        guard !ranges.isEmpty else { throw DICOMError.malformed("frame \(index) has no fragments") }
+        return ranges
+    }
+
+    /// `count` bytes of the stream from `at`, or `.malformed` where the stream ends before them.
+    private static func readExactly(_ at: UInt64, _ count: Int, _ read: (UInt64, Int) throws -> [UInt8]) throws -> [UInt8] {
+        let b = try read(at, count)
+        guard b.count >= count else {
+            throw DICOMError.malformed("truncated: encapsulated pixel data stops at offset \(at + UInt64(b.count))")
+        }
+        return Array(b.prefix(count))
+    }
+
+    private static func u32(_ b: [UInt8], _ i: Int) -> UInt32 {
+        UInt32(b[i]) | UInt32(b[i + 1]) << 8 | UInt32(b[i + 2]) << 16 | UInt32(b[i + 3]) << 24
+    }
+
+    /// The item header at `at`: the sequence delimiter, or an item and its value length. Nothing else
+    /// may appear in encapsulated pixel data, and an item's length must be defined.
+    private static func item(at: UInt64, _ read: (UInt64, Int) throws -> [UInt8]) throws -> (delimiter: Bool, length: UInt64) {
+        let h = try readExactly(at, 8, read)
+        let group = UInt16(h[0]) | UInt16(h[1]) << 8, element = UInt16(h[2]) | UInt16(h[3]) << 8
+        let length = u32(h, 4)
+        if group == 0xFFFE && element == 0xE0DD { return (true, 0) }
+        guard group == 0xFFFE, element == 0xE000 else {
+            throw DICOMError.malformed("encapsulated pixel data: expected an item at offset \(at), found tag \(DICOMTag(group, element))")
+        }
+        guard length != 0xFFFF_FFFF else {
+            throw DICOMError.malformed("encapsulated pixel data: item with undefined length at offset \(at)")
+        }
+        return (false, UInt64(length))
+    }
+
+    /// Frame `index`'s bounds from the Extended Offset Table (64-bit offsets from the first fragment's
+    /// item), checked for overflow and order.
+    private func extendedOffsetTableBounds(_ eot: [UInt64], frame index: Int, first: UInt64) throws -> (start: UInt64, end: UInt64?) {
+        let (start, overflow) = first.addingReportingOverflow(eot[index])
+        guard !overflow else { throw DICOMError.malformed("Extended Offset Table entry \(index) is out of range") }
+        guard index + 1 < numberOfFrames else { return (start, nil) }
+        guard eot[index + 1] > eot[index] else { throw DICOMError.malformed("Extended Offset Table entries do not increase") }
+        let (end, overflow2) = first.addingReportingOverflow(eot[index + 1])
+        guard !overflow2 else { throw DICOMError.malformed("Extended Offset Table entry \(index + 1) is out of range") }
+        return (start, end)
+    }
+
+    /// Frame `index`'s bounds from the Basic Offset Table (the first item's value, `tableLength` bytes, one
+    /// 32-bit offset per frame): only this frame's entry and the next one are read.
+    private func basicOffsetTableBounds(
+        tableLength length: UInt64, frame index: Int, first: UInt64, _ read: (UInt64, Int) throws -> [UInt8]
+    ) throws -> (start: UInt64, end: UInt64?) {
+        guard length == 4 * UInt64(numberOfFrames) else {
+            throw DICOMError.malformed("the Basic Offset Table holds \(length / 4) entries for \(numberOfFrames) frames")
+        }
+        let entry = try Self.readExactly(valueOffset + 8 + 4 * UInt64(index), index + 1 < numberOfFrames ? 8 : 4, read)
+        let start = first + UInt64(Self.u32(entry, 0))
+        guard index + 1 < numberOfFrames else { return (start, nil) }
+        let next = UInt64(Self.u32(entry, 4))
+        guard next > UInt64(Self.u32(entry, 0)) else { throw DICOMError.malformed("Basic Offset Table entries do not increase") }
+        return (start, first + next)
+    }
+
+    /// Several frames and no offset table: every item header is walked once; then one fragment is one
+    /// frame, or (JPEG family) a frame starts at each fragment that begins with a JPEG SOI marker.
+    private func fragmentsWithoutOffsetTable(frame index: Int, first: UInt64, _ read: (UInt64, Int) throws -> [UInt8]) throws -> [Range<UInt64>] {
+        let fragments = try Self.fragments(from: first, to: nil, read)
+        if fragments.count == numberOfFrames { return [fragments[index]] }
+        guard DICOMPixels.isJPEGFamily(transferSyntaxUID) else {
+            throw DICOMError.malformed(
+                "\(fragments.count) fragments for \(numberOfFrames) frames and no offset table: cannot tell where frame \(index) is")
+        }
+        var groups: [[Range<UInt64>]] = []
+        for f in fragments {
+            let soi = f.count >= 2 ? try Self.readExactly(f.lowerBound, 2, read) == [0xFF, 0xD8] : false
+            if soi || groups.isEmpty { groups.append([f]) } else { groups[groups.count - 1].append(f) }
+        }
+        guard groups.count == numberOfFrames else {
+            throw DICOMError.malformed(
+                "\(groups.count) JPEG frames found in the fragments for \(numberOfFrames) frames and no offset table")
+        }
+        return groups[index]
+    }
+
+    /// The values of the items from `start` up to `end` (which must be an item boundary), or up to the
+    /// sequence delimiter when `end` is nil; at most `maxFragments`.
+    private static func fragments(from start: UInt64, to end: UInt64?, _ read: (UInt64, Int) throws -> [UInt8]) throws -> [Range<UInt64>] {
         var ranges: [Range<UInt64>] = []
         var at = start
         while end.map({ at < $0 }) ?? true {
-            let i = try item(at)
+            let i = try item(at: at, read)
             if i.delimiter {
                 guard end == nil else { throw DICOMError.malformed("an offset table points past the last fragment") }
                 break
             }
-            guard ranges.count < Self.maxFragments else {
-                throw DICOMError.malformed("more than \(Self.maxFragments) pixel data fragments; refused")
+            guard ranges.count < maxFragments else {
+                throw DICOMError.malformed("more than \(maxFragments) pixel data fragments; refused")
             }
             ranges.append((at + 8)..<(at + 8 + i.length))
             at += 8 + i.length
         }
         if let end, at != end { throw DICOMError.malformed("an offset table entry does not point at a fragment") }
-        guard !ranges.isEmpty else { throw DICOMError.malformed("frame \(index) has no fragments") }
         return ranges
     }
 

@@ -60,6 +60,30 @@ extension AuditEvent {
     }
 }
 
+/// A GET route's handler, with what its answer does with patient data. The route table keeps the kind
+/// by route, and the audit middleware writes it into every record of a request to that route (refused
+/// and failed ones too: the outcome says whether it happened), so that the report never has to read a
+/// path to know what a request did.
+struct AuditedRoute: HTTPResponder {
+    typealias Context = VaultRequestContext
+    let access: AuditAccess
+    let handler: @Sendable (Request, VaultRequestContext) async throws -> Response
+
+    func respond(to request: Request, context: VaultRequestContext) async throws -> Response {
+        try await handler(request, context)
+    }
+}
+
+extension RouterMethods where Context == VaultRequestContext {
+    /// A GET route (and so HEAD) and what it does with patient data. The route table refuses a GET
+    /// route registered any other way.
+    @discardableResult func get(
+        _ path: RouterPath, access: AuditAccess, use handler: @escaping @Sendable (Request, Context) async throws -> Response
+    ) -> Self {
+        on(path, method: .get, responder: AuditedRoute(access: access, handler: handler))
+    }
+}
+
 /// An error answer (PS3.18): a status and a short JSON body `{"error": message}`. Routes and the
 /// middleware throw it; Hummingbird's router turns it into the response, after the middleware has
 /// recorded it.

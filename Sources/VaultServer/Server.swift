@@ -62,36 +62,37 @@ public struct VaultAPIServer: Sendable {
         // Routes go through the table, which knows each path's methods (405 with Allow, OPTIONS).
         let routes = RouteTable(router)
         router.add(middleware: FrontMiddleware(vault: vault, listener: listener, browser: browser, routes: routes))
-        router.add(middleware: AuthAuditMiddleware(vault: vault))
+        router.add(middleware: AuthAuditMiddleware(vault: vault, routes: routes))
         let dicomweb = routes.group("dicom-web")
-        dicomweb.get("studies") { request, context in try QIDO.studies(vault, request, context) }
-        dicomweb.get("series") { request, context in try QIDO.series(vault, request, context, study: nil) }
-        dicomweb.get("studies/:study/series") { request, context in
+        // Each route states what its answer does with patient data; the audit record carries it.
+        dicomweb.get("studies", access: .search) { request, context in try QIDO.studies(vault, request, context) }
+        dicomweb.get("series", access: .search) { request, context in try QIDO.series(vault, request, context, study: nil) }
+        dicomweb.get("studies/:study/series", access: .search) { request, context in
             try QIDO.series(vault, request, context, study: context.parameters.get("study"))
         }
-        dicomweb.get("instances") { request, context in try QIDO.instances(vault, request, context, study: nil, series: nil) }
-        dicomweb.get("studies/:study/instances") { request, context in
+        dicomweb.get("instances", access: .search) { request, context in try QIDO.instances(vault, request, context, study: nil, series: nil) }
+        dicomweb.get("studies/:study/instances", access: .search) { request, context in
             try QIDO.instances(vault, request, context, study: context.parameters.get("study"), series: nil)
         }
-        dicomweb.get("studies/:study/series/:series/instances") { request, context in
+        dicomweb.get("studies/:study/series/:series/instances", access: .search) { request, context in
             try QIDO.instances(vault, request, context, study: context.parameters.get("study"), series: context.parameters.get("series"))
         }
-        dicomweb.get("studies/:study/series/:series/instances/:instance") { request, context in
+        dicomweb.get("studies/:study/series/:series/instances/:instance", access: .retrieve) { request, context in
             try WADO.instance(vault, request, context)
         }
-        dicomweb.get("studies/:study/series/:series/instances/:instance/metadata") { request, context in
+        dicomweb.get("studies/:study/series/:series/instances/:instance/metadata", access: .metadata) { request, context in
             try WADO.metadata(vault, request, context)
         }
-        dicomweb.get("studies/:study/series/:series/metadata") { request, context in
+        dicomweb.get("studies/:study/series/:series/metadata", access: .metadata) { request, context in
             try WADO.metadata(vault, request, context)
         }
-        dicomweb.get("studies/:study/metadata") { request, context in
+        dicomweb.get("studies/:study/metadata", access: .metadata) { request, context in
             try WADO.metadata(vault, request, context)
         }
-        dicomweb.get("studies/:study/series/:series") { request, context in
+        dicomweb.get("studies/:study/series/:series", access: .retrieve) { request, context in
             try WADO.series(vault, request, context)
         }
-        dicomweb.get("studies/:study") { request, context in
+        dicomweb.get("studies/:study", access: .retrieve) { request, context in
             try WADO.study(vault, request, context)
         }
         WADOPixels.register(on: dicomweb, vault: vault)
@@ -136,6 +137,8 @@ public struct VaultAPIServer: Sendable {
 struct AuthAuditMiddleware: RouterMiddleware {
     typealias Context = VaultRequestContext
     let vault: Vault
+    /// What each route does with patient data, for the records.
+    let routes: RouteTable
     let failures = FailureTracker()
 
     func handle(_ request: Request, context: VaultRequestContext, next: (Request, VaultRequestContext) async throws -> Response) async throws -> Response {
@@ -143,6 +146,8 @@ struct AuthAuditMiddleware: RouterMiddleware {
         if context.peer == nil { context.peer = await Self.peerCredentials(context.channel) }
         let action = request.uri.path
         var event = AuditEvent(actor: "-", role: "-", peerUID: context.peer?.uid, peerPID: context.peer?.pid, action: .request(method: request.method.rawValue, path: action), outcome: .denied)
+        // The route is already resolved: its kind goes into the record whatever the outcome.
+        event.access = routes.access(endpoint: context.coreContext.endpointPath.value, method: request.method)
         guard let header = request.headers[.authorization], header.hasPrefix("Bearer "),
             let account = try vault.authenticate(token: String(header.dropFirst(7)))
         else {

@@ -12,13 +12,18 @@ enum WADOPixels {
     /// The routes, under `/dicom-web`.
     static func register(on group: RouterGroup<VaultRequestContext>, vault: Vault) {
         let instance = "studies/:study/series/:series/instances/:instance"
-        group.get("\(instance)/frames/:frames") { request, context in try frames(vault, request, context) }
-        group.get("\(instance)/bulkdata/:tag") { request, context in try bulkData(vault, request, context) }
+        // Every one sends pixel data, or an image made from it: a retrieval.
+        group.get("\(instance)/frames/:frames", access: .retrieve) { request, context in try frames(vault, request, context) }
+        group.get("\(instance)/bulkdata/:tag", access: .retrieve) { request, context in try bulkData(vault, request, context) }
         for kind in RenderKind.allCases {
-            group.get("\(instance)/frames/:frames/\(kind.rawValue)") { request, context in try render(kind, vault, request, context) }
-            group.get("\(instance)/\(kind.rawValue)") { request, context in try render(kind, vault, request, context) }
-            group.get("studies/:study/series/:series/\(kind.rawValue)") { request, context in try render(kind, vault, request, context) }
-            group.get("studies/:study/\(kind.rawValue)") { request, context in try render(kind, vault, request, context) }
+            group.get("\(instance)/frames/:frames/\(kind.rawValue)", access: .retrieve) { request, context in
+                try render(kind, vault, request, context)
+            }
+            group.get("\(instance)/\(kind.rawValue)", access: .retrieve) { request, context in try render(kind, vault, request, context) }
+            group.get("studies/:study/series/:series/\(kind.rawValue)", access: .retrieve) { request, context in
+                try render(kind, vault, request, context)
+            }
+            group.get("studies/:study/\(kind.rawValue)", access: .retrieve) { request, context in try render(kind, vault, request, context) }
         }
     }
 
@@ -207,36 +212,55 @@ enum WADOPixels {
             frames.close()
             throw APIError(.notAcceptable, "bulk data is sent as application/octet-stream (single part) or multipart/related; type=\"application/octet-stream\"")
         }
-        let partType = "application/octet-stream; transfer-syntax=\(layout.transferSyntaxUID)"
-        // What the value is: one stream range (native, or a single encapsulated frame's one fragment), or frames.
-        var whole: Range<UInt64>?
-        var frameRanges: [[Range<UInt64>]] = []
-        do {
-            if !layout.isEncapsulated {
-                let length = layout.valueLength ?? UInt64(layout.frameSize * layout.numberOfFrames)
-                whole = layout.valueOffset..<(layout.valueOffset + length)
-            } else {
-                frameRanges = try (0..<layout.numberOfFrames).map { try frames.storedRanges(ofFrame: $0) }
-                if frameRanges.count == 1, frameRanges[0].count == 1 { whole = frameRanges[0][0] }
-            }
-        } catch {
+        let value: (whole: Range<UInt64>?, frames: [[Range<UInt64>]])
+        do { value = try bulkValue(frames) } catch {
             frames.close()
             throw pixelError(error)
         }
-        let channel = context.channel
+        let answer = BulkAnswer(
+            frames: frames, partType: "application/octet-stream; transfer-syntax=\(layout.transferSyntaxUID)", study: ids.study,
+            patient: item.patientID, context: context)
         if single {
-            // Single part: the value, or a byte range of it.
-            guard let whole else {
+            guard let whole = value.whole else {
                 frames.close()
                 throw APIError(.notAcceptable, "this encapsulated Pixel Data holds several fragments: ask for multipart/related; type=\"application/octet-stream\"")
             }
+            return try answer.singlePart(whole, range: request.headers[.range])
+        }
+        // Multipart: one part for a native value; one part per frame for encapsulated data.
+        return answer.multipart(value.whole.map { [[$0]] } ?? value.frames)
+    }
+
+    /// Where the Pixel Data value is: one stream range (native, or a single encapsulated frame's one
+    /// fragment) as `whole`; and for encapsulated data, each frame's fragments.
+    static func bulkValue(_ frames: InstanceFrameReader) throws -> (whole: Range<UInt64>?, frames: [[Range<UInt64>]]) {
+        let layout = frames.layout
+        guard layout.isEncapsulated else {
+            let length = layout.valueLength ?? UInt64(layout.frameSize * layout.numberOfFrames)
+            return (layout.valueOffset..<(layout.valueOffset + length), [])
+        }
+        let frameRanges = try (0..<layout.numberOfFrames).map { try frames.storedRanges(ofFrame: $0) }
+        return (frameRanges.count == 1 && frameRanges[0].count == 1 ? frameRanges[0][0] : nil, frameRanges)
+    }
+
+    /// A bulk data answer being made: the reader (closed when the body is sent, or on a refusal), the
+    /// parts' media type, and what the audit record names.
+    struct BulkAnswer {
+        let frames: InstanceFrameReader
+        let partType: String
+        let study: String
+        let patient: String
+        let context: VaultRequestContext
+
+        /// Single part: the value, or the byte range of it that `Range` asks for (206; 416 outside it).
+        func singlePart(_ whole: Range<UInt64>, range rangeHeader: String?) throws -> Response {
             let total = UInt64(whole.count)
             var status = HTTPResponse.Status.ok
             var slice = whole
             var headers = HTTPFields()
             headers[.contentType] = partType
             headers[.acceptRanges] = "bytes"
-            if let rangeHeader = request.headers[.range] {
+            if let rangeHeader {
                 switch byteRange(rangeHeader, total: total) {
                 case .none: break
                 case .unsatisfiable:
@@ -248,8 +272,8 @@ enum WADOPixels {
                     headers[.contentRange] = "bytes \(r.lowerBound)-\(r.upperBound - 1)/\(total)"
                 }
             }
-            context.recordDisclosure(studies: [ids.study], patients: [item.patientID], instances: 1, bytes: Int64(slice.count))
-            let sent = slice
+            context.recordDisclosure(studies: [study], patients: [patient], instances: 1, bytes: Int64(slice.count))
+            let (frames, channel, sent) = (frames, context.channel, slice)
             let body = ResponseBody(contentLength: sent.count) { writer in
                 defer { frames.close() }
                 try await stream(frames, sent, channel: channel, to: &writer)
@@ -257,28 +281,32 @@ enum WADOPixels {
             }
             return Response(status: status, headers: headers, body: body)
         }
-        // Multipart: one part for a native value; one part per frame for encapsulated data.
-        let parts: [[Range<UInt64>]] = whole.map { [[$0]] } ?? frameRanges
-        let boundary = "medvault-" + UUID().uuidString
-        @Sendable func head(_ i: Int, _ length: Int) -> String {
-            (i == 0 ? "" : "\r\n") + "--\(boundary)\r\nContent-Type: \(partType)\r\nContent-Length: \(length)\r\n\r\n"
-        }
-        let tail = "\r\n--\(boundary)--\r\n"
-        let sizes = parts.map { $0.reduce(0) { $0 + $1.count } }
-        let length = sizes.enumerated().reduce(tail.utf8.count) { $0 + head($1.offset, $1.element).utf8.count + $1.element }
-        context.recordDisclosure(studies: [ids.study], patients: [item.patientID], instances: 1, bytes: Int64(sizes.reduce(0, +)))
-        var headers = HTTPFields()
-        headers[.contentType] = "multipart/related; type=\"application/octet-stream\"; boundary=\(boundary)"
-        let body = ResponseBody(contentLength: length) { writer in
-            defer { frames.close() }
-            for (i, ranges) in parts.enumerated() {
-                try await writer.write(ByteBuffer(string: head(i, sizes[i])))
-                for r in ranges { try await stream(frames, r, channel: channel, to: &writer) }
+
+        /// multipart/related, one part per element of `parts` (each the stream ranges it joins).
+        func multipart(_ parts: [[Range<UInt64>]]) -> Response {
+            let boundary = "medvault-" + UUID().uuidString
+            let partType = partType
+            @Sendable func head(_ i: Int, _ length: Int) -> String {
+                (i == 0 ? "" : "\r\n") + "--\(boundary)\r\nContent-Type: \(partType)\r\nContent-Length: \(length)\r\n\r\n"
             }
-            try await writer.write(ByteBuffer(string: tail))
-            try await writer.finish(nil)
+            let tail = "\r\n--\(boundary)--\r\n"
+            let sizes = parts.map { $0.reduce(0) { $0 + $1.count } }
+            let length = sizes.enumerated().reduce(tail.utf8.count) { $0 + head($1.offset, $1.element).utf8.count + $1.element }
+            context.recordDisclosure(studies: [study], patients: [patient], instances: 1, bytes: Int64(sizes.reduce(0, +)))
+            var headers = HTTPFields()
+            headers[.contentType] = "multipart/related; type=\"application/octet-stream\"; boundary=\(boundary)"
+            let (frames, channel) = (frames, context.channel)
+            let body = ResponseBody(contentLength: length) { writer in
+                defer { frames.close() }
+                for (i, ranges) in parts.enumerated() {
+                    try await writer.write(ByteBuffer(string: head(i, sizes[i])))
+                    for r in ranges { try await stream(frames, r, channel: channel, to: &writer) }
+                }
+                try await writer.write(ByteBuffer(string: tail))
+                try await writer.finish(nil)
+            }
+            return Response(status: .ok, headers: headers, body: body)
         }
-        return Response(status: .ok, headers: headers, body: body)
     }
 
     static let pixelDataTag = "7FE00010"

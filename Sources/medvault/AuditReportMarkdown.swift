@@ -58,10 +58,33 @@ enum AuditText {
 extension AuditBreachReport {
     /// The report as a Markdown document a data-protection officer can read and attach to a notification.
     func markdown() -> String {
+        // In the order a reader needs them: what this is and whether the log can be trusted, the totals,
+        // who saw whose data, then the signs of an attack, the changes made, and the report's limits.
+        let lines: [[String]] = [
+            titleAndFacts(),
+            section("## Summary", [summarySentence()]),
+            patientsSection(),
+            accountsSection(),
+            refusalsSection(),
+            burstsSection(),
+            alertsSection(),
+            administrativeSection(),
+            integritySection(),
+            section("## What this report cannot show", Self.limits),
+        ]
+        return lines.flatMap { $0 }.joined(separator: "\n")
+    }
+
+    /// A heading, a blank line, the body, a blank line.
+    private func section(_ heading: String, _ body: [String]) -> [String] {
+        [heading, ""] + body + [""]
+    }
+
+    /// The title, the confidentiality note, a warning when the log is damaged, and the vault, period and
+    /// log facts.
+    private func titleAndFacts() -> [String] {
         typealias T = AuditText
-        var out: [String] = []
-        out.append("# Audit report: access to patient data in MedVault")
-        out.append("")
+        var out = ["# Audit report: access to patient data in MedVault", ""]
         out.append(
             "**Confidential: this report names patients.** It was produced for the vault administrator who unlocked the "
                 + "vault with its passphrase. Share it only with those entitled to it (e.g. the data-protection officer) and "
@@ -87,125 +110,126 @@ extension AuditBreachReport {
         out.append("")
         out.append("All times are UTC, from the clock of the machine that holds the vault.")
         out.append("")
+        return out
+    }
 
-        out.append("## Summary")
-        out.append("")
-        out.append(summarySentence())
-        out.append("")
-
-        out.append("## Patients whose data was accessed")
-        out.append("")
-        if patients.isEmpty {
-            out.append("No patient's data was read, exported, searched for or listed in this period.")
-        } else {
-            out.append("One row per patient and account. *Retrieved*: whole DICOM files (images) sent through the API; "
+    /// One row per patient and account that accessed the patient's data.
+    private func patientsSection() -> [String] {
+        typealias T = AuditText
+        guard !patients.isEmpty else {
+            return section("## Patients whose data was accessed", ["No patient's data was read, exported, searched for or listed in this period."])
+        }
+        var rows: [[String]] = []
+        for p in patients {
+            let name = p.catalogNames.isEmpty ? "n/a (not in the vault)" : p.catalogNames.map(T.cell).joined(separator: " / ")
+            for a in p.accessors {
+                rows.append([T.cell(p.patientID), name, accountCell(a.account, a.role), T.peers(a.peerUIDs, a.peerPIDs),
+                             how(a.figures), instancesCell(a.figures), bytesCell(a.figures), T.time(a.figures.first), T.time(a.figures.last)])
+            }
+        }
+        return section("## Patients whose data was accessed", [
+            "One row per patient and account. *Retrieved*: whole DICOM files, frames, pixel data or rendered images sent through the API; "
                 + "*metadata*: every attribute except the images; *exported*: files written by `medvault export`; "
                 + "*searches* and *listings* showed the patient's identifiers and study details, not images. The name is "
-                + "the one the vault holds now (the log records the Patient ID).")
-            out.append("")
-            var rows: [[String]] = []
-            for p in patients {
-                let name = p.catalogNames.isEmpty ? "n/a (not in the vault)" : p.catalogNames.map(T.cell).joined(separator: " / ")
-                for a in p.accessors {
-                    rows.append([T.cell(p.patientID), name, accountCell(a.account, a.role), T.peers(a.peerUIDs, a.peerPIDs),
-                                 how(a.figures), instancesCell(a.figures), bytesCell(a.figures), T.time(a.figures.first), T.time(a.figures.last)])
-                }
-            }
-            out.append(T.table(["Patient ID", "Name", "Account", "Peer", "How", "Instances", "Bytes", "First", "Last"], rows))
-        }
-        out.append("")
+                + "the one the vault holds now (the log records the Patient ID).",
+            "",
+            T.table(["Patient ID", "Name", "Account", "Peer", "How", "Instances", "Bytes", "First", "Last"], rows),
+        ])
+    }
 
-        out.append("## Accounts")
-        out.append("")
-        if accounts.isEmpty {
-            out.append("No account acted in this period.")
-        } else {
-            out.append("API accounts by name and role; `cli` marks the operating-system user who ran a `medvault` command on the vault host.")
-            out.append("")
-            out.append(T.table(
-                ["Account", "Peer", "Patients", "Retrieved", "Metadata", "Exported", "Bytes", "Searches / listings", "Imports", "Refused", "Failed", "Admin", "First", "Last"],
-                accounts.map { a in
-                    let f = a.figures
-                    func count(_ instances: Int, _ requests: Int) -> String { requests == 0 ? "–" : "\(instances) in \(requests)" }
-                    return [accountCell(a.account, a.role), T.peers(a.peerUIDs, a.peerPIDs), "\(a.patients)",
-                            count(f.instancesRetrieved, f.retrievals), count(f.instancesMetadata, f.metadataRequests),
-                            count(f.instancesExported, f.exports), bytesCell(f), "\(f.searches) / \(f.listings)",
-                            count(a.instancesImported, a.imports), "\(a.refused)", "\(a.failed)",
-                            "\(a.administrativeActions)", T.time(f.first), T.time(f.last)]
-                }))
-            out.append("")
-            out.append("*Retrieved*, *Metadata*, *Exported*, *Imports*: instances, in so many requests or commands.")
-        }
-        out.append("")
+    /// One row per account (API accounts, and the OS users of the CLI) that acted in the period.
+    private func accountsSection() -> [String] {
+        typealias T = AuditText
+        guard !accounts.isEmpty else { return section("## Accounts", ["No account acted in this period."]) }
+        let table = T.table(
+            ["Account", "Peer", "Patients", "Retrieved", "Metadata", "Exported", "Bytes", "Searches / listings", "Imports", "Refused", "Failed", "Admin", "First", "Last"],
+            accounts.map { a in
+                let f = a.figures
+                func count(_ instances: Int, _ requests: Int) -> String { requests == 0 ? "–" : "\(instances) in \(requests)" }
+                return [accountCell(a.account, a.role), T.peers(a.peerUIDs, a.peerPIDs), "\(a.patients)",
+                        count(f.instancesRetrieved, f.retrievals), count(f.instancesMetadata, f.metadataRequests),
+                        count(f.instancesExported, f.exports), bytesCell(f), "\(f.searches) / \(f.listings)",
+                        count(a.instancesImported, a.imports), "\(a.refused)", "\(a.failed)",
+                        "\(a.administrativeActions)", T.time(f.first), T.time(f.last)]
+            })
+        return section("## Accounts", [
+            "API accounts by name and role; `cli` marks the operating-system user who ran a `medvault` command on the vault host.",
+            "",
+            table,
+            "",
+            "*Retrieved*, *Metadata*, *Exported*, *Imports*: instances, in so many requests or commands.",
+        ])
+    }
 
-        out.append("## Refused requests")
-        out.append("")
-        if refused.isEmpty {
-            out.append("No request was refused in this period.")
-        } else {
-            out.append("401: no valid token (missing, wrong, expired, revoked, or a disabled account). 403: a valid account without the right.")
-            out.append("")
-            out.append(T.table(["Peer", "401", "403", "Accounts (403)", "Processes", "First", "Last"], refused.map { p in
+    /// Refused requests by peer.
+    private func refusalsSection() -> [String] {
+        typealias T = AuditText
+        guard !refused.isEmpty else { return section("## Refused requests", ["No request was refused in this period."]) }
+        return section("## Refused requests", [
+            "401: no valid token (missing, wrong, expired, revoked, or a disabled account). 403: a valid account without the right.",
+            "",
+            T.table(["Peer", "401", "403", "Accounts (403)", "Processes", "First", "Last"], refused.map { p in
                 [T.cell(p.peer), "\(p.unauthenticated)", "\(p.forbidden)", p.accounts.isEmpty ? "–" : p.accounts.map(T.cell).joined(separator: ", "),
                  "\(p.peerPIDs.count)", T.time(p.first), T.time(p.last)]
-            }))
-        }
-        out.append("")
-        out.append("### Bursts")
-        out.append("")
-        if bursts.isEmpty {
-            out.append("No burst (\(Self.burstThreshold) or more refusals from one peer within \(Int(Self.burstSeconds)) s).")
-        } else {
-            out.append("\(Self.burstThreshold) or more refusals from one peer within \(Int(Self.burstSeconds)) s: someone may be guessing tokens, or a client uses a revoked one.")
-            out.append("")
-            out.append(T.table(["Peer", "From", "To", "Refusals", "Most in 60 s"], bursts.map {
-                [T.cell($0.peer), T.time($0.start), T.time($0.end), "\($0.refusals)", "\($0.peakPerMinute)"]
-            }))
-        }
-        out.append("")
-
-        out.append("## Alerts")
-        out.append("")
-        if alerts.isEmpty {
-            out.append("No alert was raised in this period.")
-        } else {
-            out.append(T.table(["Record", "Time", "Peer", "Alert"], alerts.map { ["\($0.record)", T.time($0.time), T.cell($0.peer), T.cell($0.detail)] }))
-        }
-        out.append("")
-
-        out.append("## Administrative actions")
-        out.append("")
-        if administrative.isEmpty {
-            out.append("No account, token or key was changed in this period.")
-        } else {
-            out.append(T.table(["Record", "Time", "By", "Action", "Outcome", "Detail"], administrative.map {
-                ["\($0.record)", T.time($0.time), accountCell($0.actor, $0.role), T.cell($0.action), T.cell($0.outcome), T.cell($0.detail)]
-            }))
-        }
-        out.append("")
-
-        out.append("## Integrity of the audit log")
-        out.append("")
-        if integrity.ok {
-            out.append("Every record's seal and the chain linking all \(T.plural(integrity.records, "record")) verified, and the log's "
-                + "authenticated head matches its last record: no record was edited, removed, inserted or reordered since it was written.")
-        } else {
-            out.append("The check found:")
-            out.append("")
-            for p in integrity.problems { out.append("- \(T.cell(p.segment)) at byte \(p.offset) (record \(p.record)): \(T.cell(p.detail))") }
-        }
-        out.append("")
-
-        out.append("## What this report cannot show")
-        out.append("")
-        out.append("- Anything done outside MedVault: someone who has the vault passphrase and the files can decrypt data without leaving a record, and can rewrite the log consistently.")
-        out.append("- Bytes sent through the API are not recorded; they show as n/a. Instance counts are recorded. A retrieval is recorded when the answer starts: a client that disconnected early may have received fewer instances.")
-        out.append("- Searches and listings record which patients they named, not which attributes were shown.")
-        out.append("- What happened to data after it left the vault (exported files, a viewer's cache).")
-        out.append("- Peers are identified by operating-system uid and process id on the vault host; the loopback TCP listener cannot see them (shown as unknown).")
-        out.append("")
-        return out.joined(separator: "\n")
+            }),
+        ])
     }
+
+    /// Runs of refusals from one peer (a sub-section of the refusals).
+    private func burstsSection() -> [String] {
+        typealias T = AuditText
+        guard !bursts.isEmpty else {
+            return section("### Bursts", ["No burst (\(Self.burstThreshold) or more refusals from one peer within \(Int(Self.burstSeconds)) s)."])
+        }
+        return section("### Bursts", [
+            "\(Self.burstThreshold) or more refusals from one peer within \(Int(Self.burstSeconds)) s: someone may be guessing tokens, or a client uses a revoked one.",
+            "",
+            T.table(["Peer", "From", "To", "Refusals", "Most in 60 s"], bursts.map {
+                [T.cell($0.peer), T.time($0.start), T.time($0.end), "\($0.refusals)", "\($0.peakPerMinute)"]
+            }),
+        ])
+    }
+
+    private func alertsSection() -> [String] {
+        typealias T = AuditText
+        guard !alerts.isEmpty else { return section("## Alerts", ["No alert was raised in this period."]) }
+        return section("## Alerts", [
+            T.table(["Record", "Time", "Peer", "Alert"], alerts.map { ["\($0.record)", T.time($0.time), T.cell($0.peer), T.cell($0.detail)] }),
+        ])
+    }
+
+    private func administrativeSection() -> [String] {
+        typealias T = AuditText
+        guard !administrative.isEmpty else {
+            return section("## Administrative actions", ["No account, token or key was changed in this period."])
+        }
+        return section("## Administrative actions", [
+            T.table(["Record", "Time", "By", "Action", "Outcome", "Detail"], administrative.map {
+                ["\($0.record)", T.time($0.time), accountCell($0.actor, $0.role), T.cell($0.action), T.cell($0.outcome), T.cell($0.detail)]
+            }),
+        ])
+    }
+
+    /// The log's check: that it verified, or each problem with its place.
+    private func integritySection() -> [String] {
+        typealias T = AuditText
+        guard !integrity.ok else {
+            return section("## Integrity of the audit log", [
+                "Every record's seal and the chain linking all \(T.plural(integrity.records, "record")) verified, and the log's "
+                    + "authenticated head matches its last record: no record was edited, removed, inserted or reordered since it was written.",
+            ])
+        }
+        return section("## Integrity of the audit log",
+            ["The check found:", ""] + integrity.problems.map { "- \(T.cell($0.segment)) at byte \($0.offset) (record \($0.record)): \(T.cell($0.detail))" })
+    }
+
+    private static let limits = [
+        "- Anything done outside MedVault: someone who has the vault passphrase and the files can decrypt data without leaving a record, and can rewrite the log consistently.",
+        "- Bytes are not recorded for metadata requests and searches; they show as n/a. Instance counts are recorded. A retrieval is recorded when the answer starts: a client that disconnected early may have received fewer instances.",
+        "- Searches and listings record which patients they named, not which attributes were shown.",
+        "- What happened to data after it left the vault (exported files, a viewer's cache).",
+        "- Peers are identified by operating-system uid and process id on the vault host; the loopback TCP listener cannot see them (shown as unknown).",
+    ]
 
     func summarySentence() -> String {
         typealias T = AuditText

@@ -12,9 +12,11 @@ extension AuditFixtures {
 
     public func at(_ seconds: TimeInterval) -> Date { Self.base.addingTimeInterval(seconds) }
 
-    public func api(_ path: String, _ account: String, _ role: String, at t: TimeInterval, pid: Int32, patients: [String] = [],
+    /// An API request as this release records it: the path, and what the server says its route does.
+    public func api(_ path: String, _ access: AuditAccess, _ account: String, _ role: String, at t: TimeInterval, pid: Int32, patients: [String] = [],
              instances: Int = 0, outcome: String = "ok", status: String = "200", uid: UInt32? = 1000) -> AuditEvent {
         var e = AuditEvent(time: at(t), actor: account, role: role, peerUID: uid, peerPID: pid, action: .request(method: "GET", path: path), outcome: AuditOutcome(rawValue: outcome)!)
+        e.access = access
         e.patientIDs = patients
         e.instances = instances
         e.detail = status
@@ -34,6 +36,7 @@ extension AuditFixtures {
     public func refusal(at t: TimeInterval, uid: UInt32?, account: String = "-", status: String = "401") -> AuditEvent {
         var e = AuditEvent(time: at(t), actor: account, role: account == "-" ? "-" : "backup", peerUID: uid, peerPID: 9000 + Int32(t),
                            action: .request(method: "GET", path: "/dicom-web/studies"), outcome: .denied)
+        e.access = .search
         e.detail = status
         return e
     }
@@ -44,12 +47,12 @@ extension AuditFixtures {
             cli("import", at: -7200, patients: ["P1", "P2"], instances: 18, bytes: 30_000),  // before the window
             cli("export", at: 0, patients: ["P1"], instances: 6, bytes: 10_722, detail: "to /mnt/usb"),
             cli("ls", at: 5, patients: ["P1", "P2"], detail: "patients"),
-            api("/dicom-web/studies/1.2.3", "rad", "radiologist", at: 60, pid: 100, patients: ["P1"], instances: 6),
-            api("/dicom-web/studies/1.2.4/series/1.2.4.1/instances/1.2.4.1.1", "rad", "radiologist", at: 61, pid: 101, patients: ["P2"], instances: 1),
-            api("/dicom-web/studies/1.2.4/series/1.2.4.1/metadata", "rad", "radiologist", at: 62, pid: 102, patients: ["P2"], instances: 3),
-            api("/dicom-web/studies", "view", "viewer", at: 63, pid: 103, patients: ["P1", "P2"]),
-            api("/dicom-web/studies/1.2.4/series", "view", "viewer", at: 64, pid: 104, patients: ["P2"]),
-            api("/dicom-web/studies/9.9.9", "view", "viewer", at: 65, pid: 105, outcome: "failed", status: "404"),
+            api("/dicom-web/studies/1.2.3", .retrieve, "rad", "radiologist", at: 60, pid: 100, patients: ["P1"], instances: 6),
+            api("/dicom-web/studies/1.2.4/series/1.2.4.1/instances/1.2.4.1.1", .retrieve, "rad", "radiologist", at: 61, pid: 101, patients: ["P2"], instances: 1),
+            api("/dicom-web/studies/1.2.4/series/1.2.4.1/metadata", .metadata, "rad", "radiologist", at: 62, pid: 102, patients: ["P2"], instances: 3),
+            api("/dicom-web/studies", .search, "view", "viewer", at: 63, pid: 103, patients: ["P1", "P2"]),
+            api("/dicom-web/studies/1.2.4/series", .search, "view", "viewer", at: 64, pid: 104, patients: ["P2"]),
+            api("/dicom-web/studies/9.9.9", .retrieve, "view", "viewer", at: 65, pid: 105, outcome: "failed", status: "404"),
             cli("export", at: 66, outcome: "failed", detail: "study 9.9.9: not found"),
             refusal(at: 70, uid: 1001, account: "bk", status: "403"),
             cli("user.add", at: 300, detail: "carol as viewer"),
@@ -67,6 +70,15 @@ extension AuditFixtures {
         alert.detail = "10 failed authentications from uid 1001 in the last 60 s"
         events.append(alert)
         return events.sorted { $0.time < $1.time }
+    }
+
+    /// The same morning as a release before the `access` field wrote it: request records without it.
+    public func morningAsEarlierReleasesWroteIt() -> [AuditEvent] {
+        morning().map {
+            var e = $0
+            e.access = nil
+            return e
+        }
     }
 
     public func loggedVault(_ dir: TempDir) throws -> Vault {

@@ -2,6 +2,7 @@ import VaultAudit
 import Foundation
 import Testing
 import TestSupport
+import VaultIO
 @testable import VaultStore
 
 @Suite struct AuditReportTests: AuditFixtures {
@@ -92,6 +93,69 @@ import TestSupport
         #expect(kind("import", role: "cli") == .importData)
         #expect(kind("alert") == .alert)
         #expect(kind("passphrase.change", role: "cli") == .administrative)
+    }
+
+    /// A request record names what its route did; the report takes that, never the path.
+    @Test func theServersAccessKindDecidesNotThePath() {
+        func kind(_ method: String, _ path: String, _ access: AuditAccess) -> AuditRecordKind {
+            var e = AuditEvent(actor: "x", role: "viewer", action: .request(method: method, path: path), outcome: .ok)
+            e.access = access
+            return AuditRecordKind.of(e)
+        }
+        #expect(kind("GET", "/dicom-web/studies/1/series/2/instances/3/frames/1", .retrieve) == .access(.retrieve))
+        #expect(kind("GET", "/dicom-web/studies/1/thumbnail", .retrieve) == .access(.retrieve))
+        #expect(kind("GET", "/dicom-web/studies/1/instances", .search) == .access(.search))
+        #expect(kind("GET", "/dicom-web/studies/1/metadata", .metadata) == .access(.metadata))
+        // A path shaped like a retrieval that read nothing (a preflight, a 405) is not counted as one.
+        #expect(kind("OPTIONS", "/dicom-web/studies/1", .noPatientData) == .otherRequest)
+        #expect(kind("DELETE", "/dicom-web/studies/1", .noPatientData) == .otherRequest)
+        // A kind from a later release is not guessed at.
+        #expect(kind("GET", "/dicom-web/studies/1", .unrecognized("store")) == .otherRequest)
+    }
+
+    /// The field in the sealed JSON: `access` only in request records, a later release's kind kept.
+    @Test func theAccessFieldIsWrittenOnlyWhenSet() throws {
+        let decoder = JSONDecoder.iso
+        var e = AuditEvent(time: at(60), actor: "rad", role: "radiologist", action: .request(method: "GET", path: "/dicom-web/studies/1"), outcome: .ok)
+        #expect(!String(decoding: try JSONFiles.encode(e, "test"), as: UTF8.self).contains("access"))
+        e.access = .retrieve
+        let written = String(decoding: try JSONFiles.encode(e, "test"), as: UTF8.self)
+        #expect(written.contains(#""access":"retrieve""#))
+        #expect(try decoder.decode(AuditEvent.self, from: Data(written.utf8)) == e)
+        let later = written.replacingOccurrences(of: #""access":"retrieve""#, with: #""access":"store""#)
+        #expect(try decoder.decode(AuditEvent.self, from: Data(later.utf8)).access == .unrecognized("store"))
+        let none = written.replacingOccurrences(of: #""access":"retrieve""#, with: #""access":"none""#)
+        #expect(try decoder.decode(AuditEvent.self, from: Data(none.utf8)).access == .noPatientData)
+    }
+
+    /// A request record as a release before the `access` field wrote it (sealed JSON, sorted keys)
+    /// reads back unchanged, is written back byte for byte the same, and is classified by its path as
+    /// that release's report did.
+    @Test func aRecordWrittenBeforeTheAccessFieldClassifiesAsBefore() throws {
+        let earlier = #"{"action":"GET \/dicom-web\/studies\/1.2.3","actor":"rad","bytes":0,"detail":"200","instanceUIDs":[],"#
+            + #""instances":6,"outcome":"ok","patientIDs":["P1"],"peerPID":100,"peerUID":1000,"role":"radiologist","seriesUIDs":[],"#
+            + #""studyUIDs":["1.2.3"],"time":"2026-11-23T08:01:00Z"}"#
+        let e = try JSONDecoder.iso.decode(AuditEvent.self, from: Data(earlier.utf8))
+        #expect(e.access == nil && e.action == .request(method: "GET", path: "/dicom-web/studies/1.2.3") && e.patientIDs == ["P1"])
+        #expect(String(decoding: try JSONFiles.encode(e, "test"), as: UTF8.self) == earlier)
+        #expect(AuditRecordKind.of(e) == .access(.retrieve))
+        #expect(AuditRecordKind.legacyRequestKind(path: "/dicom-web/studies/1.2.3/series/4/metadata") == .access(.metadata))
+    }
+
+    /// The whole morning as earlier releases logged it (no `access` in any record) gives the same report
+    /// as the morning logged by this release.
+    @Test func aLogWrittenBeforeTheAccessFieldGivesTheSameReport() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let current = try loggedVault(dir)
+        let (earlier, _) = try makeVault(dir, "earlier")
+        for e in morningAsEarlierReleasesWroteIt() { try earlier.audit(e) }
+        #expect(earlier.readAudit().records.allSatisfy { $0.event.access == nil })
+        let expected = try current.auditReport(window: try morningWindow, now: at(7200))
+        var report = try earlier.auditReport(window: try morningWindow, now: at(7200))
+        report.vaultID = expected.vaultID
+        report.vaultPath = expected.vaultPath
+        #expect(report == expected)
     }
 
     @Test func burstsNeedFiveWithinOneMinute() {
