@@ -48,6 +48,9 @@ public enum AuditAction: Hashable, Sendable, Codable, CustomStringConvertible {
         }
     }
 
+    /// The method of an API request, nil for any other action.
+    public var requestMethod: String? { if case .request(let method, _) = self { method } else { nil } }
+
     /// Whether the action is an API request (whatever its method).
     public var isRequest: Bool { if case .request = self { true } else { false } }
 
@@ -87,13 +90,15 @@ public enum AuditAccess: Hashable, Sendable, Codable, CustomStringConvertible {
     case metadata
     /// QIDO-RS searches: the identifiers and study attributes of what matched.
     case search
+    /// STOW-RS: instances stored (data in, not out; the stored patients are named in the record).
+    case store
     /// None: a path the API does not have, another method on a known path (405), `OPTIONS`. Stored as "none".
     case noPatientData
     /// A string this release does not know (written by a later one).
     case unrecognized(String)
 
     package static let named: [(AuditAccess, String)] = [
-        (.retrieve, "retrieve"), (.metadata, "metadata"), (.search, "search"), (.noPatientData, "none"),
+        (.retrieve, "retrieve"), (.metadata, "metadata"), (.search, "search"), (.store, "store"), (.noPatientData, "none"),
     ]
 
     /// The string stored in the sealed record.

@@ -251,7 +251,7 @@ package enum AuditRecordKind: Sendable, Equatable {
         switch e.action {
         case .alert: return .alert
         case .request(_, let path):
-            guard let access = e.access else { return legacyRequestKind(path: path) }
+            guard let access = e.access else { return legacyRequestKind(method: e.action.requestMethod, path: path) }
             return of(access)
         case .export: return .access(.export)
         case .list: return .access(.list)
@@ -267,21 +267,32 @@ package enum AuditRecordKind: Sendable, Equatable {
         case .retrieve: .access(.retrieve)
         case .metadata: .access(.metadata)
         case .search: .access(.search)
+        case .store: .importData
         case .noPatientData, .unrecognized: .otherRequest
         }
     }
 
     /// Records written before this release carry no access kind; these are the path shapes those
-    /// releases served (docs/api.md): …/metadata, retrieval of a study, series or instance, and
-    /// searches. Never needed for a record this release writes (the server states `access`).
-    package static func legacyRequestKind(path: String) -> AuditRecordKind {
+    /// releases served (docs/api.md): …/metadata, retrieval of a study, series or instance, their
+    /// frames, bulk data, rendered images and thumbnails, and searches. Only GET and HEAD read
+    /// (OPTIONS and 405 answers did not). Never needed for a record this release writes (the server
+    /// states `access`). The reports of earlier releases missed the pixel routes and the search within a
+    /// study: a breach report must not, so those shapes count here too.
+    package static func legacyRequestKind(method: String? = "GET", path: String) -> AuditRecordKind {
         // Earlier releases classified a request whose path did not start with "/" as administrative.
         guard path.hasPrefix("/") else { return .administrative }
         let parts = path.split(separator: "/").map(String.init)
         guard parts.first == "dicom-web" else { return .otherRequest }
+        guard method == nil || method == "GET" || method == "HEAD" else { return .otherRequest }
         let p = Array(parts.dropFirst())
         if p.last == "metadata" && p.first == "studies" { return .access(.metadata) }
+        if p.first == "studies", let pixel = p.firstIndex(where: { ["frames", "bulkdata", "rendered", "thumbnail"].contains($0) }),
+            pixel >= 2
+        {
+            return .access(.retrieve)
+        }
         switch (p.count, p.first) {
+        case (3, "studies") where p[2] == "instances": return .access(.search)
         case (1, "studies"), (1, "series"), (1, "instances"): return .access(.search)
         case (3, "studies") where p[2] == "series": return .access(.search)
         case (5, "studies") where p[2] == "series" && p[4] == "instances": return .access(.search)

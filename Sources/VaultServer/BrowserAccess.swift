@@ -128,7 +128,7 @@ final class RouteTable: RouterMethods, @unchecked Sendable {
     let router: Router<VaultRequestContext>
     /// By route (`RouterPath.description`, which is also the request context's endpoint path): its methods,
     /// and what its GET (and so HEAD) does with patient data.
-    private let paths = NIOLockedValueBox<[String: (path: RouterPath, methods: Set<HTTPRequest.Method>, access: AuditAccess?)]>([:])
+    private let paths = NIOLockedValueBox<[String: (path: RouterPath, methods: Set<HTTPRequest.Method>, access: [HTTPRequest.Method: AuditAccess])]>([:])
 
     /// Methods refused with 405 on a known path (others are unknown to the router and get 404).
     static let refusable: [HTTPRequest.Method] = [.get, .head, .post, .put, .delete, .patch, .trace]
@@ -138,24 +138,28 @@ final class RouteTable: RouterMethods, @unchecked Sendable {
     @discardableResult func on<Responder: HTTPResponder>(
         _ path: RouterPath, method: HTTPRequest.Method, responder: Responder
     ) -> Self where Responder.Context == Context {
-        // Every GET route states what it does with patient data (`get(_:access:use:)`): one registered
-        // without is a programming error, found when the router is built (every server test builds it).
+        // Every GET and POST route states what it does with patient data (`get`/`post(_:access:use:)`):
+        // one registered without is a programming error, found when the router is built (every server
+        // test builds it).
         let access = (responder as? AuditedRoute)?.access
-        if method == .get && access == nil { preconditionFailure("GET \(path) has no audit access kind: register it with get(_:access:use:)") }
+        if (method == .get || method == .post) && access == nil {
+            preconditionFailure("\(method) \(path) has no audit access kind: register it with get/post(_:access:use:)")
+        }
         paths.withLockedValue { table in
-            _ = table[path.description, default: (path, [], nil)].methods.insert(method)
-            if method == .get { table[path.description]?.access = access }
+            _ = table[path.description, default: (path, [], [:])].methods.insert(method)
+            if let access { table[path.description]?.access[method] = access }
         }
         router.on(path, method: method, responder: responder)
         return self
     }
 
-    /// What a request to the route `endpoint` does with patient data: what its GET route states, for a
-    /// GET or a HEAD (which runs the GET route); none for another method (405, OPTIONS) or a path the API
-    /// does not have (`endpoint` nil).
+    /// What a request to the route `endpoint` does with patient data: what its route for the method
+    /// states (a HEAD runs the GET route); none for another method (405, OPTIONS) or a path the API does
+    /// not have (`endpoint` nil).
     func access(endpoint: String?, method: HTTPRequest.Method) -> AuditAccess {
-        guard method == .get || method == .head, let endpoint else { return .noPatientData }
-        return paths.withLockedValue { $0[endpoint]?.access } ?? .noPatientData
+        guard let endpoint else { return .noPatientData }
+        let routed: HTTPRequest.Method = method == .head ? .get : method
+        return paths.withLockedValue { $0[endpoint]?.access[routed] } ?? .noPatientData
     }
 
     @discardableResult func add(middleware: any MiddlewareProtocol<Request, Response, Context>) -> Self {

@@ -82,6 +82,13 @@ extension RouterMethods where Context == VaultRequestContext {
     ) -> Self {
         on(path, method: .get, responder: AuditedRoute(access: access, handler: handler))
     }
+
+    /// A POST route and what it does with patient data (STOW-RS stores).
+    @discardableResult func post(
+        _ path: RouterPath, access: AuditAccess, use handler: @escaping @Sendable (Request, Context) async throws -> Response
+    ) -> Self {
+        on(path, method: .post, responder: AuditedRoute(access: access, handler: handler))
+    }
 }
 
 /// An error answer (PS3.18): a status and a short JSON body `{"error": message}`. Routes and the

@@ -97,8 +97,8 @@ public struct VaultAPIServer: Sendable {
         }
         WADOPixels.register(on: dicomweb, vault: vault)
         let limits = self.limits
-        dicomweb.post("studies") { request, context in try await STOW.store(vault, request, context, study: nil, limits: limits) }
-        dicomweb.post("studies/:study") { request, context in
+        dicomweb.post("studies", access: .store) { request, context in try await STOW.store(vault, request, context, study: nil, limits: limits) }
+        dicomweb.post("studies/:study", access: .store) { request, context in
             try await STOW.store(vault, request, context, study: context.parameters.get("study"), limits: limits)
         }
         routes.complete()  // last: the 405 and OPTIONS endpoints for every route registered above

@@ -1,7 +1,7 @@
 // STOW-RS (PS3.18 §10.5) driven in process over a real vault: instances go through the engine's import
 // path (sealed, audited as an import by the account, published), the answer is the Store Instances
 // Response in DICOM JSON, and the clear bytes never reach a file.
-import VaultAudit
+@testable import VaultAudit
 import VaultFormats
 import Foundation
 import HTTPTypes
@@ -112,6 +112,9 @@ import TestSupport
         #expect(imports.first?.patientIDs == ["STOW-0001"])
         let posts = records.filter { $0.action == .request(method: "POST", path: "/dicom-web/studies") }
         #expect(posts.count == 2 && posts.allSatisfy { $0.outcome == .ok && $0.detail == "200" })
+        // The request states that it stored (data in): the breach report does not count it as a read.
+        #expect(posts.allSatisfy { $0.access == .store && AuditRecordKind.of($0) == .importData })
+        #expect(posts.first?.patientIDs == ["STOW-0001"])
         // Published: the newest snapshot is not stale, and no clear patient name is anywhere under the vault.
         #expect(!s.vault.snapshotIsStale())
         let name = Array("Stowaway".utf8)

@@ -122,8 +122,10 @@ import VaultIO
         let written = String(decoding: try JSONFiles.encode(e, "test"), as: UTF8.self)
         #expect(written.contains(#""access":"retrieve""#))
         #expect(try decoder.decode(AuditEvent.self, from: Data(written.utf8)) == e)
-        let later = written.replacingOccurrences(of: #""access":"retrieve""#, with: #""access":"store""#)
-        #expect(try decoder.decode(AuditEvent.self, from: Data(later.utf8)).access == .unrecognized("store"))
+        let later = written.replacingOccurrences(of: #""access":"retrieve""#, with: #""access":"a-later-kind""#)
+        #expect(try decoder.decode(AuditEvent.self, from: Data(later.utf8)).access == .unrecognized("a-later-kind"))
+        let store = written.replacingOccurrences(of: #""access":"retrieve""#, with: #""access":"store""#)
+        #expect(try decoder.decode(AuditEvent.self, from: Data(store.utf8)).access == .store)
         let none = written.replacingOccurrences(of: #""access":"retrieve""#, with: #""access":"none""#)
         #expect(try decoder.decode(AuditEvent.self, from: Data(none.utf8)).access == .noPatientData)
     }
@@ -140,6 +142,17 @@ import VaultIO
         #expect(String(decoding: try JSONFiles.encode(e, "test"), as: UTF8.self) == earlier)
         #expect(AuditRecordKind.of(e) == .access(.retrieve))
         #expect(AuditRecordKind.legacyRequestKind(path: "/dicom-web/studies/1.2.3/series/4/metadata") == .access(.metadata))
+        // Pixel routes and the search within a study count too (earlier reports missed them); an OPTIONS
+        // or a refused method on a retrieval path is not a read.
+        let instance = "/dicom-web/studies/1.2.3/series/4/instances/5"
+        for path in [instance + "/frames/1,2", instance + "/bulkdata/7FE00010", instance + "/rendered", instance + "/thumbnail",
+                     instance + "/frames/3/rendered", "/dicom-web/studies/1.2.3/series/4/rendered", "/dicom-web/studies/1.2.3/thumbnail"] {
+            #expect(AuditRecordKind.legacyRequestKind(path: path) == .access(.retrieve), "\(path)")
+            #expect(AuditRecordKind.legacyRequestKind(method: "HEAD", path: path) == .access(.retrieve), "\(path)")
+            #expect(AuditRecordKind.legacyRequestKind(method: "OPTIONS", path: path) == .otherRequest, "\(path)")
+        }
+        #expect(AuditRecordKind.legacyRequestKind(path: "/dicom-web/studies/1.2.3/instances") == .access(.search))
+        #expect(AuditRecordKind.legacyRequestKind(method: "DELETE", path: instance) == .otherRequest)
     }
 
     /// The whole morning as earlier releases logged it (no `access` in any record) gives the same report
