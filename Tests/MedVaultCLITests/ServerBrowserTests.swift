@@ -82,7 +82,7 @@ import TestSupport
         ])
         #expect(preflight.status == 204)
         for line in [
-            "access-control-allow-origin: \(Self.viewer)", "access-control-allow-methods: get, head, options",
+            "access-control-allow-origin: \(Self.viewer)", "access-control-allow-methods: get, head, options, post",
             "access-control-allow-headers: authorization, content-type, accept, range", "access-control-max-age: 600", "vary: origin",
             "cross-origin-opener-policy: same-origin", "cross-origin-embedder-policy: require-corp",
         ] {
@@ -256,5 +256,85 @@ import TestSupport
         #expect(imports.first?["instances"] as? Int == files.count)
         let name = Array("Stowaway".utf8)
         #expect(allFiles(under: s.dir.sub("vault")).allSatisfy { !fileContains($0, name) })
+    }
+
+    static var hasChromium: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium") }
+
+    /// A real browser (headless Chromium) on a page from an allowed origin: it preflights, sends the
+    /// token, reads a study search, the metadata and frame 1 of an instance, and the headers CORS exposes.
+    /// The same page from an origin not listed cannot read anything. This is what a web viewer does.
+    @Test(.enabled(if: hasChromium, "tools/setup installs chromium"), .timeLimit(.minutes(3)))
+    func aBrowserOnAnAllowedOriginReadsAndAnotherOriginCannot() throws {
+        let allowedPort = ServerLimitTests.freeLoopbackPort(), otherPort = ServerLimitTests.freeLoopbackPort()
+        let s = try Server(["--allow-origin", "http://127.0.0.1:\(allowedPort)"])
+        defer { s.stop() }
+        let f = try #require(s.corpus.valid.first { $0.patient_id == "MRN0012345" })
+        let site = s.dir.sub("site")
+        try FileManager.default.createDirectory(atPath: site, withIntermediateDirectories: true)
+        let page = #"""
+            <html><body><pre id="out">pending</pre><script>
+            (async () => {
+              const q = new URLSearchParams(location.search), api = q.get("api"), auth = { Authorization: "Bearer " + q.get("token") };
+              const out = {};
+              try {
+                const r = await fetch(api + "/studies?PatientID=MRN0012345", { headers: { ...auth, Accept: "application/dicom+json" } });
+                out.search = r.status; out.studies = (await r.json()).map(o => o["0020000D"].Value[0]);
+                out.contentType = r.headers.get("Content-Type");
+                const i = api + "/studies/" + q.get("study") + "/series/" + q.get("series") + "/instances/" + q.get("sop");
+                const m = await fetch(i + "/metadata", { headers: auth });
+                out.metadata = m.status; out.sop = (await m.json())[0]["00080018"].Value[0];
+                const fr = await fetch(i + "/frames/1", { headers: { ...auth, Accept: 'multipart/related; type="application/octet-stream"; transfer-syntax=*' } });
+                out.frame = fr.status; out.frameBytes = (await fr.arrayBuffer()).byteLength;
+                out.frameType = fr.headers.get("Content-Type").split(";")[0];
+              } catch (e) { out.error = e.name + ": " + e.message; }
+              document.getElementById("out").textContent = JSON.stringify(out);
+            })();
+            </script></body></html>
+            """#
+        try Data(page.utf8).write(to: URL(fileURLWithPath: site + "/viewer.html"))
+        var servers: [Process] = []
+        // SIGKILL: the test process's children may inherit a blocked SIGTERM.
+        defer { for p in servers { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() } }
+        for port in [allowedPort, otherPort] {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["python3", "-m", "http.server", "\(port)", "--bind", "127.0.0.1", "--directory", site]
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+            try p.run()
+            servers.append(p)
+        }
+        usleep(500_000)
+        func browse(_ port: Int) throws -> [String: Any] {
+            let query = "api=http://127.0.0.1:\(s.port)/dicom-web&token=\(s.token)&study=\(f.study_uid!)&series=\(f.series_uid!)&sop=\(f.sop_uid!)"
+            let r = try run("/usr/bin/chromium", [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--user-data-dir=" + s.dir.sub("profile-\(port)"),
+                "--virtual-time-budget=15000", "--dump-dom", "http://127.0.0.1:\(port)/viewer.html?\(query)",
+            ])
+            let dom = r.stdout
+            guard let start = dom.range(of: "<pre id=\"out\">"), let end = dom.range(of: "</pre>", range: start.upperBound..<dom.endIndex) else {
+                Issue.record("no result in the page: \(dom.prefix(500)) \(r.stderr.suffix(500))")
+                return [:]
+            }
+            let text = String(dom[start.upperBound..<end.lowerBound]).replacingOccurrences(of: "&quot;", with: "\"").replacingOccurrences(of: "&amp;", with: "&")
+            return (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? ["unparsed": text]
+        }
+        let allowed = try browse(allowedPort)
+        #expect(allowed["error"] == nil, "\(allowed)")
+        #expect(allowed["search"] as? Int == 200 && allowed["contentType"] as? String == "application/dicom+json")
+        #expect(Set(allowed["studies"] as? [String] ?? []) == Set(s.corpus.valid.filter { $0.patient_id == "MRN0012345" }.compactMap(\.study_uid)))
+        #expect(allowed["metadata"] as? Int == 200 && allowed["sop"] as? String == f.sop_uid)
+        #expect(allowed["frame"] as? Int == 200 && allowed["frameType"] as? String == "multipart/related")
+        #expect((allowed["frameBytes"] as? Int ?? 0) > 0)
+        // The browser refuses the answers to a page from an origin not listed: the script sees a network error.
+        let other = try browse(otherPort)
+        #expect((other["error"] as? String)?.hasPrefix("TypeError") == true, "\(other)")
+        #expect(other["search"] == nil)
+        // The allowed page's preflights were answered before authentication and recorded as OPTIONS.
+        // The other origin's preflight was refused (403), so the browser never sent its GET.
+        let preflights = try s.audit().filter { ($0["action"] as? String)?.hasPrefix("OPTIONS /dicom-web/studies") == true }
+        let details = preflights.compactMap { $0["detail"] as? String }
+        #expect(details.contains("204 preflight") && details.contains("403 preflight from an origin not allowed"), "\(details)")
+        #expect(details.allSatisfy { $0 == "204 preflight" || $0 == "403 preflight from an origin not allowed" }, "\(details)")
     }
 }
