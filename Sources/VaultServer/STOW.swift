@@ -6,7 +6,6 @@
 import Foundation
 import Hummingbird
 import NIOCore
-import NIOPosix
 import VaultCatalog
 import VaultStore
 
@@ -44,7 +43,12 @@ enum STOW {
             summary = nil
         } else {
             do {
-                summary = try await NIOThreadPool.singleton.runIfActive { try vault.importIncoming(instances, options: options, by: actor) }
+                // Off the event loop: the import waits for the writer lock and fsyncs.
+                summary = try await withCheckedThrowingContinuation { continuation in
+                    DispatchQueue.global().async {
+                        continuation.resume(with: Result { try vault.importIncoming(instances, options: options, by: actor) })
+                    }
+                }
             } catch let aborted as ImportAborted {
                 // Disk full or the catalog could not commit: nothing of the unfinished batch is visible.
                 throw APIError(.serviceUnavailable, "the instances were not stored: \(aborted.reason)")
