@@ -2,6 +2,9 @@
 // the body as it arrives and hands each part's bytes on at once, holding back only what could be the
 // start of a boundary. Memory does not grow with a part's size.
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Why a multipart body could not be read.
 struct MultipartError: Error, Equatable, CustomStringConvertible {
@@ -125,16 +128,22 @@ struct MultipartReader {
         }
     }
 
+    /// The first occurrence of `needle` at or after `from` (memchr for its first byte: the body of a
+    /// part is megabytes of pixel data, scanned once).
     private func find(_ needle: [UInt8], from: Int) -> Int? {
         guard pending.count - from >= needle.count, let first = needle.first else { return nil }
-        var i = from
-        let last = pending.count - needle.count
-        while i <= last {
-            guard let hit = pending[i...last].firstIndex(of: first) else { return nil }
-            if pending[hit..<(hit + needle.count)].elementsEqual(needle) { return hit }
-            i = hit + 1
+        return pending.withUnsafeBytes { (buf: UnsafeRawBufferPointer) -> Int? in
+            guard let base = buf.baseAddress else { return nil }
+            var i = from
+            let last = buf.count - needle.count
+            while i <= last {
+                guard let hit = memchr(base + i, Int32(first), last - i + 1) else { return nil }
+                let at = base.distance(to: UnsafeRawPointer(hit))
+                if memcmp(base + at, needle, needle.count) == 0 { return at }
+                i = at + 1
+            }
+            return nil
         }
-        return nil
     }
 
     /// Header lines, names lower-cased. Folded lines are joined.
