@@ -190,7 +190,8 @@ package enum BlobCodec {
     }
 
     /// Reads and checks the clear header of either format: magic, version, id, and the file key
-    /// (unwrapped with the patient key). `input` is left just after the header.
+    /// (unwrapped with the patient key), read from `input`'s sequential position, which must be the
+    /// blob's start; `input` is left just after the header.
     /// Returns (version, authenticated header, file key, format 1's secretstream header).
     static func readHeader(
         from input: any BlobReading, id: BlobID, patientKey: SymmetricKey

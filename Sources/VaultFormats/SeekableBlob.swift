@@ -215,6 +215,8 @@ package final class SeekableBlob {
     /// Opens a blob for range reads: checks the header (magic, version, id, the file key) and the
     /// blob's size against `expectedSize` (the catalog's `blobSize`; the file's own size if nil).
     /// Returns nil for a format-1 blob, which can only be read from its start (`BlobCodec.decrypt`).
+    /// `input` is freshly opened: the header is read from its sequential position (the start), the
+    /// chunks by position.
     package static func open(
         _ input: any BlobReading, id: BlobID, patientKey: SymmetricKey, expectedSize: Int64? = nil
     ) throws(BlobError) -> SeekableBlob? {
