@@ -105,6 +105,35 @@ import Glibc
         #expect(try t.vault.verify().problems.map(\.kind) == [.tampered])
     }
 
+    /// `verify` names chunk-level damage of a format-2 blob as it did for format 1: swapped chunks
+    /// are altered, a dropped final chunk is truncated, an appended chunk is trailing data.
+    @Test func verifyNamesChunkDamage() throws {
+        let t = try Self.importBigFile("medvault-seek-verify")
+        defer { t.dir.remove() }
+        #expect(try t.vault.verify().ok)
+        let resolved = try #require(try t.vault.resolve(.instance(t.sopInstanceUID)).first)
+        let path = t.vault.layout.blob(try #require(BlobID(hex: resolved.row.blobID)))
+        let original = readBytes(path)
+        #expect(Array(original[8..<10]) == [0, 2])
+        let c = { (i: Int64) in Int(BlobFormat.V2.chunkOffset(i)) }
+        let chunks = Int64((original.count - 116 + 65_551) / 65_552)
+        let cases: [(String, [UInt8], VerifyProblem.Kind)] = [
+            ("chunks 10 and 11 swapped", Array(original[0..<c(10)] + original[c(11)..<c(12)] + original[c(10)..<c(11)] + original[c(12)...]), .tampered),
+            ("final chunk dropped", Array(original[0..<c(chunks - 1)]), .truncated),
+            ("a chunk appended", original + Array(original[c(3)..<c(4)]), .trailingData),
+            ("a bit flipped in the nonce prefix", { var b = original; b[105] ^= 1; return b }(), .tampered),
+        ]
+        for (what, bytes, kind) in cases {
+            try FileManager.default.removeItem(atPath: path)
+            try writeBytes(path, bytes)
+            #expect(try t.vault.verify().problems.map(\.kind) == [kind], "\(what)")
+            #expect(throws: (any Error).self, "\(what)") { _ = try t.vault.export(.instance(t.sopInstanceUID), to: t.dir.sub("out-" + "\(kind)")) }
+        }
+        try FileManager.default.removeItem(atPath: path)
+        try writeBytes(path, original)
+        #expect(try t.vault.verify().ok)
+    }
+
     /// A format-1 blob (an earlier release's) behind the same reader: read forward, one pass for
     /// frames in increasing order, a second for an earlier one.
     @Test func aFormatOneBlobIsReadForward() throws {
