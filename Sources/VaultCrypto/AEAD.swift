@@ -93,3 +93,55 @@ public enum KeyWrap {
         } catch let e as CryptoError { throw e } catch { throw .secureMemoryUnavailable }
     }
 }
+
+/// XChaCha20-Poly1305-IETF with a nonce the caller chooses, on caller-owned buffers: for formats that
+/// seal many pieces under one key and derive each piece's nonce from its position (blob format 2,
+/// `docs/file-format.md` §5a), so that any piece can be opened on its own. Output layout: ciphertext
+/// (as long as the plaintext) ‖ tag (16). The caller MUST NOT use one nonce twice with one key.
+public enum NoncedAEAD {
+    public static var nonceByteCount: Int { AEAD.nonceByteCount }
+    public static var tagByteCount: Int { AEAD.tagByteCount }
+
+    /// Seals `plaintext` into `output` (at least `plaintext.count + tagByteCount` bytes; must not
+    /// overlap the input). Returns the bytes written.
+    @discardableResult
+    public static func seal(
+        _ plaintext: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, key: SymmetricKey,
+        associatedData: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer
+    ) -> Int {
+        precondition(Sodium.ready)
+        precondition(nonce.count == nonceByteCount)
+        precondition(output.count >= plaintext.count + tagByteCount)
+        var written: UInt64 = 0
+        key.withUnsafeBytes { k in
+            _ = crypto_aead_xchacha20poly1305_ietf_encrypt(
+                output.baseAddress!.assumingMemoryBound(to: UInt8.self), &written,
+                plaintext.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(plaintext.count),
+                associatedData.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(associatedData.count), nil,
+                nonce.baseAddress!.assumingMemoryBound(to: UInt8.self), k.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        }
+        return Int(written)
+    }
+
+    /// Opens `sealed` (ciphertext ‖ tag) into `output` (at least `sealed.count - tagByteCount` bytes).
+    /// Returns the plaintext length. Nothing usable is left in `output` when authentication fails.
+    public static func open(
+        _ sealed: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, key: SymmetricKey,
+        associatedData: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer
+    ) throws(CryptoError) -> Int {
+        precondition(Sodium.ready)
+        guard nonce.count == nonceByteCount else { throw .malformedInput("nonce length") }
+        guard sealed.count >= tagByteCount, let input = sealed.baseAddress else { throw .authenticationFailed }
+        precondition(output.count >= sealed.count - tagByteCount)
+        var written: UInt64 = 0
+        let rc = key.withUnsafeBytes { k in
+            crypto_aead_xchacha20poly1305_ietf_decrypt(
+                output.baseAddress?.assumingMemoryBound(to: UInt8.self), &written, nil,
+                input.assumingMemoryBound(to: UInt8.self), UInt64(sealed.count),
+                associatedData.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt64(associatedData.count),
+                nonce.baseAddress!.assumingMemoryBound(to: UInt8.self), k.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        }
+        guard rc == 0 else { throw .authenticationFailed }
+        return Int(written)
+    }
+}

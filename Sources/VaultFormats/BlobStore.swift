@@ -9,10 +9,15 @@ package import VaultIO
 import Glibc
 #endif
 
-/// Sequential reads of a blob's bytes.
+/// Reads of a blob's bytes: sequential (a whole blob) and positional (a seekable blob's chunks).
 package protocol BlobReading {
     /// Fills `buffer` as far as the blob goes; returns the bytes read (fewer only at the end).
     func readFully(into buffer: UnsafeMutableRawBufferPointer) throws(IOFailure) -> Int
+    /// Fills `buffer` from byte `offset` as far as the blob goes, without moving the sequential
+    /// position; returns the bytes read (fewer only at the end).
+    func readFully(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(IOFailure) -> Int
+    /// The blob's size in bytes now.
+    func size() throws(IOFailure) -> Int64
 }
 
 extension FileIO.Descriptor: BlobReading {}

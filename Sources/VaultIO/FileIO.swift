@@ -94,6 +94,22 @@ package enum FileIO {
             guard fdatasync(fd) == 0 else { throw FileIO.failure("fdatasync", path) }
         }
 
+        /// Reads at `offset` (the file position does not move) until `buffer` is full or end of file;
+        /// returns bytes read.
+        package func readFully(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(IOFailure) -> Int {
+            var total = 0
+            while total < buffer.count {
+                let n = Glibc.pread(fd, buffer.baseAddress! + total, buffer.count - total, off_t(offset) + off_t(total))
+                if n < 0 {
+                    if Glibc.errno == EINTR { continue }
+                    throw FileIO.failure("read", path)
+                }
+                if n == 0 { break }
+                total += n
+            }
+            return total
+        }
+
         package func writeAll(_ bytes: [UInt8], at offset: Int64) throws(IOFailure) {
             let n = bytes.withUnsafeBytes { Glibc.pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
             guard n == bytes.count else { throw FileIO.failure("write", path) }

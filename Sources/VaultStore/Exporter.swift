@@ -102,6 +102,15 @@ extension Vault {
             fingerprint: fingerprint, sink: sink)
     }
 
+    /// The instance's blob opened for reads by range, or nil for a format-1 blob (`InstanceReader.openRanges`).
+    func openRanges(_ inst: ResolvedInstance) throws -> SeekableBlob? {
+        guard let id = BlobID(hex: inst.row.blobID) else { throw VaultError.catalog("bad blob id in catalog") }
+        let key = try patientKey(ref: inst.patientRef, wrapped: inst.wrappedPatientKey)
+        return try instanceReader.openRanges(
+            StoredInstance(blobID: id, patientKey: key, plainSize: inst.row.plainSize, contentMAC: inst.row.contentMAC),
+            blobSize: inst.row.blobSize)
+    }
+
     /// `export(_:to:progress:)` as a recorded read by `actor` (`Vault.recordAccess`).
     @discardableResult
     public func export(
@@ -232,8 +241,14 @@ extension Vault {
     static let headerPrefixLimits = [256 << 10, 16 << 20]
 
     /// Hands `body` the first `limit` decrypted bytes of the instance (fewer if it is shorter), then
-    /// wipes them. Decryption stops once the prefix is complete.
+    /// wipes them. Only the chunks of the prefix are decrypted (format 1: decryption stops once the
+    /// prefix is complete).
     func withDecryptedPrefix<R>(_ item: RetrievableInstance, limit: Int, _ body: ([UInt8]) throws -> R) throws -> R {
+        if let blob = try openRanges(item.resolved) {
+            var prefix = try blob.read(0, limit)
+            defer { wipe(&prefix) }
+            return try body(prefix)
+        }
         var prefix: [UInt8] = []
         prefix.reserveCapacity(min(limit, Int(item.size)))
         defer { wipe(&prefix) }

@@ -1,11 +1,69 @@
-// Parts of one instance's clear bytes for the frames, rendered and bulk data routes: a forward-only
-// reader over the decrypting stream that stops decrypting once the caller has what it needs, and frame
-// access on top of it. A blob is one secretstream, so byte N costs decrypting every byte before it:
+// Parts of one instance's clear bytes for the frames, rendered and bulk data routes, and frame access
+// on top of them. A format-2 blob is read by range: a frame costs its own chunks (and the header's).
+// A format-1 blob is one secretstream, so byte N costs decrypting every byte before it: it is read by a
+// forward-only reader over the decrypting stream that stops once the caller has what it needs, so
 // frame k of a native file costs the file up to the end of frame k, never the rest.
 public import VaultDICOM
 import Foundation
 import VaultCrypto
+import VaultFormats
 import VaultKeys
+
+/// Where an `InstanceFrameReader`'s clear bytes come from: a forward reader (format 1) or reads by
+/// range (format 2).
+private protocol ClearBytes: AnyObject {
+    /// The lowest offset still readable (0 for reads by range).
+    var retainedFrom: UInt64 { get }
+    func release(before offset: UInt64)
+    func read(_ offset: UInt64, _ count: Int) throws -> [UInt8]
+    func forEachPiece(from offset: UInt64, count: UInt64, _ body: ([UInt8]) throws -> Void) throws
+    var bytesDecrypted: UInt64 { get }
+    var chunksDecrypted: Int { get }
+    func close()
+}
+
+/// A format-2 blob read by range: nothing is ever behind, nothing needs releasing.
+private final class RangeClearBytes: ClearBytes {
+    private var blob: SeekableBlob?
+    /// The counts of a closed reader.
+    private var closedCounts: (bytes: UInt64, chunks: Int) = (0, 0)
+
+    init(_ blob: SeekableBlob) { self.blob = blob }
+
+    var retainedFrom: UInt64 { 0 }
+    func release(before offset: UInt64) {}
+    var bytesDecrypted: UInt64 { blob.map { UInt64($0.bytesDecrypted) } ?? closedCounts.bytes }
+    var chunksDecrypted: Int { blob?.chunksDecrypted ?? closedCounts.chunks }
+
+    private func open() throws -> SeekableBlob {
+        guard let blob else { throw InstanceReadError.truncated(offset: 0) }
+        return blob
+    }
+
+    func read(_ offset: UInt64, _ count: Int) throws -> [UInt8] {
+        guard offset <= UInt64(Int64.max) else { return [] }
+        return try open().read(Int64(offset), count)
+    }
+
+    func forEachPiece(from offset: UInt64, count: UInt64, _ body: ([UInt8]) throws -> Void) throws {
+        let blob = try open()
+        let (end, overflow) = offset.addingReportingOverflow(count)
+        guard !overflow, end <= UInt64(blob.plainSize) else {
+            throw InstanceReadError.truncated(offset: min(offset, UInt64(blob.plainSize)))
+        }
+        try blob.forEachPiece(Int64(offset)..<Int64(end)) { piece in
+            var bytes = Array(piece)
+            defer { wipe(&bytes) }
+            try body(bytes)
+        }
+    }
+
+    /// Drops the blob (its clear chunk is wiped as it goes).
+    func close() {
+        closedCounts = (bytesDecrypted, chunksDecrypted)
+        blob = nil
+    }
+}
 
 /// Why a part of an instance could not be read.
 public enum InstanceReadError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -34,6 +92,7 @@ private final class ChunkQueue: @unchecked Sendable {
     var closed = false
     /// Clear bytes decrypted so far (handed over or waiting).
     var produced: UInt64 = 0
+    var producedChunks = 0
 
     struct Closed: Error {}
 
@@ -44,6 +103,7 @@ private final class ChunkQueue: @unchecked Sendable {
         if closed { throw Closed() }
         chunks.append(Array(chunk))
         produced += UInt64(chunk.count)
+        producedChunks += 1
         condition.broadcast()
     }
 
@@ -81,6 +141,12 @@ private final class ChunkQueue: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         return produced
+    }
+
+    var chunksProduced: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return producedChunks
     }
 }
 
@@ -209,19 +275,27 @@ public final class InstanceStreamReader: @unchecked Sendable {
     public struct Backwards: Error {}
 }
 
+extension InstanceStreamReader: ClearBytes {
+    fileprivate var chunksDecrypted: Int { queue.chunksProduced }
+}
+
 /// One instance opened for pixel access: its header (the stream through the Pixel Data element's
-/// header), the pixel layout, and a forward reader positioned after the header. Frames asked for in
-/// increasing order cost one decryption pass that stops after the last of them; an earlier frame
-/// starts a new pass from the beginning.
+/// header), the pixel layout, and a reader of the rest. A format-2 blob is read by range: a frame
+/// costs the chunks it lies in. A format-1 blob is read forward: frames asked for in increasing order
+/// cost one decryption pass that stops after the last of them; an earlier frame starts a new pass from
+/// the beginning.
 public final class InstanceFrameReader: @unchecked Sendable {
     /// The stream's start up to the Pixel Data value (what `DICOMPixels.render` needs besides a frame).
     public let header: [UInt8]
     public let layout: DICOMPixelLayout
     private let vault: Vault
     private let item: RetrievableInstance
-    private var reader: InstanceStreamReader
-    /// Bytes decrypted by readers already closed (restarts).
+    private var reader: any ClearBytes
+    /// Bytes and chunks decrypted by readers already closed (restarts).
     private var earlierPasses: UInt64 = 0
+    private var earlierChunks = 0
+    /// The blob is format 2, read by range (no passes: any frame costs its own chunks).
+    public let readsByRange: Bool
     public private(set) var passes = 1
     /// The Basic Offset Table item (header and entries), read once: every frame's lookup uses it.
     private var offsetTable: (start: UInt64, bytes: [UInt8])?
@@ -233,7 +307,13 @@ public final class InstanceFrameReader: @unchecked Sendable {
     public init(vault: Vault, item: RetrievableInstance) throws {
         self.vault = vault
         self.item = item
-        reader = InstanceStreamReader(vault: vault, item: item)
+        if let blob = try vault.openRanges(item.resolved) {
+            reader = RangeClearBytes(blob)
+            readsByRange = true
+        } else {
+            reader = InstanceStreamReader(vault: vault, item: item)
+            readsByRange = false
+        }
         var found: (DICOMPixelLayout, [UInt8])?
         var lastError: any Error = DICOMError.noPixelData("no Pixel Data in the first 16 MiB")
         for limit in Self.headerLimits {
@@ -272,11 +352,14 @@ public final class InstanceFrameReader: @unchecked Sendable {
 
     /// Clear bytes decrypted so far, over every pass.
     public var bytesDecrypted: UInt64 { earlierPasses + reader.bytesDecrypted }
+    /// Chunks (64 KiB) decrypted so far, over every pass.
+    public var chunksDecrypted: Int { earlierChunks + reader.chunksDecrypted }
 
     /// Reads from `offset`, starting a new pass when the bytes are behind the current one.
     private func read(_ offset: UInt64, _ count: Int) throws -> [UInt8] {
         if offset < reader.retainedFrom {
             earlierPasses += reader.bytesDecrypted
+            earlierChunks += reader.chunksDecrypted
             reader.close()
             reader = InstanceStreamReader(vault: vault, item: item)
             passes += 1

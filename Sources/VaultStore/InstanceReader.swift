@@ -35,6 +35,16 @@ struct InstanceReader {
         return Outcome(digest: digest, isTheRecordedFile: same)
     }
 
+    /// Opens a format-2 blob for reads by range (`SeekableBlob`), its size checked against the
+    /// catalog's `blobSize` and its clear size against `plainSize`; nil for a format-1 blob, which is
+    /// read from its start (`read`).
+    func openRanges(_ instance: StoredInstance, blobSize: Int64) throws -> SeekableBlob? {
+        guard let blob = try SeekableBlob.open(try blobs.open(instance.blobID), id: instance.blobID, patientKey: instance.patientKey, expectedSize: blobSize)
+        else { return nil }
+        guard blob.plainSize == instance.plainSize else { throw BlobError.tampered }
+        return blob
+    }
+
     /// Reads and insists on the recorded file: anything else is `BlobError.tampered`.
     func readRecorded(_ instance: StoredInstance, fingerprint: Bool, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         guard try read(instance, fingerprint: fingerprint, sink: sink).isTheRecordedFile else { throw BlobError.tampered }

@@ -164,3 +164,60 @@ private func hexString(_ b: [UInt8]) -> String { b.map { String(format: "%02x", 
         #expect(!constantTimeEquals([1, 2], [1, 2, 3]))
     }
 }
+
+/// `NoncedAEAD` is libsodium's XChaCha20-Poly1305-IETF with the caller's nonce: checked against the
+/// test vector of draft-irtf-cfrg-xchacha-03 §A.3.1 (the AEAD one), then for tamper evidence.
+@Suite struct NoncedAEADTests {
+    static func bytes(_ hex: String) -> [UInt8] {
+        var out: [UInt8] = []
+        var it = hex.makeIterator()
+        while let a = it.next(), let b = it.next() { out.append(UInt8(String([a, b]), radix: 16) ?? 0) }
+        return out
+    }
+    static let plaintext = Array(
+        "Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.".utf8)
+    static let ad = bytes("50515253c0c1c2c3c4c5c6c7")
+    static let nonce = bytes("404142434445464748494a4b4c4d4e4f5051525354555657")
+    static let expected =
+        "bd6d179d3e83d43b9576579493c0e939572a1700252bfaccbed2902c21396cbb731c7f1b0b4aa6440bf3a82f4eda7e39ae64c6708c54c216cb96b72e1213b452"
+        + "2f8c9ba40db5d945b11b69b982c1bb9e3f3fac2bc369488f76b2383565d3fff921f9664c97637da9768812f615c68b13b52e"
+        + "c0875924c1c7987947deafd8780acf49"
+
+    func seal(_ p: [UInt8], key k: SymmetricKey, nonce: [UInt8] = nonce, ad: [UInt8] = ad) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: p.count + NoncedAEAD.tagByteCount)
+        let n = p.withUnsafeBytes { pp in nonce.withUnsafeBytes { nn in ad.withUnsafeBytes { aa in out.withUnsafeMutableBytes { o in
+            NoncedAEAD.seal(pp, nonce: nn, key: k, associatedData: aa, into: o) } } } }
+        #expect(n == out.count)
+        return out
+    }
+
+    func open(_ c: [UInt8], key k: SymmetricKey, nonce: [UInt8] = nonce, ad: [UInt8] = ad) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: max(0, c.count - NoncedAEAD.tagByteCount))
+        let n = try c.withUnsafeBytes { cc in try nonce.withUnsafeBytes { nn in try ad.withUnsafeBytes { aa in
+            try out.withUnsafeMutableBytes { o in try NoncedAEAD.open(cc, nonce: nn, key: k, associatedData: aa, into: o) } } } }
+        return Array(out[0..<n])
+    }
+
+    @Test func matchesTheXChaChaDraftVector() throws {
+        var k = Self.bytes("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f")
+        let key = try SymmetricKey(consuming: &k)
+        let sealed = seal(Self.plaintext, key: key)
+        #expect(hexString(sealed) == Self.expected)
+        #expect(try open(sealed, key: key) == Self.plaintext)
+    }
+
+    @Test func anyChangeFailsToOpen() throws {
+        let k = try key(9)
+        let sealed = seal(Self.plaintext, key: k)
+        var flipped = sealed
+        flipped[3] ^= 1
+        var otherNonce = Self.nonce
+        otherNonce[23] ^= 1
+        #expect(throws: CryptoError.authenticationFailed) { try open(flipped, key: k) }
+        #expect(throws: CryptoError.authenticationFailed) { try open(sealed, key: k, nonce: otherNonce) }
+        #expect(throws: CryptoError.authenticationFailed) { try open(sealed, key: k, ad: Self.ad + [0]) }
+        #expect(throws: CryptoError.authenticationFailed) { try open(sealed, key: try key(10)) }
+        #expect(throws: CryptoError.authenticationFailed) { try open(Array(sealed.prefix(15)), key: k) }
+        #expect(try open(seal([], key: k), key: k) == [])
+    }
+}

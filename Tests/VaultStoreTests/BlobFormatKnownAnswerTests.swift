@@ -28,7 +28,8 @@ import TestSupport
         let src = try FileIO.Descriptor.open(dir.sub("plain"), flags: O_RDONLY)
         let out = ProcessInfo.processInfo.environment["MEDVAULT_WRITE_FIXTURES"]! + "/blob-v1.bin"
         try? FileManager.default.removeItem(atPath: out)
-        _ = try BlobCodec.encrypt(source: src, to: out, id: Self.id, patientKey: Self.patientKey(), contentKey: Self.contentKey())
+        _ = try BlobCodec.encrypt(
+            source: src, to: out, id: Self.id, patientKey: Self.patientKey(), contentKey: Self.contentKey(), version: BlobFormat.streamVersion)
     }
 
     func decrypt(_ bytes: [UInt8], id: BlobID = Self.id) throws -> ([UInt8], BlobDigest) {
@@ -70,19 +71,22 @@ import TestSupport
         #expect(throws: expected, "\(region)") { try decrypt(blob) }
     }
 
-    /// A blob of `n` bytes of the fixture's pattern, encrypted now.
+    /// A format-1 blob of `n` bytes of the fixture's pattern, encrypted now (new blobs are format 2:
+    /// `BlobFormat2Tests`).
     func encryptExactly(_ n: Int) throws -> [UInt8] {
         let dir = TempDir()
         defer { dir.remove() }
         try writeBytes(dir.sub("p"), Self.pattern(n))
         let src = try FileIO.Descriptor.open(dir.sub("p"), flags: O_RDONLY)
-        _ = try BlobCodec.encrypt(source: src, to: dir.sub("b"), id: Self.id, patientKey: Self.patientKey(), contentKey: Self.contentKey())
+        _ = try BlobCodec.encrypt(
+            source: src, to: dir.sub("b"), id: Self.id, patientKey: Self.patientKey(), contentKey: Self.contentKey(),
+            version: BlobFormat.streamVersion)
         return readBytes(dir.sub("b"))
     }
 
     @Test(arguments: [0, 1, 65_535, 65_536, 65_537, 131_072, 70_000])
     func blobSizeFormulaMatchesTheWriter(n: Int) throws {
-        #expect(Int64(try encryptExactly(n).count) == BlobFormat.blobSize(forPlainSize: Int64(n)))
+        #expect(Int64(try encryptExactly(n).count) == BlobFormat.blobSize(forPlainSize: Int64(n), version: BlobFormat.streamVersion))
         #expect(try decrypt(try encryptExactly(n)).0 == Self.pattern(n))
     }
 

@@ -95,6 +95,27 @@ import Glibc
         }
     }
 
+    /// Format-2 blobs are read by range: positional reads anywhere, in any order, and the size.
+    @Test(arguments: stores) func aBlobReadsAtAnyOffset(_ backend: Backend) throws {
+        let (store, cleanup) = try backend.make()
+        defer { cleanup() }
+        let bytes = (0..<300_000).map { UInt8(($0 * 13) % 251) }
+        let s = try Self.stageBytes(store, bytes)
+        try store.publish([s]) {}
+        let r = try store.open(s.id)
+        #expect(try r.size() == Int64(bytes.count))
+        var buf = [UInt8](repeating: 0, count: 70_000)
+        for offset in [200_000, 0, 65_552, 299_990, 300_000, 400_000] {
+            let n = try buf.withUnsafeMutableBytes { (b) throws(IOFailure) in try r.readFully(at: Int64(offset), into: b) }
+            let want = offset < bytes.count ? Array(bytes[offset..<min(bytes.count, offset + buf.count)]) : []
+            #expect(Array(buf[0..<n]) == want, "at \(offset)")
+        }
+        // Positional reads leave the sequential position alone.
+        #expect(try Self.readAll(store, s.id) == bytes)
+        let n = try buf.withUnsafeMutableBytes { (b) throws(IOFailure) in try r.readFully(into: b) }
+        #expect(Array(buf[0..<n]) == Array(bytes[0..<70_000]))
+    }
+
     @Test(arguments: stores) func deleteIsIdempotentAndListReportsForeignNames(_ backend: Backend) throws {
         let (store, cleanup) = try backend.make()
         defer { cleanup() }
