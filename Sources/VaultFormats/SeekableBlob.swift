@@ -3,7 +3,7 @@
 // Chunk i's nonce is the prefix ‖ i, its associated data the header ‖ i ‖ final flag, so any chunk
 // can be read and authenticated alone (a frame costs its own chunks), while reordering, truncation
 // and appended bytes are still detected as with format 1's secretstream.
-package import VaultIO
+import VaultIO
 package import VaultCrypto
 
 extension BlobFormat {
