@@ -106,45 +106,12 @@ enum SeekableCodec {
         from source: FileIO.Descriptor, fileKey: SymmetricKey, header: [UInt8],
         plain: (UnsafeRawBufferPointer) -> Void, emit: (UnsafeRawBufferPointer) throws -> Void
     ) throws -> Int64 {
-        let chunkSize = BlobFormat.chunkSize, sealedChunk = BlobFormat.V2.sealedChunkSize
         var context = ChunkContext(header: header)
-        // Two read buffers (read-ahead tells which chunk is last) and one batched write buffer.
-        let writeCapacity = 16 * sealedChunk
-        let bufA = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
-        let bufB = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
-        let wbuf = UnsafeMutableRawBufferPointer.allocate(byteCount: writeCapacity, alignment: 64)
-        defer {
-            bufA.initializeMemory(as: UInt8.self, repeating: 0)
-            bufB.initializeMemory(as: UInt8.self, repeating: 0)
-            bufA.deallocate(); bufB.deallocate(); wbuf.deallocate()
+        return try StreamCodec.sealChunks(
+            from: source, chunkSize: BlobFormat.chunkSize, sealedChunkSize: BlobFormat.V2.sealedChunkSize, plain: plain, emit: emit
+        ) { clear, index, isFinal, out in
+            context.seal(clear, index: index, final: isFinal, key: fileKey, into: out)
         }
-        var current = bufA, next = bufB
-        var total: Int64 = 0
-        var pending = 0
-        var index: Int64 = 0
-        var currentCount = try source.readFully(into: current)
-        while true {
-            var isFinal = currentCount < chunkSize
-            var nextCount = 0
-            if !isFinal {
-                nextCount = try source.readFully(into: next)
-                isFinal = nextCount == 0
-            }
-            let clear = UnsafeRawBufferPointer(rebasing: current[0..<currentCount])
-            plain(clear)
-            if pending + sealedChunk > writeCapacity {
-                try emit(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
-                pending = 0
-            }
-            pending += context.seal(clear, index: index, final: isFinal, key: fileKey, into: UnsafeMutableRawBufferPointer(rebasing: wbuf[pending...]))
-            total += Int64(currentCount)
-            if isFinal { break }
-            swap(&current, &next)
-            currentCount = nextCount
-            index += 1
-        }
-        try emit(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
-        return total
     }
 
     /// Opens the chunks that follow the header in `input` (positioned just after it), in order,

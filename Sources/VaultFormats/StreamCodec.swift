@@ -29,9 +29,28 @@ package enum StreamCodec {
     ) throws -> Int64 {
         let stream = StreamEncryptor(key: key)
         try stream.header.withUnsafeBytes { try emit($0) }
-        let sealedChunk = chunkSize + SecretStream.chunkOverhead
+        return try associatedData.withUnsafeBytes { ad in
+            try sealChunks(
+                from: source, chunkSize: chunkSize, sealedChunkSize: chunkSize + SecretStream.chunkOverhead, plain: plain, emit: emit
+            ) { clear, _, isFinal, out in
+                stream.push(clear, final: isFinal, associatedData: ad, into: out)
+            }
+        }
+    }
+
+    /// The sealing loop every chunked format shares (secretstream blobs and snapshots, and blob format
+    /// 2's independently sealed chunks): reads `source` a chunk ahead, so that the last chunk is known
+    /// when it is sealed; shows each clear chunk to `plain`; `sealChunk(clear, index, isFinal, into:)`
+    /// seals it into the batched write buffer and returns the sealed length (at most
+    /// `sealedChunkSize`); `emit` receives up to 16 sealed chunks per call. An empty source is one
+    /// empty final chunk. Clear buffers are wiped before release. Returns the number of clear bytes.
+    package static func sealChunks(
+        from source: FileIO.Descriptor, chunkSize: Int, sealedChunkSize: Int,
+        plain: (UnsafeRawBufferPointer) -> Void, emit: (UnsafeRawBufferPointer) throws -> Void,
+        sealChunk: (UnsafeRawBufferPointer, Int64, Bool, UnsafeMutableRawBufferPointer) -> Int
+    ) throws -> Int64 {
         // Two read buffers (read-ahead tells which chunk is last) and one batched write buffer.
-        let writeCapacity = 16 * sealedChunk
+        let writeCapacity = 16 * sealedChunkSize
         let bufA = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
         let bufB = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 64)
         let wbuf = UnsafeMutableRawBufferPointer.allocate(byteCount: writeCapacity, alignment: 64)
@@ -43,29 +62,29 @@ package enum StreamCodec {
         var current = bufA, next = bufB
         var total: Int64 = 0
         var pending = 0
+        var index: Int64 = 0
         var currentCount = try source.readFully(into: current)
-        try associatedData.withUnsafeBytes { ad in
-            while true {
-                var isFinal = currentCount < chunkSize
-                var nextCount = 0
-                if !isFinal {
-                    nextCount = try source.readFully(into: next)
-                    isFinal = nextCount == 0
-                }
-                let clear = UnsafeRawBufferPointer(rebasing: current[0..<currentCount])
-                plain(clear)
-                if pending + sealedChunk > writeCapacity {
-                    try emit(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
-                    pending = 0
-                }
-                pending += stream.push(clear, final: isFinal, associatedData: ad, into: UnsafeMutableRawBufferPointer(rebasing: wbuf[pending...]))
-                total += Int64(currentCount)
-                if isFinal { break }
-                swap(&current, &next)
-                currentCount = nextCount
+        while true {
+            var isFinal = currentCount < chunkSize
+            var nextCount = 0
+            if !isFinal {
+                nextCount = try source.readFully(into: next)
+                isFinal = nextCount == 0
             }
-            try emit(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
+            let clear = UnsafeRawBufferPointer(rebasing: current[0..<currentCount])
+            plain(clear)
+            if pending + sealedChunkSize > writeCapacity {
+                try emit(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
+                pending = 0
+            }
+            pending += sealChunk(clear, index, isFinal, UnsafeMutableRawBufferPointer(rebasing: wbuf[pending...]))
+            total += Int64(currentCount)
+            if isFinal { break }
+            swap(&current, &next)
+            currentCount = nextCount
+            index += 1
         }
+        try emit(UnsafeRawBufferPointer(rebasing: wbuf[0..<pending]))
         return total
     }
 
