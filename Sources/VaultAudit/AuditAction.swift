@@ -3,7 +3,7 @@
 // record written by a later release is kept as `.unrecognized` rather than failing the whole log.
 
 /// The action an audit record describes.
-public enum AuditAction: Hashable, Sendable, Codable, CustomStringConvertible {
+public enum AuditAction: Hashable, Sendable, AuditString {
     // Changes (they go through `Vault.change`).
     case importFiles, forget, retentionApply
     case userAdd, userDisable, tokenIssue, tokenRevoke
@@ -54,16 +54,6 @@ public enum AuditAction: Hashable, Sendable, Codable, CustomStringConvertible {
     /// Whether the action is an API request (whatever its method).
     public var isRequest: Bool { if case .request = self { true } else { false } }
 
-    public var description: String { rawValue }
-
-    public init(from decoder: any Decoder) throws {
-        self.init(rawValue: try decoder.singleValueContainer().decode(String.self))
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.singleValueContainer()
-        try c.encode(rawValue)
-    }
 }
 
 /// How an audited action ended.
@@ -82,7 +72,7 @@ public enum AuditOutcome: String, Hashable, Sendable, Codable, CustomStringConve
 /// (docs/audit.md, "What is recorded"). The server writes it in every request record since this field
 /// was added; the outcome says whether it happened. Stored as a short string; a string this release
 /// does not know (written by a later one) is kept as `.unrecognized` rather than failing the record.
-public enum AuditAccess: Hashable, Sendable, Codable, CustomStringConvertible {
+public enum AuditAccess: Hashable, Sendable, AuditString {
     /// Instances or their pixel data: WADO-RS retrieval of a study, series or instance, frames, bulk
     /// data, rendered images and thumbnails.
     case retrieve
@@ -111,6 +101,16 @@ public enum AuditAccess: Hashable, Sendable, Codable, CustomStringConvertible {
         self = Self.named.first { $0.1 == rawValue }?.0 ?? .unrecognized(rawValue)
     }
 
+}
+
+/// A value stored in the sealed record as one string, which never fails to read: a string this release
+/// does not know becomes the type's `unrecognized` case (AuditAction, AuditAccess).
+public protocol AuditString: Codable, CustomStringConvertible {
+    var rawValue: String { get }
+    init(rawValue: String)
+}
+
+extension AuditString {
     public var description: String { rawValue }
 
     public init(from decoder: any Decoder) throws {
