@@ -57,20 +57,24 @@ enum WADO {
     }
 
     /// multipart/related; type="application/dicom", one part per instance, each streamed as it is
-    /// decrypted. The total length is known in advance (sizes are in the catalog).
+    /// decrypted. An instance stored without a Part 10 header gets a generated file meta in front of its
+    /// unchanged bytes (PS3.18 8.7.3.5.1: application/dicom is PS3.10). The total length is known in
+    /// advance: sizes are in the catalog, and the meta is built from each header-less instance's start
+    /// before the response starts (an instance with a header costs one decrypted chunk to check).
     static func multipart(_ items: [RetrievableInstance], study: String, vault: Vault, context: VaultRequestContext) -> Response {
         let channel = context.channel
         let boundary = "medvault-" + UUID().uuidString
         var headers = HTTPFields()
         headers[.contentType] = "multipart/related; type=\"application/dicom\"; boundary=\(boundary)"
-        // The clear bytes of the instances sent, from the catalog: recorded when the response starts.
-        context.recordDisclosure(
-            studies: [study], patients: items.map(\.patientID), instances: items.count, bytes: items.reduce(Int64(0)) { $0 + $1.size })
-        @Sendable func partHead(_ item: RetrievableInstance, first: Bool) -> String {
-            (first ? "" : "\r\n") + "--\(boundary)\r\nContent-Type: application/dicom\r\nContent-Length: \(item.size)\r\n\r\n"
+        let metas: [[UInt8]] = items.map { ((try? vault.part10FileMeta($0)) ?? nil) ?? [] }
+        let sizes = zip(items, metas).map { $0.size + Int64($1.count) }
+        // The bytes of the instances sent (file meta included), known up front: recorded when the response starts.
+        context.recordDisclosure(studies: [study], patients: items.map(\.patientID), instances: items.count, bytes: sizes.reduce(0, +))
+        @Sendable func partHead(_ i: Int) -> String {
+            (i == 0 ? "" : "\r\n") + "--\(boundary)\r\nContent-Type: application/dicom\r\nContent-Length: \(sizes[i])\r\n\r\n"
         }
         let tail = "\r\n--\(boundary)--\r\n"
-        let length = items.enumerated().reduce(tail.utf8.count) { $0 + partHead($1.element, first: $1.offset == 0).utf8.count + Int($1.element.size) }
+        let length = sizes.indices.reduce(tail.utf8.count) { $0 + partHead($1).utf8.count + Int(sizes[$1]) }
         let body = ResponseBody(contentLength: length) { writer in
             // The next instance is already being decrypted while this one is sent (a few chunks ahead,
             // bounded like the current one), so the two cores overlap decryption and sending.
@@ -80,7 +84,8 @@ enum WADO {
                 guard let stream = upcoming else { break }
                 defer { stream.cancel() }
                 upcoming = i + 1 < items.count ? DecryptingStream(item: items[i + 1], vault: vault) : nil
-                try await writer.write(ByteBuffer(string: partHead(item, first: i == 0)))
+                try await writer.write(ByteBuffer(string: partHead(i)))
+                if !metas[i].isEmpty { try await writer.write(ByteBuffer(bytes: metas[i])) }
                 for try await chunk in stream.chunks {
                     // A client that went away stops the work: no more decryption for nobody.
                     guard channel.isActive else { throw CancellationError() }

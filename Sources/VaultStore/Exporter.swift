@@ -272,3 +272,22 @@ extension Vault {
         throw VaultError.notFound("the instance's attributes could not be read")
     }
 }
+
+extension Vault {
+    /// The PS3.10 file meta to send in front of an instance stored without one (no "DICM" at offset
+    /// 128), built from its decrypted start; nil when its bytes already start with a Part 10 header,
+    /// or when the header cannot be read from the first 16 MiB (the instance is then sent as stored).
+    /// Only the first chunk is decrypted for an instance with a header.
+    public func part10FileMeta(_ item: RetrievableInstance) throws -> [UInt8]? {
+        if try withDecryptedPrefix(item, limit: 132, { DICOMFileMeta.hasPart10Header($0) }) { return nil }
+        for limit in Self.headerPrefixLimits {
+            let (meta, complete): ([UInt8]??, Bool) = try withDecryptedPrefix(item, limit: limit) { prefix in
+                let complete = Int64(prefix.count) >= item.size
+                return ((try? DICOMFileMeta.forStoredBytes(prefix: prefix, complete: complete)), complete)
+            }
+            if let meta { return meta }
+            if complete { break }
+        }
+        return nil
+    }
+}

@@ -207,6 +207,42 @@ import TestSupport
         #expect(searches.count == 3 && searches.allSatisfy { $0["outcome"] as? String == "ok" })
     }
 
+    /// An instance stored without a Part 10 header (a bare dataset) reaches dicomweb-client as a Part 10
+    /// stream: pydicom reads it without force, the meta names the instance and its syntax, and the
+    /// dataset equals the original's (read with force).
+    @Test(.enabled(if: hasDicomwebClient, "tools/setup installs dicomweb-client"), .timeLimit(.minutes(2)))
+    func dicomwebClientRetrievesABareDatasetAsPart10() throws {
+        let s = try Server()
+        defer { s.stop() }
+        let f = try #require(s.corpus.valid.first { $0.path.hasSuffix("no-file-meta.dcm") })
+        let script = #"""
+            import json, sys, pydicom
+            from dicomweb_client.api import DICOMwebClient
+            port, token, study, series, sop, original = sys.argv[1:7]
+            c = DICOMwebClient(url="http://127.0.0.1:%s/dicom-web" % port, headers={"Authorization": "Bearer " + token})
+            ds = c.retrieve_instance(study, series, sop)
+            orig = pydicom.dcmread(original, force=True)
+            try:
+                pydicom.dcmread(original)
+                out = {"original_needs_force": False}
+            except Exception:
+                out = {"original_needs_force": True}
+            out["preamble"] = ds.preamble == bytes(128)
+            out["syntax"] = str(ds.file_meta.TransferSyntaxUID)
+            out["meta_sop"] = str(ds.file_meta.MediaStorageSOPInstanceUID)
+            out["meta_class"] = ds.file_meta.MediaStorageSOPClassUID == orig.SOPClassUID
+            out["same_dataset"] = ds == orig
+            print(json.dumps(out))
+            """#
+        let r = try run(
+            "/usr/bin/env", ["python3", "-c", script, "\(s.port)", s.token, f.study_uid!, f.series_uid!, f.sop_uid!, s.corpus.path(f)])
+        #expect(r.status == 0, "\(r.stderr)")
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        #expect(o["original_needs_force"] as? Bool == true)
+        #expect(o["preamble"] as? Bool == true && o["meta_class"] as? Bool == true && o["same_dataset"] as? Bool == true)
+        #expect(o["syntax"] as? String == "1.2.840.10008.1.2" && o["meta_sop"] as? String == f.sop_uid)
+    }
+
     /// dicomweb-client stores a new series with STOW-RS (multipart/related, as the client builds it),
     /// reads it back byte for byte, and is refused with 409 when it stores to another study's URL.
     @Test(.enabled(if: hasDicomwebClient, "tools/setup installs dicomweb-client"), .timeLimit(.minutes(2)))
