@@ -59,8 +59,8 @@ import VaultStore
     }
 
     /// Debian 12's DCMTK converts with glibc's iconv, which has no ISO-IR-87 (JIS X 0208 without ISO 2022
-    /// framing): the name stays as read, escape sequences and all, and `*山田*` does not find it. Known
-    /// issue until the shim converts ISO 2022 itself (docs/api.md, "Character sets").
+    /// framing): the shim's fallback (mv_iso2022.cpp) decodes the escape sequences itself
+    /// (docs/api.md, "Character sets").
     @Test func anISO2022IR87JapaneseNameIsFound() async throws {
         let dir = TempDir("medvault-charset")
         defer { dir.remove() }
@@ -70,10 +70,8 @@ import VaultStore
         try vault.importFiles([dir.sub("in")])
         let patient = try #require(try vault.listStudies().first?.patient)
         let found = try await Self.search(vault, dir, "PatientName=*%E5%B1%B1%E7%94%B0*")
-        withKnownIssue("DCMTK 3.6.7 with glibc iconv cannot convert ISO 2022 IR 87") {
-            #expect(patient.characterSetConverted)
-            #expect(patient.name == Self.name)
-            #expect(found == ["JP-JIS"])
-        }
+        #expect(patient.characterSetConverted)
+        #expect(patient.name == Self.name)
+        #expect(found == ["JP-JIS"])
     }
 }
