@@ -186,10 +186,11 @@ bool parseISO2022Terms(const std::vector<std::string> &values, ISO2022Terms &ter
         if (term.empty() || term == "ISO 2022 IR 6") continue;
         if (term == "ISO 2022 IR 13") {
             if (i == 0) terms.firstIsIR13 = true;
+            terms.hasExtension = true;
         } else if (term == "ISO 2022 IR 87" || term == "ISO 2022 IR 159") {
-            terms.hasMultiByte = true;
+            terms.hasExtension = true;
         } else if (term == "ISO 2022 IR 149") {
-            terms.hasMultiByte = true;
+            terms.hasExtension = true;
             terms.hasIR149 = true;
         } else {
             return false;
@@ -304,7 +305,7 @@ bool convertISO2022ToUTF8(DcmItem *dataset) {
         OFString joined;
         if (dataset->findAndGetOFStringArray(DCM_SpecificCharacterSet, joined, OFFalse).bad()) return false;
         ISO2022Terms terms;
-        if (!parseISO2022Terms(splitValues(joined), terms) || !terms.hasMultiByte) return false;
+        if (!parseISO2022Terms(splitValues(joined), terms) || !terms.hasExtension) return false;
         std::vector<Update> updates;
         std::vector<DcmItem *> charsetItems;
         if (!collect(dataset, terms, 0, updates, charsetItems)) return false;

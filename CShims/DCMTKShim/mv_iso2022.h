@@ -17,7 +17,7 @@ namespace mv {
 struct ISO2022Terms {
     bool firstIsIR13 = false;  // value 1 is "ISO 2022 IR 13": G0 JIS X 0201 Romaji, G1 JIS X 0201 katakana
     bool hasIR149 = false;     // "ISO 2022 IR 149" present (KS X 1001 in G1)
-    bool hasMultiByte = false; // IR 87, IR 159 or IR 149 present: the only case the fallback is for
+    bool hasExtension = false; // IR 13, 87, 159 or 149 present: the only case the fallback is for
 };
 
 // Parses the values of (0008,0005). False when a term is not one of "", "ISO 2022 IR 6", "ISO 2022 IR 13",
@@ -29,8 +29,8 @@ bool parseISO2022Terms(const std::vector<std::string> &values, ISO2022Terms &ter
 // sequence could not be decoded (it is replaced by U+FFFD; the rest is decoded).
 bool decodeISO2022(const char *bytes, size_t length, const ISO2022Terms &terms, bool personName, std::string &out);
 
-// The fallback: when (0008,0005) of `dataset` names only the terms above and at least one multi-byte
-// set, decodes every PN, LO, SH, ST, LT, UT and UC value of the dataset and its items (items with their
+// The fallback: when (0008,0005) of `dataset` names only the terms above and at least one besides
+// IR 6, decodes every PN, LO, SH, ST, LT, UT and UC value of the dataset and its items (items with their
 // own (0008,0005) must also qualify), then sets (0008,0005) to "ISO_IR 192". Nothing is changed unless
 // every value could be read. Returns true if the dataset is now UTF-8. Never throws.
 bool convertISO2022ToUTF8(DcmItem *dataset);

@@ -96,14 +96,16 @@ import VaultStore
 
     /// PS3.5 Annex I: KS X 1001 in G1 (ESC $ ) C before each Korean component). DCMTK converts
     /// `\ISO 2022 IR 149` alone itself (its iconv name is EUC-KR); with IR 87 beside it DCMTK fails and the
-    /// shim's fallback decodes the Korean. JIS X 0212 (IR 159) only ever goes through the fallback.
+    /// shim's fallback decodes the Korean. JIS X 0212 (IR 159) and `ISO 2022 IR 13` alone (katakana in G1,
+    /// no escape sequence) only ever go through the fallback.
     @Test(arguments: [
         (["", "ISO 2022 IR 149"], "Hong^Gildong=洪^吉洞=홍^길동"),
         (["", "ISO 2022 IR 149", "ISO 2022 IR 87"], "Hong^Gildong=洪^吉洞=홍^길동"),
         (["", "ISO 2022 IR 159"], "Yamada^丂"),
         (["", "ISO 2022 IR 87", "ISO 2022 IR 159"], "山田^丂"),
+        (["ISO 2022 IR 13"], "ﾔﾏﾀﾞ^ﾀﾛｳ"),
     ])
-    func aKoreanOrJISX0212NameIsDecoded(charset: [String], name: String) async throws {
+    func aNameInAnotherISO2022SetIsDecoded(charset: [String], name: String) async throws {
         let dir = TempDir("medvault-charset")
         defer { dir.remove() }
         try FileManager.default.createDirectory(atPath: dir.sub("in"), withIntermediateDirectories: true)
