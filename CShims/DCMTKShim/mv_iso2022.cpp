@@ -28,16 +28,26 @@ enum class Run { none, eucJP, eucKR };
 // Items nest no deeper than the pre-scan allows; this is a second bound for the walk below.
 const int kMaxDepth = 256;
 
-// One converter per thread and encoding, opened on first use (iconv_t is not shareable across threads).
-iconv_t converter(Run run) {
-    thread_local iconv_t jp = iconv_t(-1), kr = iconv_t(-1);
-    thread_local bool jpTried = false, krTried = false;
-    if (run == Run::eucJP) {
-        if (!jpTried) { jpTried = true; jp = iconv_open("UTF-8", "EUC-JP"); }
-        return jp;
+// One converter per thread and encoding, opened on first use (an iconv_t is not shareable across
+// threads) and closed when the thread ends: withKnownStack's helper threads are short-lived.
+struct Converters {
+    iconv_t jp = iconv_t(-1), kr = iconv_t(-1);
+    bool jpTried = false, krTried = false;
+    ~Converters() {
+        if (jp != iconv_t(-1)) iconv_close(jp);
+        if (kr != iconv_t(-1)) iconv_close(kr);
     }
-    if (!krTried) { krTried = true; kr = iconv_open("UTF-8", "EUC-KR"); }
-    return kr;
+};
+
+iconv_t converter(Run run) {
+    thread_local Converters converters;
+    Converters &c = converters;
+    if (run == Run::eucJP) {
+        if (!c.jpTried) { c.jpTried = true; c.jp = iconv_open("UTF-8", "EUC-JP"); }
+        return c.jp;
+    }
+    if (!c.krTried) { c.krTried = true; c.kr = iconv_open("UTF-8", "EUC-KR"); }
+    return c.kr;
 }
 
 void appendReplacement(std::string &out) { out += "\xEF\xBF\xBD"; }  // U+FFFD
