@@ -21,6 +21,7 @@
 #include <string>
 
 #include "mv_dcmtk.h"
+#include "mv_iso2022.h"
 #include "mv_prescan.h"
 #include "mv_shim.h"
 
@@ -106,7 +107,8 @@ int finishParse(DcmFileFormat &fileFormat, OFCondition status, mv_dcm_header **o
     collectValues(dataset, header);
     OFString charset;
     if (dataset->findAndGetOFStringArray(DCM_SpecificCharacterSet, charset).good() && !charset.empty()) {
-        if (dataset->convertToUTF8().good()) {
+        // ISO 2022 IR 87/159/13/149: DCMTK's iconv names are missing from glibc; the shim decodes them.
+        if (dataset->convertToUTF8().good() || mv::convertISO2022ToUTF8(dataset)) {
             collectValues(dataset, header);
         } else {
             header->charsetConverted = false;
@@ -234,7 +236,8 @@ int jsonFromBuffer(const void *bytes, size_t length, char **json, size_t *json_l
         return MV_DCM_ERR_PARSE;
     }
     dataset->findAndDeleteElement(DCM_PixelData);
-    (void)dataset->convertToUTF8();  // values stay as read if this machine cannot convert them
+    // Values stay as read if neither DCMTK nor the ISO 2022 fallback (mv_iso2022.cpp) can convert them.
+    if (dataset->convertToUTF8().bad()) (void)mv::convertISO2022ToUTF8(dataset);
     std::ostringstream out;
     DcmJsonFormatCompact format(OFFalse);
     // DcmDataset::writeJson writes the members; the enclosing object is the caller's (as in DcmFileFormat).
