@@ -107,8 +107,10 @@ int finishParse(DcmFileFormat &fileFormat, OFCondition status, mv_dcm_header **o
     collectValues(dataset, header);
     OFString charset;
     if (dataset->findAndGetOFStringArray(DCM_SpecificCharacterSet, charset).good() && !charset.empty()) {
-        // ISO 2022 IR 87/159/13/149: DCMTK's iconv names are missing from glibc; the shim decodes them.
-        if (dataset->convertToUTF8().good() || mv::convertISO2022ToUTF8(dataset)) {
+        // ISO 2022 IR 87/159/13: glibc lacks the iconv names DCMTK asks for; the shim decodes them (mv_iso2022.cpp).
+        const bool converted = mv::iso2022FallbackFirst(dataset) ? mv::convertISO2022ToUTF8(dataset)
+                                                                 : dataset->convertToUTF8().good();
+        if (converted) {
             collectValues(dataset, header);
         } else {
             header->charsetConverted = false;
@@ -237,7 +239,11 @@ int jsonFromBuffer(const void *bytes, size_t length, char **json, size_t *json_l
     }
     dataset->findAndDeleteElement(DCM_PixelData);
     // Values stay as read if neither DCMTK nor the ISO 2022 fallback (mv_iso2022.cpp) can convert them.
-    if (dataset->convertToUTF8().bad()) (void)mv::convertISO2022ToUTF8(dataset);
+    if (mv::iso2022FallbackFirst(dataset)) {
+        (void)mv::convertISO2022ToUTF8(dataset);
+    } else {
+        (void)dataset->convertToUTF8();
+    }
     std::ostringstream out;
     DcmJsonFormatCompact format(OFFalse);
     // DcmDataset::writeJson writes the members; the enclosing object is the caller's (as in DcmFileFormat).

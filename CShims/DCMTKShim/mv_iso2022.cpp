@@ -197,8 +197,10 @@ bool parseISO2022Terms(const std::vector<std::string> &values, ISO2022Terms &ter
         if (term == "ISO 2022 IR 13") {
             if (i == 0) terms.firstIsIR13 = true;
             terms.hasExtension = true;
+            terms.hasJIS = true;
         } else if (term == "ISO 2022 IR 87" || term == "ISO 2022 IR 159") {
             terms.hasExtension = true;
+            terms.hasJIS = true;
         } else if (term == "ISO 2022 IR 149") {
             terms.hasExtension = true;
             terms.hasIR149 = true;
@@ -307,6 +309,18 @@ bool decodeISO2022(const char *bytes, size_t length, const ISO2022Terms &terms, 
     }
     settle();
     return ok;
+}
+
+bool iso2022FallbackFirst(DcmItem *dataset) {
+    try {
+        if (dataset == nullptr) return false;
+        OFString joined;
+        if (dataset->findAndGetOFStringArray(DCM_SpecificCharacterSet, joined, OFFalse).bad()) return false;
+        ISO2022Terms terms;
+        return parseISO2022Terms(splitValues(joined), terms) && terms.hasJIS;
+    } catch (...) {
+        return false;
+    }
 }
 
 bool convertISO2022ToUTF8(DcmItem *dataset) {

@@ -1,5 +1,5 @@
 // mv_iso2022.h — private to the shim: decoding of the ISO 2022 code extensions that DCMTK 3.6.7 with
-// glibc's iconv cannot convert (PS3.5 §6.1.2.5, Annexes H and I). Used only after convertToUTF8 fails.
+// glibc's iconv cannot convert (PS3.5 §6.1.2.5, Annexes H and I). Used instead of convertToUTF8 when (0008,0005) names IR 13, 87 or 159.
 //   decodeISO2022         one value's raw bytes to UTF-8 (pure; bad bytes become U+FFFD)
 //   convertISO2022ToUTF8  every affected text value of a dataset, then (0008,0005) = "ISO_IR 192"
 #ifndef MV_ISO2022_H
@@ -18,6 +18,7 @@ struct ISO2022Terms {
     bool firstIsIR13 = false;  // value 1 is "ISO 2022 IR 13": G0 JIS X 0201 Romaji, G1 JIS X 0201 katakana
     bool hasIR149 = false;     // "ISO 2022 IR 149" present (KS X 1001 in G1)
     bool hasExtension = false; // IR 13, 87, 159 or 149 present: the only case the fallback is for
+    bool hasJIS = false;       // IR 13, 87 or 159 present: DCMTK with glibc's iconv cannot convert these
 };
 
 // Parses the values of (0008,0005). False when a term is not one of "", "ISO 2022 IR 6", "ISO 2022 IR 13",
@@ -34,6 +35,12 @@ bool decodeISO2022(const char *bytes, size_t length, const ISO2022Terms &terms, 
 // own (0008,0005) must also qualify), then sets (0008,0005) to "ISO_IR 192". Nothing is changed unless
 // every value could be read. Returns true if the dataset is now UTF-8. Never throws.
 bool convertISO2022ToUTF8(DcmItem *dataset);
+
+// Whether the top-level (0008,0005) of `dataset` qualifies for the fallback and names a JIS set that
+// DCMTK cannot convert here. The callers then use the fallback *instead of* convertToUTF8: a
+// convertToUTF8 that fails half-way (in a nested item) may leave values already in UTF-8, which the
+// fallback would decode a second time.
+bool iso2022FallbackFirst(DcmItem *dataset);
 
 }  // namespace mv
 
