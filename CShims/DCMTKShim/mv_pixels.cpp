@@ -240,7 +240,20 @@ int readLayout(const uint8_t *p, size_t n, mv_dcm_pixel_layout *out, std::unique
     if (ds->findAndGetUint16(DCM_PixelRepresentation, pr).bad()) pr = 0;
     if (ds->findAndGetUint16(DCM_PlanarConfiguration, pc).bad()) pc = 0;
     OFString photometric;
-    if (ds->findAndGetOFString(DCM_PhotometricInterpretation, photometric).bad() || photometric.empty()) {
+    if (ds->findAndGetOFString(DCM_PhotometricInterpretation, photometric).good()) {
+        // A value is a code string (PS3.5 §6.2: at most 16 of A-Z, 0-9, space, underscore); it may hold
+        // NULs, which would make it an empty C string further on (a fuzzer finding).
+        photometric = OFString(photometric.c_str());
+        while (!photometric.empty() && photometric[photometric.size() - 1] == ' ') photometric.erase(photometric.size() - 1);
+        for (size_t i = 0; i < photometric.size(); ++i) {
+            const char c = photometric[i];
+            if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == ' ' || c == '_') || i >= 16) {
+                setError(err, errLen, "Photometric Interpretation (0028,0004) is not a code string");
+                return MV_DCM_ERR_PARSE;
+            }
+        }
+    }
+    if (photometric.empty()) {
         if (spp != 1) {
             setError(err, errLen, "missing Photometric Interpretation (0028,0004) for a colour image");
             return MV_DCM_ERR_PARSE;

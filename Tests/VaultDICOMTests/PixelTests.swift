@@ -294,6 +294,21 @@ func isNonDecreasing(_ v: [Int]) -> Bool { zip(v, v.dropFirst()).allSatisfy { $0
             return m.contains("TEM marker")
         }
         let dir = packageRoot + "/tools/fuzz-harness/regressions"
+        // Photometric Interpretation that starts with a NUL: read as empty, so MONOCHROME2 for one sample,
+        // never a layout (and a decoded frame) with no photometric interpretation.
+        let nuls = Array(try #require(FileManager.default.contents(atPath: dir + "/photometric-with-nuls.dcm")))
+        #expect(try DICOMPixelLayout.read(nuls).photometricInterpretation == "MONOCHROME2")
+        // One with a character a code string cannot hold is refused.
+        var bad = nuls
+        let photometricTag: [UInt8] = [0x28, 0x00, 0x04, 0x00]
+        let candidates = 0..<(bad.count - 12)
+        let at = try #require(candidates.first { Array(bad[$0..<($0 + 4)]) == photometricTag })
+        bad[at + 8] = UInt8(ascii: "M"); bad[at + 9] = UInt8(ascii: "o")
+        #expect {
+            _ = try DICOMPixelLayout.read(bad)
+        } throws: { error in
+            "\(error)".contains("Photometric Interpretation (0028,0004) is not a code string")
+        }
         for name in try FileManager.default.contentsOfDirectory(atPath: dir) where name.hasSuffix(".dcm") {
             let data = Array(try #require(FileManager.default.contents(atPath: dir + "/" + name)))
             guard let layout = try? DICOMPixelLayout.read(data) else { continue }

@@ -69,7 +69,10 @@ void fuzzPixels(const uint8_t *data, size_t size) {
     int rc = mv_dcm_pixel_layout_read(data, size, &layout, err, sizeof err);
     checkStatus(rc, "mv_dcm_pixel_layout_read", err);
     if (rc != MV_DCM_OK) return;
-    if (layout.value_offset > size) std::abort();
+    if (layout.value_offset > size) {
+        std::fprintf(stderr, "pixel layout: value offset %llu past the input's %zu bytes\n", (unsigned long long)layout.value_offset, size);
+        std::abort();
+    }
     const uint8_t *frame = data + layout.value_offset;
     size_t frameLength = size - size_t(layout.value_offset);
     if (layout.encapsulated) {
@@ -94,7 +97,11 @@ void fuzzPixels(const uint8_t *data, size_t size) {
     rc = mv_dcm_decode_frame(&layout, frame, frameLength, limit, &out, &outLength, photometric, &planar, err, sizeof err);
     checkStatus(rc, "mv_dcm_decode_frame", err);
     if (rc == MV_DCM_OK) {
-        if (outLength != layout.frame_size || std::strlen(photometric) == 0) std::abort();
+        if (outLength != layout.frame_size || std::strlen(photometric) == 0) {
+            std::fprintf(stderr, "decode_frame: %zu bytes for a frame of %llu, photometric \"%s\"\n", outLength,
+                         (unsigned long long)layout.frame_size, photometric);
+            std::abort();
+        }
         mv_dcm_free(out);
     }
     // Rendering: the format, window and viewport come from the input's last bytes.
