@@ -53,9 +53,18 @@ package enum FileIO {
 
         /// Reads until `buffer` is full or end of file; returns bytes read.
         package func readFully(into buffer: UnsafeMutableRawBufferPointer) throws(IOFailure) -> Int {
+            try fill(buffer) { at, count, _ in Glibc.read(fd, at, count) }
+        }
+
+        /// Calls `read(destination, count, bytesSoFar)` until `buffer` is full or it returns 0 (end of
+        /// file), retrying on EINTR; returns the bytes read.
+        private func fill(
+            _ buffer: UnsafeMutableRawBufferPointer, _ read: (UnsafeMutableRawPointer, Int, Int) -> Int
+        ) throws(IOFailure) -> Int {
+            guard let base = buffer.baseAddress else { return 0 }
             var total = 0
             while total < buffer.count {
-                let n = Glibc.read(fd, buffer.baseAddress! + total, buffer.count - total)
+                let n = read(base + total, buffer.count - total, total)
                 if n < 0 {
                     if Glibc.errno == EINTR { continue }
                     throw FileIO.failure("read", path)
@@ -97,17 +106,7 @@ package enum FileIO {
         /// Reads at `offset` (the file position does not move) until `buffer` is full or end of file;
         /// returns bytes read.
         package func readFully(at offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(IOFailure) -> Int {
-            var total = 0
-            while total < buffer.count {
-                let n = Glibc.pread(fd, buffer.baseAddress! + total, buffer.count - total, off_t(offset) + off_t(total))
-                if n < 0 {
-                    if Glibc.errno == EINTR { continue }
-                    throw FileIO.failure("read", path)
-                }
-                if n == 0 { break }
-                total += n
-            }
-            return total
+            try fill(buffer) { at, count, done in Glibc.pread(fd, at, count, off_t(offset) + off_t(done)) }
         }
 
         package func writeAll(_ bytes: [UInt8], at offset: Int64) throws(IOFailure) {
