@@ -115,11 +115,13 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler {
     private var fields = 0
     /// The start of the current line, enough to recognise Content-Length and Transfer-Encoding.
     private var line: [UInt8] = []
-    private var declaresBody = false
     /// The start of the request line (method and path), and the body's framing from the head.
     private var requestLine: [UInt8] = []
     private var contentLength: Int64?
+    private var transferEncoding = false
     private var chunked = false
+    /// Whether the head announces a body: Transfer-Encoding, or a Content-Length other than 0.
+    private var declaresBody: Bool { transferEncoding || (contentLength ?? 0) != 0 }
     /// Inside an accepted body: its bytes pass unscanned (the route bounds its size).
     private var body = BodySkipper.none
     private var inHead = true
@@ -156,7 +158,7 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let buffer = unwrapInboundIn(data)
-        var view = ArraySlice(buffer.readableBytesView)
+        var view = buffer.readableBytesView
         while !view.isEmpty {
             if body.isActive {
                 view = body.skip(view)
@@ -217,7 +219,6 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler {
             } else {
                 fields += 1
                 if fields > limits.maxHeaderFields { return .tooManyFields }
-                if Self.declaresBody(line, truncated: lineBytes > Self.linePrefix) { declaresBody = true }
                 noteFraming(line, truncated: lineBytes > Self.linePrefix)
                 lineIndex += 1
             }
@@ -238,22 +239,31 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler {
         lineIndex = 0
         fields = 0
         line.removeAll(keepingCapacity: true)
-        declaresBody = false
         requestLine.removeAll(keepingCapacity: true)
         contentLength = nil
+        transferEncoding = false
         chunked = false
         inHead = false
         headerTimer?.cancel()
         headerTimer = nil
     }
 
-    /// Remembers how the body is framed: its Content-Length, or chunked.
+    /// Remembers how the body is framed: Transfer-Encoding (chunked or not), or a Content-Length. A
+    /// Content-Length that is cut off, empty or not a number counts as a body of unknown size.
     private func noteFraming(_ line: [UInt8], truncated: Bool) {
         guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return }
         let name = String(decoding: line[..<colon], as: UTF8.self).lowercased()
         let value = String(decoding: line[(colon + 1)...], as: UTF8.self).trimmingCharacters(in: .whitespaces).lowercased()
-        if name == "content-length" { contentLength = truncated ? Int64.max : Int64(value) ?? Int64.max }
-        if name == "transfer-encoding" && value.contains("chunked") { chunked = true }
+        switch name {
+        case "content-length":
+            // Digits only ("-0" or "+0" is not a zero length).
+            let digits = !value.isEmpty && value.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+            contentLength = truncated || !digits ? Int64.max : Int64(value) ?? Int64.max
+        case "transfer-encoding":
+            transferEncoding = true
+            if value.contains("chunked") { chunked = true }
+        default: break
+        }
     }
 
     /// POST …/dicom-web/studies or …/dicom-web/studies/{study} (any prefix, any query).
@@ -266,18 +276,6 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler {
         guard let i = parts.lastIndex(of: "dicom-web") else { return false }
         let rest = Array(parts[(i + 1)...])
         return rest == ["studies"] || (rest.count == 2 && rest[0] == "studies")
-    }
-
-    /// Whether a header line announces a body: Transfer-Encoding, or a Content-Length other than 0.
-    private static func declaresBody(_ line: [UInt8], truncated: Bool) -> Bool {
-        guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { return false }
-        let name = String(decoding: line[..<colon], as: UTF8.self).lowercased()
-        let value = String(decoding: line[(colon + 1)...], as: UTF8.self).trimmingCharacters(in: .whitespaces)
-        switch name {
-        case "transfer-encoding": return true
-        case "content-length": return truncated || value.isEmpty || value.contains(where: { $0 != "0" })
-        default: return false
-        }
     }
 
     private func armHeaderTimer(_ context: ChannelHandlerContext) {
@@ -346,7 +344,7 @@ enum BodySkipper {
     }
 
     /// Consumes body bytes from `view`; returns what is left (the next request's bytes).
-    mutating func skip(_ view: ArraySlice<UInt8>) -> ArraySlice<UInt8> {
+    mutating func skip(_ view: ByteBufferView) -> ByteBufferView {
         var view = view
         while !view.isEmpty {
             switch self {
