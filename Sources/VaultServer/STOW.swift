@@ -75,10 +75,10 @@ enum STOW {
         return boundary
     }
 
-    /// A part as received: an instance in memory, or refused before import (with why).
+    /// A part as received: an instance in memory, or refused before import.
     enum Part {
         case instance(IncomingInstance)
-        case refused(FailureReason, String)
+        case refused(FailureReason)
     }
 
     /// Streams the body into parts. Each part goes to memory as it arrives; the whole request is
@@ -107,7 +107,7 @@ enum STOW {
         let maxBytes: Int64
         var parts: [Part] = []
         private var current: IncomingInstance?
-        private var refused: (FailureReason, String)?
+        private var refused: FailureReason?
 
         init(maxBytes: Int64) { self.maxBytes = maxBytes }
 
@@ -116,7 +116,7 @@ enum STOW {
             current = nil
             // A part without Content-Type has the multipart's `type` (application/dicom).
             if let type = headers["content-type"].flatMap(MediaType.init), type.type != "application/dicom" {
-                refused = (.cannotUnderstand, "the part is \(type.type), not application/dicom")
+                refused = .cannotUnderstand  // not application/dicom
                 return
             }
             do { current = try IncomingInstance(maxBytes: maxBytes) } catch {
@@ -132,7 +132,7 @@ enum STOW {
         }
 
         mutating func partEnded() throws {
-            if let refused { parts.append(.refused(refused.0, refused.1)) } else if let current { parts.append(.instance(current)) }
+            if let refused { parts.append(.refused(refused)) } else if let current { parts.append(.instance(current)) }
             current = nil
             refused = nil
         }
@@ -146,7 +146,7 @@ enum STOW {
         var next = results.makeIterator()
         for part in parts {
             switch part {
-            case .refused(let reason, _):
+            case .refused(let reason):
                 failed.append(failure(nil, reason))
             case .instance:
                 guard let result = next.next() else { continue }
