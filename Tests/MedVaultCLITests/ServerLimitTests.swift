@@ -24,6 +24,24 @@ import TestSupport
             else:
                 s.setblocking(False); s.connect_ex((host, int(port)))
             return s
+        def exchange(addr, payload_file, timeout):
+            # Sends the file's bytes, reads until the server closes (or `timeout` passes without a byte).
+            # Returns (answer, "eof" or the error that ended the reading).
+            s = connect(addr); s.settimeout(timeout)
+            try:
+                s.sendall(open(payload_file, "rb").read())
+            except OSError:
+                pass
+            answer = b""
+            try:
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    answer += chunk
+                return answer, "eof"
+            except OSError as e:
+                return answer, "error " + type(e).__name__
         mode, addr = sys.argv[1], sys.argv[2]
         if mode == "hold":
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -86,37 +104,12 @@ import TestSupport
                 pass
             print(total, flush=True)
         elif mode == "statuses":
-            # Sends FILE, reads until the server closes or goes quiet; prints every status line.
-            s = connect(addr); s.settimeout(5)
-            s.sendall(open(sys.argv[3], "rb").read())
-            answer = b""
-            try:
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    answer += chunk
-            except OSError:
-                pass
+            # Prints every status line the server sent on one connection (responses to pipelined requests).
             import re
+            answer, _ = exchange(addr, sys.argv[3], 5)
             print(" ; ".join(m.decode("latin-1") for m in re.findall(rb"HTTP/1\.1 [0-9]{3} [^\r]*", answer)), flush=True)
         elif mode == "send":
-            s = connect(addr); s.settimeout(20)
-            payload = open(sys.argv[3], "rb").read()
-            try:
-                s.sendall(payload)
-            except OSError:
-                pass
-            answer = b""
-            try:
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    answer += chunk
-                eof = "eof"
-            except OSError as e:
-                eof = "error " + type(e).__name__
+            answer, eof = exchange(addr, sys.argv[3], 20)
             print(answer.split(b"\r\n", 1)[0].decode("latin-1"), "|", eof, flush=True)
         """#
 
