@@ -202,6 +202,59 @@ extern "C" int mv_dcm_parse_buffer(const void *bytes, size_t length, mv_dcm_head
     });
 }
 
+extern "C" int mv_dcm_prescan_stream(mv_dcm_read_fn read, void *context, uint64_t size, char *err, size_t err_len) {
+    return guarded("scanning", err, err_len, [&]() -> int {
+        if (read == nullptr) return MV_DCM_ERR_INTERNAL;
+        int rc = mv_dcm_initialize(err, err_len);
+        if (rc != MV_DCM_OK) return rc;
+        if (size == 0) {
+            setError(err, err_len, "not a DICOM file: empty");
+            return MV_DCM_ERR_PARSE;
+        }
+        std::string why;
+        if (!mv::prescanStream(read, context, size, &why)) return refused(why, err, err_len);
+        return MV_DCM_OK;
+    });
+}
+
+extern "C" int mv_dcm_parse_until_pixels(const void *bytes, size_t length, mv_dcm_header **out, char *err,
+                                         size_t err_len) {
+    return guarded("parsing", err, err_len, [&]() -> int {
+        if (out == nullptr || (bytes == nullptr && length > 0)) return MV_DCM_ERR_INTERNAL;
+        *out = nullptr;
+        int rc = mv_dcm_initialize(err, err_len);
+        if (rc != MV_DCM_OK) return rc;
+        // The caller scanned the whole file already: a scan that fails here ran into the end of the
+        // bytes, before the Pixel Data tag.
+        mv::PixelLocation location;
+        std::string why;
+        const bool scanned = mv::locatePixelData(static_cast<const uint8_t *>(bytes), length, &location, &why);
+        if (!scanned || !location.found) {
+            setError(err, err_len, "the bytes end before the top-level Pixel Data (7FE0,0010)");
+            return MV_DCM_ERR_NO_PIXELS;
+        }
+        if (location.deflated) {
+            setError(err, err_len, "a deflated dataset must be parsed whole");
+            return MV_DCM_ERR_UNSUPPORTED;
+        }
+        return withKnownStack(
+            [&]() -> int {
+                return guarded("parsing", err, err_len, [&]() -> int {
+                    DcmInputBufferStream stream;
+                    stream.setBuffer(bytes, offile_off_t(length));
+                    stream.setEos();
+                    DcmFileFormat fileFormat;
+                    fileFormat.transferInit();
+                    OFCondition status =
+                        fileFormat.readUntilTag(stream, EXS_Unknown, EGL_noChange, kMaxReadLength, DCM_PixelData);
+                    fileFormat.transferEnd();
+                    return finishParse(fileFormat, status, out, err, err_len);
+                });
+            },
+            err, err_len);
+    });
+}
+
 extern "C" const char *mv_dcm_header_get(const mv_dcm_header *header, uint16_t group, uint16_t element) {
     if (header == nullptr) return nullptr;
     auto it = header->values.find((uint32_t(group) << 16) | element);

@@ -157,6 +157,29 @@ class FdSource final : public Source {
     uint64_t off_ = 0;
 };
 
+// Reads through the caller's function, in order: a received instance decrypted as it is read
+// (mv_dcm_prescan_stream), so that a large instance is walked without being held in memory or in clear.
+class CallbackSource final : public Source {
+  public:
+    CallbackSource(StreamReadFn read, void *context, uint64_t size) : Source(size), read_(read), context_(context) {}
+
+  private:
+    size_t produce(uint8_t *dst, size_t cap) override {
+        if (off_ >= size_) return 0;
+        const size_t want = size_t(std::min<uint64_t>(cap, size_ - off_));
+        const long got = read_(context_, dst, want);
+        if (got < 0 || size_t(got) > want) {
+            failure = "cannot read the instance";
+            return 0;
+        }
+        off_ += uint64_t(got);
+        return size_t(got);
+    }
+    StreamReadFn read_;
+    void *context_;
+    uint64_t off_ = 0;
+};
+
 // The rest of `inner` as inflated bytes (deflated transfer syntax), at most kMaxInflated of them.
 class InflateSource final : public Source {
   public:
@@ -580,6 +603,11 @@ bool locatePixelData(const uint8_t *bytes, size_t length, PixelLocation *locatio
     *location = PixelLocation();
     MemorySource src(bytes, length);
     return Walker(ScanExtent::untilPixels, why, location).run(src);
+}
+
+bool prescanStream(StreamReadFn read, void *context, uint64_t size, std::string *why) {
+    CallbackSource src(read, context, size);
+    return Walker(ScanExtent::whole, why).run(src);
 }
 
 bool prescanFd(int fd, ScanExtent extent, std::string *why) {

@@ -44,6 +44,10 @@ struct PixelLocation {
 // (offsets, tags and limits only: never a value from the file).
 bool prescanBuffer(const uint8_t *bytes, size_t length, ScanExtent extent, std::string *why);
 bool prescanFd(int fd, ScanExtent extent, std::string *why);
+// Reads up to `cap` bytes of the data, in order, into `dst`: the count (0 at the end), or -1 on failure.
+typedef long (*StreamReadFn)(void *context, void *dst, size_t cap);
+// The whole-file scan of `size` bytes read in order through `read` (never more than a window at once).
+bool prescanStream(StreamReadFn read, void *context, uint64_t size, std::string *why);
 // The scan of prescanBuffer(..., untilPixels, ...), noting where the top-level Pixel Data starts.
 bool locatePixelData(const uint8_t *bytes, size_t length, PixelLocation *location, std::string *why);
 

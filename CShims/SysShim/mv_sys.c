@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "mv_sys.h"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -9,6 +10,8 @@
 int mv_sys_syncfs(int fd) { return syncfs(fd); }
 
 int mv_sys_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+int mv_sys_open_unnamed(const char *directory) { return open(directory, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600); }
 
 int mv_sys_disable_core_dumps(void) {
     struct rlimit none = {0, 0};

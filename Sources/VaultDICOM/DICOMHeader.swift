@@ -198,9 +198,16 @@ public enum DICOMParser {
 
     /// Parses a file already in memory.
     public static func parse(bytes: [UInt8]) throws(DICOMError) -> DICOMHeader {
+        let result: Result<DICOMHeader, DICOMError> = bytes.withUnsafeBytes { b in
+            do throws(DICOMError) { return .success(try parse(buffer: b)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    static func parse(buffer: UnsafeRawBufferPointer) throws(DICOMError) -> DICOMHeader {
         var err = [CChar](repeating: 0, count: 512)
         var handle: OpaquePointer?
-        let rc = bytes.withUnsafeBytes { mv_dcm_parse_buffer($0.baseAddress, $0.count, &handle, &err, err.count) }
+        let rc = mv_dcm_parse_buffer(buffer.baseAddress, buffer.count, &handle, &err, err.count)
         return try finish(rc, handle, err)
     }
 
@@ -218,7 +225,7 @@ public enum DICOMParser {
         return out.withMemoryRebound(to: UInt8.self, capacity: length) { String(decoding: UnsafeBufferPointer(start: $0, count: length), as: UTF8.self) }
     }
 
-    private static func finish(_ rc: Int32, _ handle: OpaquePointer?, _ err: [CChar]) throws(DICOMError) -> DICOMHeader {
+    static func finish(_ rc: Int32, _ handle: OpaquePointer?, _ err: [CChar]) throws(DICOMError) -> DICOMHeader {
         let message = cString(err)
         switch Int(rc) {
         case Int(MV_DCM_OK): break

@@ -113,7 +113,7 @@ package enum BlobCodec {
     /// exist), fsyncs it, and returns its digest. On any error the partial file is removed. New blobs
     /// are format 2; `version` 1 is for tests of the format-1 reader.
     package static func encrypt(
-        source: FileIO.Descriptor, to destination: String, id: BlobID, patientKey: SymmetricKey,
+        source: any FileIO.SequentialSource, to destination: String, id: BlobID, patientKey: SymmetricKey,
         contentKey: SymmetricKey, sync: Bool = true, version: UInt16 = BlobFormat.version, progress: (Int) -> Void = { _ in }
     ) throws -> BlobDigest {
         precondition(version == BlobFormat.streamVersion || version == BlobFormat.seekableVersion)
@@ -131,7 +131,7 @@ package enum BlobCodec {
     }
 
     private static func encryptBody(
-        source: FileIO.Descriptor, out: FileIO.Descriptor, id: BlobID, patientKey: SymmetricKey,
+        source: any FileIO.SequentialSource, out: FileIO.Descriptor, id: BlobID, patientKey: SymmetricKey,
         contentKey: SymmetricKey, version: UInt16, progress: (Int) -> Void
     ) throws -> BlobDigest {
         // A fresh file key, used for this blob only, wrapped by the patient's key.

@@ -103,7 +103,7 @@ enum SeekableCodec {
     /// (batched up to 16 per call), `plain` sees each clear chunk before it is sealed. Clear buffers
     /// are wiped before release. Returns the number of clear bytes.
     static func seal(
-        from source: FileIO.Descriptor, fileKey: SymmetricKey, header: [UInt8],
+        from source: any FileIO.SequentialSource, fileKey: SymmetricKey, header: [UInt8],
         plain: (UnsafeRawBufferPointer) -> Void, emit: (UnsafeRawBufferPointer) throws -> Void
     ) throws -> Int64 {
         var context = ChunkContext(header: header)

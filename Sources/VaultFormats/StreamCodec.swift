@@ -24,7 +24,7 @@ package enum StreamCodec {
     /// each clear chunk before it is sealed. Clear buffers are wiped before release. Returns the
     /// number of clear bytes.
     package static func seal(
-        from source: FileIO.Descriptor, key: SymmetricKey, associatedData: [UInt8], chunkSize: Int,
+        from source: any FileIO.SequentialSource, key: SymmetricKey, associatedData: [UInt8], chunkSize: Int,
         plain: (UnsafeRawBufferPointer) -> Void = { _ in }, emit: (UnsafeRawBufferPointer) throws -> Void
     ) throws -> Int64 {
         let stream = StreamEncryptor(key: key)
@@ -45,7 +45,7 @@ package enum StreamCodec {
     /// `sealedChunkSize`); `emit` receives up to 16 sealed chunks per call. An empty source is one
     /// empty final chunk. Clear buffers are wiped before release. Returns the number of clear bytes.
     package static func sealChunks(
-        from source: FileIO.Descriptor, chunkSize: Int, sealedChunkSize: Int,
+        from source: any FileIO.SequentialSource, chunkSize: Int, sealedChunkSize: Int,
         plain: (UnsafeRawBufferPointer) -> Void, emit: (UnsafeRawBufferPointer) throws -> Void,
         sealChunk: (UnsafeRawBufferPointer, Int64, Bool, UnsafeMutableRawBufferPointer) -> Int
     ) throws -> Int64 {

@@ -33,9 +33,15 @@ package enum FileIO {
         IOFailure(operation: op, path: path, errno: Glibc.errno)
     }
 
+    /// Clear bytes read in order, to the end: a file, or a received instance decrypted as it is read.
+    package protocol SequentialSource: AnyObject, Sendable {
+        /// Fills `buffer` as far as the data goes; returns the bytes read (fewer only at the end).
+        func readFully(into buffer: UnsafeMutableRawBufferPointer) throws(IOFailure) -> Int
+    }
+
     /// A file descriptor with exactly one owner; closed on deinit. Sendable so that an import job can
     /// hand it to the worker that encrypts it; only one thread uses it at a time.
-    package final class Descriptor: @unchecked Sendable {
+    package final class Descriptor: SequentialSource, @unchecked Sendable {
         package let fd: Int32
         package let path: String
         private var closed = false
@@ -54,6 +60,25 @@ package enum FileIO {
         /// Reads until `buffer` is full or end of file; returns bytes read.
         package func readFully(into buffer: UnsafeMutableRawBufferPointer) throws(IOFailure) -> Int {
             try fill(buffer) { at, count, _ in Glibc.read(fd, at, count) }
+        }
+
+        /// A new file in `directory` that has no name: nothing else can open it, and it is gone when
+        /// closed or when the process dies. Where the filesystem has no O_TMPFILE, a file with a random
+        /// name is created and unlinked at once.
+        package static func openUnnamed(inDirectory directory: String) throws(IOFailure) -> Descriptor {
+            let fd = mv_sys_open_unnamed(directory)
+            if fd >= 0 { return Descriptor(fd: fd, path: directory + "/(unnamed)") }
+            guard Glibc.errno == EOPNOTSUPP || Glibc.errno == EISDIR else { throw FileIO.failure("create an unnamed file in", directory) }
+            let path = directory + "/" + FileIO.randomHex(16) + ".unnamed"
+            let named = try open(path, flags: O_RDWR | O_CREAT | O_EXCL)
+            try FileIO.unlink(path)
+            return Descriptor(fd: named.release(), path: directory + "/(unnamed)")
+        }
+
+        /// Gives up ownership: the caller closes the returned descriptor.
+        private func release() -> Int32 {
+            closed = true
+            return fd
         }
 
         /// Calls `read(destination, count, bytesSoFar)` until `buffer` is full or it returns 0 (end of

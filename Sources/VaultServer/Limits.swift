@@ -29,15 +29,19 @@ public struct ServerLimits: Sendable, Equatable {
     public var maxHeaderBytes: Int
     /// Most header fields in one request; more gets 431.
     public var maxHeaderFields: Int
-    /// Largest STOW-RS request body (all its instances, held in memory until sealed); larger gets 413.
-    /// Only STOW-RS (POST …/dicom-web/studies[/{study}]) may send a body at all.
+    /// Largest STOW-RS request body (all its instances); larger gets 413. Only STOW-RS
+    /// (POST …/dicom-web/studies[/{study}]) may send a body at all.
     public var maxStoreBytes: Int64
+    /// Clear bytes of one STOW-RS request held in memory until import. Instances past it are sealed
+    /// as they arrive into unnamed files in the vault's tmp directory (`SealedSpill`), so that a
+    /// request's memory stays within this however large its instances are.
+    public var storeMemoryBytes: Int64
 
     public init(
         headerTimeout: Double = 10, idleTimeout: Double = 60, sendTimeout: Double = 60,
         maxHTTPConnections: Int = 64, maxSocketConnections: Int = 256,
         maxURLBytes: Int = 16 * 1024, maxHeaderBytes: Int = 32 * 1024, maxHeaderFields: Int = 100,
-        maxStoreBytes: Int64 = 1 << 30
+        maxStoreBytes: Int64 = 4 << 30, storeMemoryBytes: Int64 = 64 << 20
     ) {
         self.headerTimeout = headerTimeout
         self.idleTimeout = idleTimeout
@@ -48,6 +52,7 @@ public struct ServerLimits: Sendable, Equatable {
         self.maxHeaderBytes = maxHeaderBytes
         self.maxHeaderFields = maxHeaderFields
         self.maxStoreBytes = maxStoreBytes
+        self.storeMemoryBytes = storeMemoryBytes
     }
 
     public static let defaults = ServerLimits()

@@ -1,6 +1,6 @@
 // STOW-RS (PS3.18 §10.5): POST …/studies and …/studies/{study} with a multipart/related body of
-// application/dicom parts. Each part is streamed into memory (`IncomingInstance`, never a file) and
-// all of them are imported through the engine's import path as one change: sealed, filed, audited
+// application/dicom parts. Each part is streamed into memory, or past the request's memory budget
+// sealed into an unnamed file (`IncomingInstance`: never clear on disk), and all of them are imported through the engine's import path as one change: sealed, filed, audited
 // as an import by the account, published as a snapshot. The answer is the PS3.18 Store Instances
 // Response Module in DICOM JSON.
 import Foundation
@@ -34,7 +34,7 @@ enum STOW {
         if let declared = request.headers[.contentLength].flatMap({ Int64($0) }), declared > limits.maxStoreBytes {
             throw APIError(.contentTooLarge, "the request is larger than the limit of \(limits.maxStoreBytes) bytes")
         }
-        let parts = try await receive(request.body, boundary: boundary, limits: limits)
+        let parts = try await receive(vault, request.body, boundary: boundary, limits: limits)
         let instances = parts.compactMap { if case .instance(let i) = $0 { i } else { nil } }
         let actor = AuditActor(name: account.name, role: account.role.rawValue, peerUID: context.peer?.uid, peerPID: context.peer?.pid)
         let options = { var o = ImportOptions(); o.requiredStudyUID = study; return o }()
@@ -83,9 +83,9 @@ enum STOW {
 
     /// Streams the body into parts. Each part goes to memory as it arrives; the whole request is
     /// bounded by `maxStoreBytes`.
-    static func receive(_ body: RequestBody, boundary: String, limits: ServerLimits) async throws -> [Part] {
+    static func receive(_ vault: Vault, _ body: RequestBody, boundary: String, limits: ServerLimits) async throws -> [Part] {
         var reader = MultipartReader(boundary: boundary)
-        var receiver = PartCollector(maxBytes: limits.maxStoreBytes)
+        var receiver = PartCollector(vault: vault, maxBytes: limits.maxStoreBytes, memoryBudget: limits.storeMemoryBytes)
         var total: Int64 = 0
         for try await buffer in body {
             total += Int64(buffer.readableBytes)
@@ -103,13 +103,22 @@ enum STOW {
         return receiver.parts
     }
 
+    /// Receives each part into an `IncomingInstance`: in memory while the request's memory budget
+    /// lasts, sealed on disk past it.
     struct PartCollector: MultipartReceiver {
+        let vault: Vault
         let maxBytes: Int64
+        /// Clear bytes the request may still hold in memory.
+        private var memoryBudget: Int64
         var parts: [Part] = []
         private var current: IncomingInstance?
         private var refused: FailureReason?
 
-        init(maxBytes: Int64) { self.maxBytes = maxBytes }
+        init(vault: Vault, maxBytes: Int64, memoryBudget: Int64) {
+            self.vault = vault
+            self.maxBytes = maxBytes
+            self.memoryBudget = memoryBudget
+        }
 
         mutating func partBegan(headers: [String: String]) throws {
             refused = nil
@@ -119,22 +128,31 @@ enum STOW {
                 refused = .cannotUnderstand  // not application/dicom
                 return
             }
-            do { current = try IncomingInstance(maxBytes: maxBytes) } catch {
+            do { current = try IncomingInstance(maxBytes: maxBytes, memoryLimit: memoryBudget, spillingInto: vault) } catch {
                 throw APIError(.serviceUnavailable, "cannot receive the instance: \(error)")
             }
         }
 
         mutating func partBytes(_ bytes: UnsafeRawBufferPointer) throws {
             guard let current else { return }
-            do { try current.append(bytes) } catch {
-                throw APIError(.contentTooLarge, "cannot receive the instance: \(error)")
-            }
+            do { try current.append(bytes) } catch { throw Self.receiveError(error) }
         }
 
         mutating func partEnded() throws {
+            if let current {
+                do { try current.finish() } catch { throw Self.receiveError(error) }
+                memoryBudget -= current.memoryBytes
+            }
             if let refused { parts.append(.refused(refused)) } else if let current { parts.append(.instance(current)) }
             current = nil
             refused = nil
+        }
+
+        static func receiveError(_ error: IncomingInstance.Failure) -> APIError {
+            switch error {
+            case .tooLarge: APIError(.contentTooLarge, "cannot receive the instance: \(error)")
+            case .io(let e): APIError(.serviceUnavailable, "cannot receive the instance: \(e)")
+            }
         }
     }
 

@@ -20,6 +20,9 @@ public struct ImportOptions: Sendable {
     public var batchBytes: Int64 = 256 << 20
     /// Refuse instances of any other study (STOW-RS to …/studies/{uid}).
     public var requiredStudyUID: String?
+    /// A received instance sealed on disk (`IncomingInstance`) larger than this is parsed in two passes,
+    /// holding at most this many bytes in memory; a smaller one is read whole (tests lower it).
+    var streamHeaderLimit = DICOMParser.streamHeaderLimit
     public init(removeSource: Bool = false, batchFiles: Int = 200) {
         self.removeSource = removeSource
         self.batchFiles = max(1, batchFiles)
@@ -122,12 +125,13 @@ extension Vault {
         for input in inputs {
             Self.collectFiles(input, into: &files, errors: &results)
         }
-        return try importFiles(sources: files, inputErrors: results, options: options, by: actor, onWait: onWait, progress: progress)
+        let sources = files.map { ImportSource(path: $0.path, size: $0.size, spill: nil) }
+        return try importFiles(sources: sources, inputErrors: results, options: options, by: actor, onWait: onWait, progress: progress)
     }
 
     /// `importFiles` once the inputs are expanded (also `importIncoming`).
     func importFiles(
-        sources files: [(path: String, size: Int64)], inputErrors results: [ImportFileResult], options: ImportOptions,
+        sources files: [ImportSource], inputErrors results: [ImportFileResult], options: ImportOptions,
         by actor: AuditActor, onWait: () -> Void, progress: (ImportProgress) -> Void = { _ in }
     ) throws -> ImportSummary {
         let started = Date()
@@ -146,7 +150,7 @@ extension Vault {
 
     /// The import itself, with the writer lock held (`importFiles`).
     private func runImport(
-        _ files: [(path: String, size: Int64)], results inputErrors: [ImportFileResult], options: ImportOptions, started: Date,
+        _ files: [ImportSource], results inputErrors: [ImportFileResult], options: ImportOptions, started: Date,
         progress: (ImportProgress) -> Void
     ) throws -> ImportSummary {
         var results = inputErrors
@@ -178,10 +182,10 @@ extension Vault {
             } catch { throw abort(error) }
         }
         for file in files {
-            var prepared = try session.prepare(path: file.path, resultIndex: results.count)
+            var prepared = try session.prepare(file, resultIndex: results.count)
             if case .needsFlush = prepared {
                 try flush(commitIfFull: false)
-                prepared = try session.prepare(path: file.path, resultIndex: results.count)
+                prepared = try session.prepare(file, resultIndex: results.count)
             }
             switch prepared {
             case .done(let outcome):
@@ -324,7 +328,7 @@ struct ImportSession {
     struct Job: Sendable {
         let resultIndex: Int
         let path: String
-        let source: FileIO.Descriptor
+        let source: any FileIO.SequentialSource
         let header: DICOMHeader
         let patientRef: [UInt8]
         let patientKey: SymmetricKey
@@ -361,18 +365,18 @@ struct ImportSession {
     /// The longest UID DICOM allows (PS3.5 §9.1).
     static let maxUIDLength = 64
 
-    mutating func prepare(path: String, resultIndex: Int) throws -> Prepared {
+    mutating func prepare(_ input: ImportSource, resultIndex: Int) throws -> Prepared {
         lastIdentity = nil
-        // Open once and parse what was opened (through /proc/self/fd), so the bytes that are parsed and
-        // the bytes that are encrypted come from the same file even if the path is replaced meanwhile.
-        let source: FileIO.Descriptor
-        do { source = try FileIO.Descriptor.open(path, flags: O_RDONLY) } catch { return .done(.failed(error.description)) }
-        _ = posix_fadvise(source.fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
-        let header: DICOMHeader
-        do { header = try DICOMParser.parse(path: "/proc/self/fd/\(source.fd)") } catch {
+        let path = input.path
+        let opened: (source: any FileIO.SequentialSource, header: DICOMHeader)
+        switch Self.openAndParse(input, headerLimit: options.streamHeaderLimit) {
+        case .success(let o): opened = o
+        case .failure(.unreadable(let reason)): return .done(.failed(reason))
+        case .failure(.refused(let error)):
             if case .dictionaryUnavailable = error { throw error }
             return .done(.rejected(error.description))
         }
+        let (source, header) = opened
         if header.sopInstanceUID == nil && (path as NSString).lastPathComponent.uppercased() == "DICOMDIR" {
             return .done(.skipped("DICOMDIR media index; the images it lists are imported on their own"))
         }
@@ -433,13 +437,45 @@ struct ImportSession {
             ?? vault.catalog.patientRef(ofStudy: studyIndex)
             ?? Self.patientRef(header, keyring: keyring)
         let blobID = BlobID.random()
-        let size = (try? source.size()) ?? 0
+        let size = input.size
         window.append(Job(
             resultIndex: resultIndex, path: path, source: source, header: header, patientRef: patientRef,
             patientKey: try key(forPatient: patientRef), studyIndex: studyIndex, seriesIndex: seriesIndex, instanceIndex: instanceIndex, blobID: blobID,
             tmpPath: vault.blobStore.stage(blobID).path, size: size))
         windowBytes += size
         return .queued
+    }
+
+    enum OpenFailure: Error {
+        case unreadable(String)
+        case refused(DICOMError)
+    }
+
+    /// Opens an input and parses it. A file is opened once and what was opened is parsed (through
+    /// /proc/self/fd), so that the bytes parsed and the bytes encrypted are the same even if the path
+    /// is replaced meanwhile. A spill is parsed in passes over its sealed bytes, then read once more
+    /// by the encryption.
+    static func openAndParse(_ input: ImportSource, headerLimit: Int) -> Result<(source: any FileIO.SequentialSource, header: DICOMHeader), OpenFailure> {
+        if let spill = input.spill {
+            do {
+                let header = try DICOMParser.parse(size: spill.size, headerLimit: headerLimit) {
+                    let reader = try spill.reader()
+                    return { buffer in try reader.readFully(into: buffer) }
+                }
+                return .success((try spill.reader(), header))
+            } catch let e as DICOMError {
+                if case .unreadable(let reason) = e { return .failure(.unreadable(reason)) }
+                return .failure(.refused(e))
+            } catch {
+                return .failure(.unreadable(String(describing: error)))
+            }
+        }
+        let source: FileIO.Descriptor
+        do { source = try FileIO.Descriptor.open(input.path, flags: O_RDONLY) } catch { return .failure(.unreadable(error.description)) }
+        _ = posix_fadvise(source.fd, 0, 0, Int32(POSIX_FADV_SEQUENTIAL))
+        do { return .success((source, try DICOMParser.parse(path: "/proc/self/fd/\(source.fd)"))) } catch {
+            return .failure(.refused(error))
+        }
     }
 
     /// Encrypts the queued files into vault/tmp — several at once on several cores — and stages them for
@@ -525,7 +561,7 @@ struct ImportSession {
         return key
     }
 
-    static func contentMAC(of source: FileIO.Descriptor, key: SymmetricKey) throws -> [UInt8] {
+    static func contentMAC(of source: any FileIO.SequentialSource, key: SymmetricKey) throws -> [UInt8] {
         let hasher = KeyedHasher(key: key)
         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 64)
         defer {

@@ -38,8 +38,10 @@ struct Serve: ParsableCommand {
     var maxUrlBytes: Int = ServerLimits.defaults.maxURLBytes
     @Option(help: ArgumentHelp("Largest request head in bytes (431 beyond).", valueName: "bytes"))
     var maxHeaderBytes: Int = ServerLimits.defaults.maxHeaderBytes
-    @Option(help: ArgumentHelp("Largest STOW-RS request in bytes (413 beyond); its instances are held in memory until sealed.", valueName: "bytes"))
+    @Option(help: ArgumentHelp("Largest STOW-RS request in bytes (413 beyond).", valueName: "bytes"))
     var maxStoreBytes: Int64 = ServerLimits.defaults.maxStoreBytes
+    @Option(help: ArgumentHelp("Bytes of one STOW-RS request held in memory; larger instances are sealed on arrival into unnamed files in the vault's tmp directory.", valueName: "bytes"))
+    var storeMemoryBytes: Int64 = ServerLimits.defaults.storeMemoryBytes
     @Option(
         name: .customLong("allow-origin"),
         help: ArgumentHelp(
@@ -57,7 +59,8 @@ struct Serve: ParsableCommand {
         ServerLimits(
             headerTimeout: headerTimeout, idleTimeout: idleTimeout, sendTimeout: sendTimeout,
             maxHTTPConnections: maxHttpConnections, maxSocketConnections: maxSocketConnections,
-            maxURLBytes: maxUrlBytes, maxHeaderBytes: maxHeaderBytes, maxStoreBytes: maxStoreBytes)
+            maxURLBytes: maxUrlBytes, maxHeaderBytes: maxHeaderBytes, maxStoreBytes: maxStoreBytes,
+            storeMemoryBytes: storeMemoryBytes)
     }
 
     func validate() throws {
@@ -74,6 +77,7 @@ struct Serve: ParsableCommand {
             throw ValidationError("--max-header-bytes must be between 1024 and 1048576, and at least --max-url-bytes")
         }
         if !(1024...(Int64(1) << 40)).contains(maxStoreBytes) { throw ValidationError("--max-store-bytes must be between 1024 and 1099511627776") }
+        if !(0...(Int64(1) << 40)).contains(storeMemoryBytes) { throw ValidationError("--store-memory-bytes must be between 0 and 1099511627776") }
         if let http {
             do { _ = try LoopbackAddress(parsing: http) } catch { throw ValidationError(error.description) }
         }

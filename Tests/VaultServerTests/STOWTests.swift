@@ -121,6 +121,31 @@ import TestSupport
         #expect(allFiles(under: s.vault.layout.root).allSatisfy { !fileContains($0, name) })
     }
 
+    @Test func instancesPastTheRequestsMemoryBudgetAreSealedOnArrivalAndStoredByteForByte() async throws {
+        let s = try Served()
+        let (files, corpus) = Self.newSeries(s.dir, patient: "STOW-0005", slices: 3)
+        // A budget smaller than one instance: every part is sealed into an unnamed file as it arrives.
+        let server = VaultAPIServer(vault: s.vault, socketPath: s.dir.sub("budget.sock"), limits: ServerLimits(storeMemoryBytes: 1000))
+        try await server.makeApplication(address: .hostname("127.0.0.1", port: 0), maxConnections: 4).test(.router) { client in
+            try await client.execute(uri: "/dicom-web/studies", method: .post, headers: Self.headers(s.rad), body: try Self.body(files, extra: Array("not dicom".utf8))) { response in
+                #expect(response.status == .accepted)
+                let o = try Self.json(response)
+                #expect(Self.sequence(o, "00081199").count == files.count)
+                #expect(Self.sequence(o, "00081198").first.flatMap { Self.value($0, "00081197") as? Int } == 0xC000)
+            }
+        }
+        for f in corpus.valid {
+            let sop = try #require(f.sop_uid)
+            var out = Data()
+            let item = try #require(try s.vault.resolve(.instance(sop)).first)
+            try s.vault.readInstance(item) { out.append(contentsOf: $0) }
+            #expect(out == (try Data(contentsOf: URL(fileURLWithPath: corpus.path(f)))))
+        }
+        #expect(FileManager.default.fileExists(atPath: s.vault.layout.tmp))
+        #expect((try FileManager.default.contentsOfDirectory(atPath: s.vault.layout.tmp)).isEmpty)
+        #expect(allFiles(under: s.vault.layout.root).allSatisfy { !fileContains($0, Array("Stowaway".utf8)) })
+    }
+
     @Test func partialAndFailedStoresAnswer202And409WithReasons() async throws {
         let s = try Served()
         let (files, corpus) = Self.newSeries(s.dir, patient: "STOW-0002", slices: 2)

@@ -53,6 +53,20 @@ int mv_dcm_parse_file(const char *path, mv_dcm_header **out, char *err, size_t e
 /* Same, from a buffer in memory (the buffer is not retained). */
 int mv_dcm_parse_buffer(const void *bytes, size_t length, mv_dcm_header **out, char *err, size_t err_len);
 
+/* Reads up to `cap` bytes into `dst`, continuing where the previous call stopped: returns the count
+ * (0 at the end), or -1 when the data cannot be read. */
+typedef long (*mv_dcm_read_fn)(void *context, void *dst, size_t cap);
+
+/* The whole-file pre-scan of mv_dcm_parse_file over `size` bytes read in order through `read` (a
+ * received instance decrypted as it is read): never more than a small window is held. MV_DCM_OK when
+ * mv_dcm_parse_until_pixels may parse the file's first bytes. */
+int mv_dcm_prescan_stream(mv_dcm_read_fn read, void *context, uint64_t size, char *err, size_t err_len);
+
+/* Parses the first `length` bytes of a file (already accepted by mv_dcm_prescan_stream) up to its
+ * top-level Pixel Data, which is neither read nor needed. MV_DCM_ERR_NO_PIXELS when the bytes end
+ * before the Pixel Data tag (the caller gives more bytes, or the whole file to mv_dcm_parse_buffer). */
+int mv_dcm_parse_until_pixels(const void *bytes, size_t length, mv_dcm_header **out, char *err, size_t err_len);
+
 /* The value of a top-level element as UTF-8 text, multiple values joined by '\\', or NULL when the
  * element is absent. The pointer stays valid until mv_dcm_header_free. */
 const char *mv_dcm_header_get(const mv_dcm_header *header, uint16_t group, uint16_t element);

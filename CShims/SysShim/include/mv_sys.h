@@ -22,6 +22,12 @@ int mv_sys_syncfs(int fd);
  * touch the disk. Returns the descriptor, or -1 with errno set. */
 int mv_sys_memfd(const char *name);
 
+/* open(2) of an unnamed regular file in `directory` (O_TMPFILE | O_RDWR | O_CLOEXEC, mode 0600): it
+ * has no name, so nothing else can open or list it, and it vanishes when closed or on a crash. Holds a
+ * received instance too large for memory, sealed. Returns the descriptor, or -1 with errno set
+ * (EOPNOTSUPP or EISDIR where the filesystem lacks O_TMPFILE). */
+int mv_sys_open_unnamed(const char *directory);
+
 /* The peer of a Unix domain socket (SO_PEERCRED). Same layout as Linux's struct ucred, which
  * Swift cannot import without _GNU_SOURCE. */
 typedef struct mv_sys_ucred {
