@@ -22,36 +22,64 @@ package struct OpenedCatalog {
     package var tally: [Int64: (count: Int, bytes: Int64)] = [:]
 }
 
+/// Which part of the catalog `Catalog.open` decrypts: everything, or what one blind index leads to
+/// (a patient's rows; one study with its patient and series; one series with its study and patient —
+/// for series and instance listings: its study's other series are not read).
+/// A scoped open reads rows through the UNIQUE or indexed blind-index columns: its cost does not grow
+/// with the vault.
+package enum CatalogScope: Sendable {
+    case all
+    case patient(idIndex: [UInt8])
+    case study(uidIndex: [UInt8])
+    case series(uidIndex: [UInt8])
+}
+
 extension Catalog {
     /// Decrypts catalog rows. With `patientIDIndex`, only that patient's rows. Instance records are
     /// decrypted only when `instances` is true; otherwise only their per-series tally is read.
     package func open(patientIDIndex: [UInt8]?, instances: Bool, sealer: RecordSealer) throws -> OpenedCatalog {
+        try open(scope: patientIDIndex.map { .patient(idIndex: $0) } ?? .all, instances: instances, sealer: sealer)
+    }
+
+    /// Decrypts the rows of `scope` (see `CatalogScope`). Instance records are decrypted only when
+    /// `instances` is true; otherwise only their per-series tally is read.
+    package func open(scope: CatalogScope, instances: Bool, sealer: RecordSealer) throws -> OpenedCatalog {
         try pool.read { db in
             var out = OpenedCatalog()
-            let patientRows: [Row]
-            if let patientIDIndex {
-                patientRows = try Row.fetchAll(db, sql: "SELECT * FROM patient WHERE patientIDIndex = ?", arguments: [Data(patientIDIndex)])
-            } else {
+            func list(_ ids: some Collection<Int64>) -> String { "(" + ids.map(String.init).joined(separator: ",") + ")" }
+            // The rows the scope names, then the rows above them (by id) and below them (by parent id).
+            var patientRows: [Row] = [], studyRows: [Row]? = nil, seriesRows: [Row]? = nil
+            switch scope {
+            case .all:
                 patientRows = try Row.fetchAll(db, sql: "SELECT * FROM patient")
+            case .patient(let index):
+                patientRows = try Row.fetchAll(db, sql: "SELECT * FROM patient WHERE patientIDIndex = ?", arguments: [Data(index)])
+            case .study(let index):
+                let studies = try Row.fetchAll(db, sql: "SELECT * FROM study WHERE uidIndex = ?", arguments: [Data(index)])
+                patientRows = try Row.fetchAll(db, sql: "SELECT * FROM patient WHERE id IN " + list(studies.map { $0["patientID"] as Int64 }))
+                studyRows = studies
+            case .series(let index):
+                let series = try Row.fetchAll(db, sql: "SELECT * FROM series WHERE uidIndex = ?", arguments: [Data(index)])
+                let studies = try Row.fetchAll(db, sql: "SELECT * FROM study WHERE id IN " + list(series.map { $0["studyID"] as Int64 }))
+                patientRows = try Row.fetchAll(db, sql: "SELECT * FROM patient WHERE id IN " + list(studies.map { $0["patientID"] as Int64 }))
+                (studyRows, seriesRows) = (studies, series)
             }
             for r in patientRows {
                 let ref = Array(r["ref"] as Data)
                 let rec = try sealer.open(PatientRecord.self, Array(r["sealed"] as Data), table: "patient", index: ref)
                 out.patients[r["id"]] = .init(id: r["id"], ref: ref, wrappedKey: Array(r["wrappedKey"] as Data), record: rec)
             }
-            let ids = Array(out.patients.keys)
-            guard !ids.isEmpty else { return out }
-            let filter = patientIDIndex == nil ? "" : " WHERE patientID IN (\(ids.map(String.init).joined(separator: ",")))"
-            for r in try Row.fetchAll(db, sql: "SELECT * FROM study" + filter) {
+            guard !out.patients.isEmpty else { return out }
+            let everything = if case .all = scope { true } else { false }
+            for r in try studyRows ?? Row.fetchAll(db, sql: "SELECT * FROM study" + (everything ? "" : " WHERE patientID IN " + list(out.patients.keys))) {
                 let rec = try sealer.open(StudyRecord.self, Array(r["sealed"] as Data), table: "study", index: Array(r["uidIndex"] as Data))
                 out.studies[r["id"]] = .init(id: r["id"], patientID: r["patientID"], record: rec)
             }
-            let studyFilter = patientIDIndex == nil ? "" : " WHERE studyID IN (\(out.studies.keys.map(String.init).joined(separator: ",")))"
-            for r in try Row.fetchAll(db, sql: "SELECT * FROM series" + studyFilter) {
+            for r in try seriesRows ?? Row.fetchAll(db, sql: "SELECT * FROM series" + (everything ? "" : " WHERE studyID IN " + list(out.studies.keys))) {
                 let rec = try sealer.open(SeriesRecord.self, Array(r["sealed"] as Data), table: "series", index: Array(r["uidIndex"] as Data))
                 out.series[r["id"]] = .init(id: r["id"], studyID: r["studyID"], record: rec)
             }
-            let seriesFilter = patientIDIndex == nil ? "" : " WHERE seriesID IN (\(out.series.keys.map(String.init).joined(separator: ",")))"
+            let seriesFilter = everything ? "" : " WHERE seriesID IN " + list(out.series.keys)
             guard instances else {
                 let sql = "SELECT seriesID, COUNT(*) AS n, SUM(plainSize) AS bytes FROM instance" + seriesFilter + " GROUP BY seriesID"
                 for r in try Row.fetchAll(db, sql: sql) { out.tally[r["seriesID"]] = (r["n"], r["bytes"]) }

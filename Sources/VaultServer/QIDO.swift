@@ -340,6 +340,18 @@ struct QIDOQuery {
         guard let key = keys.first(where: { $0.attribute == .patientID }), let ids = key.exactValues else { return [nil] }
         return ids.sorted()
     }
+
+    /// What the catalog opens for this search: the series or study of the URL, else the exact Series
+    /// or Study Instance UIDs asked for, else the exact Patient IDs, each through its blind index; only
+    /// a search with none of these opens the whole catalog. The matching keys still filter the rows.
+    func selections(study: String? = nil, series: String? = nil, seriesLevel: Bool) -> [CatalogSelection] {
+        func exact(_ a: Attribute) -> [String]? { keys.first { $0.attribute == a }?.exactValues.map { $0.sorted() } }
+        if let series { return [.series(series)] }
+        if seriesLevel, let uids = exact(.seriesInstanceUID) { return uids.map { .series($0) } }
+        if let study { return [.study(study)] }
+        if let uids = exact(.studyInstanceUID) { return uids.map { .study($0) } }
+        return patientIDs.map { $0.map { .patientID($0) } ?? .all }
+    }
 }
 
 enum QIDO {
@@ -458,10 +470,10 @@ enum QIDO {
         o.setPerson(.performingPhysicianName, s.performingPhysician)
     }
 
-    /// Rows for every exact Patient ID asked (each through the blind index), or all rows.
-    static func fetch<T>(_ query: QIDOQuery, _ list: (String?) throws -> [T]) throws -> [T] {
+    /// The rows of each selection (`QIDOQuery.selections`).
+    static func fetch<T>(_ selections: [CatalogSelection], _ list: (CatalogSelection) throws -> [T]) throws -> [T] {
         var out: [T] = []
-        for id in query.patientIDs { out += try list(id) }
+        for selection in selections { out += try list(selection) }
         return out
     }
 
@@ -469,7 +481,7 @@ enum QIDO {
     static func studies(_ vault: Vault, _ request: Request, _ context: VaultRequestContext) throws -> Response {
         let blank = QIDORow(patient: .blank, study: .blank, modalities: [])
         let query = try QIDOQuery(request, level: blank)
-        let studies = try fetch(query) { try vault.listStudies(patientID: $0) }.filter {
+        let studies = try fetch(query.selections(seriesLevel: false)) { try vault.listStudies(in: $0) }.filter {
             query.matches(QIDORow(patient: $0.patient, study: $0.study, modalities: $0.modalities))
         }
         let shown = page(studies, request)
@@ -487,7 +499,7 @@ enum QIDO {
     /// GET /dicom-web/series and /studies/{s}/series.
     static func series(_ vault: Vault, _ request: Request, _ context: VaultRequestContext, study: String?) throws -> Response {
         let query = try QIDOQuery(request, level: QIDORow(patient: .blank, study: .blank, series: .blank))
-        var rows = try fetch(query) { try vault.listSeries(patientID: $0) }
+        var rows = try fetch(query.selections(study: study, seriesLevel: true)) { try vault.listSeries(in: $0) }
         if let study { rows = rows.filter { $0.study.studyUID == study } }
         rows = rows.filter { query.matches(QIDORow(patient: $0.patient, study: $0.study, series: $0.series)) }
         let shown = page(rows, request)
@@ -504,7 +516,7 @@ enum QIDO {
     /// GET /dicom-web/instances, /studies/{s}/instances and /studies/{s}/series/{se}/instances.
     static func instances(_ vault: Vault, _ request: Request, _ context: VaultRequestContext, study: String?, series: String?) throws -> Response {
         let query = try QIDOQuery(request, level: QIDORow(patient: .blank, study: .blank, series: .blank, instance: .blank))
-        var rows = try fetch(query) { try vault.listInstances(patientID: $0) }
+        var rows = try fetch(query.selections(study: study, series: series, seriesLevel: true)) { try vault.listInstances(in: $0) }
         if let study { rows = rows.filter { $0.study.studyUID == study } }
         if let series { rows = rows.filter { $0.series.seriesUID == series } }
         rows = rows.filter { query.matches(QIDORow(patient: $0.patient, study: $0.study, series: $0.series, instance: $0.instance)) }

@@ -28,13 +28,33 @@ public struct SeriesSummary: Sendable {
     public var bytes: Int64
 }
 
+/// The part of the catalog a listing reads: all of it, or what one identifier leads to through its
+/// blind index (so that the listing costs the same whatever the vault's size). `series` is for
+/// series and instance listings.
+public enum CatalogSelection: Sendable, Hashable {
+    case all
+    case patientID(String)
+    case study(String)
+    case series(String)
+}
+
 extension Vault {
     /// Decrypts catalog rows. With `patientID`, only that patient's rows (found by blind index). Instance
     /// records are decrypted only when `instances` is true; otherwise only their per-series tally is read
     /// (a study or series listing needs counts, and a patient may have thousands of instances).
     func openCatalog(patientID: String? = nil, instances: Bool = true) throws -> OpenedCatalog {
-        let pidIndex = patientID.map { keyring.blindIndex(.patientID, Normalize.identifier($0)) }
-        return try catalog.open(patientIDIndex: pidIndex, instances: instances, sealer: sealer)
+        try openCatalog(patientID.map { .patientID($0) } ?? .all, instances: instances)
+    }
+
+    func openCatalog(_ selection: CatalogSelection, instances: Bool = true) throws -> OpenedCatalog {
+        let scope: CatalogScope =
+            switch selection {
+            case .all: .all
+            case .patientID(let id): .patient(idIndex: keyring.blindIndex(.patientID, Normalize.identifier(id)))
+            case .study(let uid): .study(uidIndex: keyring.blindIndex(.studyUID, Normalize.identifier(uid)))
+            case .series(let uid): .series(uidIndex: keyring.blindIndex(.seriesUID, Normalize.identifier(uid)))
+            }
+        return try catalog.open(scope: scope, instances: instances, sealer: sealer)
     }
 
     public func listPatients(patientID: String? = nil) throws -> [PatientSummary] {
@@ -51,7 +71,11 @@ extension Vault {
     }
 
     public func listStudies(patientID: String? = nil) throws -> [StudySummary] {
-        let c = try openCatalog(patientID: patientID, instances: false)
+        try listStudies(in: patientID.map { .patientID($0) } ?? .all)
+    }
+
+    public func listStudies(in selection: CatalogSelection) throws -> [StudySummary] {
+        let c = try openCatalog(selection, instances: false)
         var out: [Int64: StudySummary] = [:]
         for s in c.studies.values {
             guard let p = c.patients[s.patientID] else { continue }
@@ -73,7 +97,11 @@ extension Vault {
     }
 
     public func listSeries(patientID: String? = nil) throws -> [SeriesSummary] {
-        let c = try openCatalog(patientID: patientID, instances: false)
+        try listSeries(in: patientID.map { .patientID($0) } ?? .all)
+    }
+
+    public func listSeries(in selection: CatalogSelection) throws -> [SeriesSummary] {
+        let c = try openCatalog(selection, instances: false)
         var out: [Int64: SeriesSummary] = [:]
         for se in c.series.values {
             guard let st = c.studies[se.studyID], let p = c.patients[st.patientID] else { continue }
@@ -99,7 +127,11 @@ public struct InstanceSummary: Sendable {
 
 extension Vault {
     public func listInstances(patientID: String? = nil) throws -> [InstanceSummary] {
-        let c = try openCatalog(patientID: patientID)
+        try listInstances(in: patientID.map { .patientID($0) } ?? .all)
+    }
+
+    public func listInstances(in selection: CatalogSelection) throws -> [InstanceSummary] {
+        let c = try openCatalog(selection)
         return c.instances.compactMap { i -> InstanceSummary? in
             guard let se = c.series[i.row.seriesID], let st = c.studies[se.studyID], let p = c.patients[st.patientID] else { return nil }
             return InstanceSummary(patient: p.record, study: st.record, series: se.record, instance: i.record, bytes: i.row.plainSize)
