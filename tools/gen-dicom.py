@@ -34,6 +34,15 @@ Modes
       (with and without Basic Offset Table, fragmented, with an Extended Offset Table), JPEG
       2000 (Pillow), and pixel headers that claim more than the file holds.
 
+  gen-dicom.py bulk-elements OUTDIR
+      One Secondary Capture instance with binary values besides Pixel Data, in Explicit VR Little
+      Endian, Implicit VR Little Endian and Explicit VR Big Endian (OUTDIR/bulk.json names the
+      files, their UIDs, and each binary element: its path as /metadata's BulkDataURI gives it,
+      its VR, its value as little endian hex, and whether it is longer than 1 KiB): an icon image
+      (0088,0200 > 7FE0,0010, OB), a large and a small private OB (0009,1010 and 0009,1011), a
+      large and a small overlay (6000,3000 and 6002,3000, OW), point coordinates two sequences
+      deep in the second item (0066,0002 > 0066,0011 > 0066,0016, OF), and a small Pixel Data.
+
   gen-dicom.py big-file OUTFILE --mib 1024
       A single multi-frame instance with about N MiB of pixel data.  The pixel
       data element is appended by hand in a streaming fashion, so memory use
@@ -1285,6 +1294,101 @@ def build_pixels(outdir: str) -> list[dict]:
     return entries
 
 
+def build_bulk_elements(outdir: str) -> list[dict]:
+    """One instance with binary values besides Pixel Data, in three transfer syntaxes (bulk.json).
+
+    Values are built little endian; the big endian file holds them swapped by the VR's word size
+    (OW 2, OF 4; OB unchanged), as that syntax requires: a server sends them back little endian.
+    """
+    uid = UIDGen(stable_arc(78, "bulk-elements"))
+    study, series = uid(), uid()
+    rng = np.random.default_rng(11)
+
+    def blob(n: int) -> bytes:
+        return rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+
+    def floats(n: int, scale: float) -> bytes:
+        return (np.arange(n, dtype="<f4") * np.float32(scale)).tobytes()
+
+    # (path, VR, little endian value): the paths are /metadata's BulkDataURI scheme (tag / item / tag).
+    elements = [
+        ("00091010", "OB", blob(5000)),
+        ("00091011", "OB", blob(16)),
+        ("60003000", "OW", blob(128 * 128 // 8)),
+        ("60023000", "OW", blob(16 * 16 // 8)),
+        ("00880200/0/7FE00010", "OB", blob(64 * 64)),
+        ("00660002/1/00660011/0/00660016", "OF", floats(1800, 0.5)),
+        ("00660002/0/00660011/0/00660016", "OF", floats(6, 2.0)),
+    ]
+    value = {path: v for path, _, v in elements}
+
+    def swapped(vr: str, v: bytes, big: bool) -> bytes:
+        width = {"OW": 2, "OF": 4}.get(vr, 1)
+        if not big or width == 1:
+            return v
+        return np.frombuffer(v, dtype=f"<u{width}").astype(f">u{width}").tobytes()
+
+    def dataset(ts: str, sop: str) -> Dataset:
+        big = ts == ExplicitVRBigEndian
+        vr_of = {path: vr for path, vr, _ in elements}
+
+        def v(path: str) -> bytes:
+            return swapped(vr_of[path], value[path], big)
+
+        ds = Dataset()
+        ds.SOPClassUID, ds.SOPInstanceUID = SC_IMAGE_STORAGE, sop
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.PatientID, ds.PatientName, ds.Modality = "BULK-1", "Bulk^Elements", "OT"
+        ds.StudyDate, ds.InstanceNumber = "20240102", 1
+        block = ds.private_block(0x0009, "MEDVAULT BULK", create=True)
+        block.add_new(0x10, "OB", v("00091010"))
+        block.add_new(0x11, "OB", v("00091011"))
+        for group, size, path in [(0x6000, 128, "60003000"), (0x6002, 16, "60023000")]:
+            ds.add_new((group << 16) | 0x0010, "US", size)
+            ds.add_new((group << 16) | 0x0011, "US", size)
+            ds.add_new((group << 16) | 0x0040, "CS", "G")
+            ds.add_new((group << 16) | 0x0050, "SS", [1, 1])
+            ds.add_new((group << 16) | 0x0100, "US", 1)
+            ds.add_new((group << 16) | 0x0102, "US", 0)
+            ds.add_new((group << 16) | 0x3000, "OW", v(path))
+        icon = Dataset()
+        icon.SamplesPerPixel, icon.PhotometricInterpretation = 1, "MONOCHROME2"
+        icon.Rows, icon.Columns = 64, 64
+        icon.BitsAllocated, icon.BitsStored, icon.HighBit, icon.PixelRepresentation = 8, 8, 7, 0
+        icon.add_new(PIXEL_DATA_TAG, "OB", v("00880200/0/7FE00010"))
+        ds.IconImageSequence = Sequence([icon])
+        surfaces = []
+        for i, n in [(0, 2), (1, 600)]:
+            points = Dataset()
+            points.NumberOfSurfacePoints = n
+            points.add_new(0x00660016, "OF", v(f"00660002/{i}/00660011/0/00660016"))
+            surface = Dataset()
+            surface.SurfaceNumber = i + 1
+            surface.SurfacePointsSequence = Sequence([points])
+            surfaces.append(surface)
+        ds.SurfaceSequence = Sequence(surfaces)
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = 8, 8
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.add_new(PIXEL_DATA_TAG, "OW", (np.arange(64, dtype="<u2") * 1000).tobytes())
+        return ds
+
+    files = []
+    for ts, name in [(ExplicitVRLittleEndian, "explicit-le.dcm"), (ImplicitVRLittleEndian, "implicit-le.dcm"),
+                     (ExplicitVRBigEndian, "explicit-be.dcm")]:
+        sop = uid()
+        write_bytes(os.path.join(outdir, name), encode(dataset(ts, sop), ts))
+        files.append({"path": name, "transfer_syntax": ts, "study_uid": study, "series_uid": series, "sop_uid": sop})
+    manifest = {
+        "files": files,
+        "elements": [{"path": p, "vr": vr, "value": v.hex(), "bulk": len(v) > 1024} for p, vr, v in elements],
+    }
+    with open(os.path.join(outdir, "bulk.json"), "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    return files
+
+
 # --------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------
@@ -1318,6 +1422,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = sub.add_parser("pixels", help="images with known pixels in every layout and codec (pixels.json)")
     p.add_argument("outdir")
 
+    p = sub.add_parser("bulk-elements", help="binary values besides Pixel Data, in three syntaxes (bulk.json)")
+    p.add_argument("outdir")
+
     p = sub.add_parser("big-file", help="one multi-frame instance with ~N MiB of pixel data")
     p.add_argument("outfile")
     p.add_argument("--mib", type=float, default=1024)
@@ -1343,6 +1450,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.mode == "pixels":
         entries = build_pixels(args.outdir)
         print(f"pixels: wrote {len(entries)} files + pixels.json to {args.outdir} "
+              f"in {time.monotonic() - t0:.2f} s", file=sys.stderr)
+        return 0
+    if args.mode == "bulk-elements":
+        files = build_bulk_elements(args.outdir)
+        print(f"bulk-elements: wrote {len(files)} files + bulk.json to {args.outdir} "
               f"in {time.monotonic() - t0:.2f} s", file=sys.stderr)
         return 0
     if args.mode == "corpus":

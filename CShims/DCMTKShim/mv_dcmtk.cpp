@@ -20,6 +20,7 @@
 #include <new>
 #include <string>
 
+#include "mv_bulkdata.h"
 #include "mv_dcmtk.h"
 #include "mv_iso2022.h"
 #include "mv_prescan.h"
@@ -277,7 +278,8 @@ extern "C" void mv_dcm_header_free(mv_dcm_header *header) { delete header; }
 
 namespace {
 
-int jsonFromBuffer(const void *bytes, size_t length, char **json, size_t *json_len, char *err, size_t err_len) {
+int jsonFromBuffer(const void *bytes, size_t length, const mv_dcm_json_options *options, char **json, size_t *json_len,
+                   char *err, size_t err_len) {
     DcmInputBufferStream stream;
     stream.setBuffer(bytes, offile_off_t(length));
     stream.setEos();
@@ -298,10 +300,9 @@ int jsonFromBuffer(const void *bytes, size_t length, char **json, size_t *json_l
         (void)dataset->convertToUTF8();
     }
     std::ostringstream out;
-    DcmJsonFormatCompact format(OFFalse);
     // DcmDataset::writeJson writes the members; the enclosing object is the caller's (as in DcmFileFormat).
     out << "{";
-    OFCondition written = dataset->writeJson(out, format);
+    OFCondition written = mv::writeDatasetJson(*dataset, options, out);  // mv_bulkdata.cpp
     out << "}";
     if (written.bad()) {
         setError(err, err_len, std::string("cannot write DICOM JSON: ") + written.text());
@@ -323,6 +324,11 @@ int jsonFromBuffer(const void *bytes, size_t length, char **json, size_t *json_l
 
 extern "C" int mv_dcm_json_from_buffer(const void *bytes, size_t length, char **json, size_t *json_len, char *err,
                                        size_t err_len) {
+    return mv_dcm_json_from_buffer_with(bytes, length, nullptr, json, json_len, err, err_len);
+}
+
+extern "C" int mv_dcm_json_from_buffer_with(const void *bytes, size_t length, const mv_dcm_json_options *options,
+                                            char **json, size_t *json_len, char *err, size_t err_len) {
     try {
         if (json == nullptr || json_len == nullptr || (bytes == nullptr && length > 0)) return MV_DCM_ERR_INTERNAL;
         *json = nullptr;
@@ -336,7 +342,7 @@ extern "C" int mv_dcm_json_from_buffer(const void *bytes, size_t length, char **
         return withKnownStack(
             [&]() -> int {
                 try {
-                    return jsonFromBuffer(bytes, length, json, json_len, err, err_len);
+                    return jsonFromBuffer(bytes, length, options, json, json_len, err, err_len);
                 } catch (...) {
                     setError(err, err_len, "unexpected C++ exception while writing DICOM JSON");
                     return MV_DCM_ERR_INTERNAL;

@@ -1,4 +1,5 @@
-// mv_shim.h — private to the shim: the helpers every entry point uses (mv_dcmtk.cpp, mv_pixels.cpp).
+// mv_shim.h — private to the shim: the helpers every entry point uses (mv_dcmtk.cpp, mv_pixels.cpp,
+// mv_bulkdata.cpp).
 //   setError        a reason into the caller's buffer (offsets, tags, limits: never a value from a file)
 //   guarded         turns any C++ exception into a status and a message: none may cross into Swift
 //   withKnownStack  runs DCMTK with at least 2 MiB of stack (a helper thread with 16 MiB otherwise)

@@ -71,6 +71,8 @@ public enum DICOMError: Error, Equatable, Sendable, CustomStringConvertible {
     case frameOutOfRange(requested: Int, available: Int)
     /// The dataset has no top-level Pixel Data (or the bytes stop before it).
     case noPixelData(String)
+    /// No element at a bulk data path, or not a binary value there (the message names tags and items).
+    case noSuchElement(String)
 
     public var description: String {
         switch self {
@@ -85,6 +87,7 @@ public enum DICOMError: Error, Equatable, Sendable, CustomStringConvertible {
         case .frameOutOfRange(let requested, let available):
             "frame index \(requested) is out of range: the instance has \(available) frame(s) (indices 0..<\(available))"
         case .noPixelData(let m): m
+        case .noSuchElement(let m): m
         }
     }
 }
@@ -212,12 +215,16 @@ public enum DICOMParser {
     }
 
     /// The dataset in `bytes` (which may stop anywhere after the pixel data tag) as one DICOM JSON
-    /// object (PS3.18 F.2), without file meta and pixel data.
-    public static func json(bytes: [UInt8]) throws(DICOMError) -> String {
+    /// object (PS3.18 F.2), without file meta and pixel data. With `bulkData`, binary values longer
+    /// than its threshold are a `BulkDataURI` (its prefix and the element's path) instead of inline.
+    public static func json(bytes: [UInt8], bulkData: DICOMBulkDataOptions? = nil) throws(DICOMError) -> String {
         var err = [CChar](repeating: 0, count: 512)
         var out: UnsafeMutablePointer<CChar>?
         var length = 0
-        let rc = bytes.withUnsafeBytes { mv_dcm_json_from_buffer($0.baseAddress, $0.count, &out, &length, &err, err.count) }
+        let rc = (bulkData?.uriPrefix ?? "").withCString { prefix in
+            var options = mv_dcm_json_options(bulk_threshold: bulkData?.threshold ?? 0, bulk_uri_prefix: prefix)
+            return bytes.withUnsafeBytes { mv_dcm_json_from_buffer_with($0.baseAddress, $0.count, &options, &out, &length, &err, err.count) }
+        }
         guard rc == 0, let out else {
             throw rc == Int32(MV_DCM_ERR_PARSE) || rc == Int32(MV_DCM_ERR_REFUSED) ? .malformed(cString(err)) : .internalFailure(cString(err))
         }
@@ -256,6 +263,6 @@ private func cString(_ p: UnsafePointer<CChar>) -> String {
     return p.withMemoryRebound(to: UInt8.self, capacity: n) { String(decoding: UnsafeBufferPointer(start: $0, count: n), as: UTF8.self) }
 }
 
-private func cString(_ a: [CChar]) -> String {
+func cString(_ a: [CChar]) -> String {
     a.withUnsafeBufferPointer { cString($0.baseAddress!) }
 }

@@ -33,7 +33,7 @@ enum WADO {
     }
 
     /// GET …/metadata at study, series or instance level: a DICOM JSON array, one object per instance,
-    /// Pixel Data as a BulkDataURI.
+    /// Pixel Data and binary values over 1 KiB as BulkDataURIs (WADOPixels.metadataObject).
     static func metadata(_ vault: Vault, _ request: Request, _ context: VaultRequestContext) throws -> Response {
         let study = context.parameters.get("study") ?? ""
         let series = context.parameters.get("series"), sop = context.parameters.get("instance")

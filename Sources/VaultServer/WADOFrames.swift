@@ -14,7 +14,8 @@ enum WADOPixels {
         let instance = "studies/:study/series/:series/instances/:instance"
         // Every one sends pixel data, or an image made from it: a retrieval.
         group.get("\(instance)/frames/:frames", access: .retrieve) { request, context in try frames(vault, request, context) }
-        group.get("\(instance)/bulkdata/:tag", access: .retrieve) { request, context in try bulkData(vault, request, context) }
+        // `**`: a nested element's path has several segments (`00880200/0/7FE00010`; WADOBulkData.swift).
+        group.get("\(instance)/bulkdata/**", access: .retrieve) { request, context in try bulkData(vault, request, context) }
         for kind in RenderKind.allCases {
             group.get("\(instance)/frames/:frames/\(kind.rawValue)", access: .retrieve) { request, context in
                 try render(kind, vault, request, context)
@@ -199,13 +200,23 @@ enum WADOPixels {
 
     // MARK: Bulk data
 
-    /// GET …/instances/{i}/bulkdata/7FE00010: the Pixel Data value. Native: its bytes as stored, with
-    /// `Range`. Encapsulated: its frames as stored, one part each (one frame single-part, with `Range`).
+    /// GET …/instances/{i}/bulkdata/{path}: the value of a binary element. The top-level Pixel Data
+    /// (7FE00010) is read from the stream here; any other path (`elementBulkData`) from the header.
     static func bulkData(_ vault: Vault, _ request: Request, _ context: VaultRequestContext) throws -> Response {
         let (item, ids) = try instance(vault, context)
-        guard (context.parameters.get("tag") ?? "").uppercased() == pixelDataTag else {
-            throw APIError(.notFound, "no bulk data for that attribute: only Pixel Data (7FE00010) is served")
+        let text = context.parameters.getCatchAll().joined(separator: "/")
+        guard let path = DICOMElementPath(text) else {
+            throw APIError(.notFound, "no bulk data at that path: a path is a tag (8 hex digits), then item index (from 0) and tag pairs, as /metadata's BulkDataURIs give them")
         }
+        guard path.isTopLevelPixelData else { return try elementBulkData(vault, item, ids, path, request, context) }
+        return try pixelBulkData(vault, item, ids, request, context)
+    }
+
+    /// The top-level Pixel Data value. Native: its bytes as stored, with `Range`. Encapsulated: its
+    /// frames as stored, one part each (one frame single-part, with `Range`).
+    static func pixelBulkData(
+        _ vault: Vault, _ item: RetrievableInstance, _ ids: (study: String, series: String, sop: String), _ request: Request, _ context: VaultRequestContext
+    ) throws -> Response {
         let frames = try open(vault, item)
         let layout = frames.layout
         guard let single = negotiateBulk(accept: acceptRanges(request), storedSyntax: layout.transferSyntaxUID) else {
@@ -218,7 +229,7 @@ enum WADOPixels {
             throw pixelError(error)
         }
         let answer = BulkAnswer(
-            frames: frames, partType: "application/octet-stream; transfer-syntax=\(layout.transferSyntaxUID)", study: ids.study,
+            source: .stream(frames), partType: "application/octet-stream; transfer-syntax=\(layout.transferSyntaxUID)", study: ids.study,
             patient: item.patientID, context: context)
         if single {
             guard let whole = value.whole else {
@@ -243,10 +254,10 @@ enum WADOPixels {
         return (frameRanges.count == 1 && frameRanges[0].count == 1 ? frameRanges[0][0] : nil, frameRanges)
     }
 
-    /// A bulk data answer being made: the reader (closed when the body is sent, or on a refusal), the
-    /// parts' media type, and what the audit record names.
+    /// A bulk data answer being made: where its bytes are (closed when the body is sent, or on a
+    /// refusal), the parts' media type, and what the audit record names.
     struct BulkAnswer {
-        let frames: InstanceFrameReader
+        let source: BulkSource
         let partType: String
         let study: String
         let patient: String
@@ -264,7 +275,7 @@ enum WADOPixels {
                 switch byteRange(rangeHeader, total: total) {
                 case .none: break
                 case .unsatisfiable:
-                    frames.close()
+                    source.close()
                     throw RangeNotSatisfiable(total: total)
                 case .range(let r):
                     status = .partialContent
@@ -273,10 +284,10 @@ enum WADOPixels {
                 }
             }
             context.recordDisclosure(studies: [study], patients: [patient], instances: 1, bytes: Int64(slice.count))
-            let (frames, channel, sent) = (frames, context.channel, slice)
+            let (source, channel, sent) = (source, context.channel, slice)
             let body = ResponseBody(contentLength: sent.count) { writer in
-                defer { frames.close() }
-                try await stream(frames, sent, channel: channel, to: &writer)
+                defer { source.close() }
+                try await source.send(sent, channel: channel, to: &writer)
                 try await writer.finish(nil)
             }
             return Response(status: status, headers: headers, body: body)
@@ -295,12 +306,12 @@ enum WADOPixels {
             context.recordDisclosure(studies: [study], patients: [patient], instances: 1, bytes: Int64(sizes.reduce(0, +)))
             var headers = HTTPFields()
             headers[.contentType] = "multipart/related; type=\"application/octet-stream\"; boundary=\(boundary)"
-            let (frames, channel) = (frames, context.channel)
+            let (source, channel) = (source, context.channel)
             let body = ResponseBody(contentLength: length) { writer in
-                defer { frames.close() }
+                defer { source.close() }
                 for (i, ranges) in parts.enumerated() {
                     try await writer.write(ByteBuffer(string: head(i, sizes[i])))
-                    for r in ranges { try await stream(frames, r, channel: channel, to: &writer) }
+                    for r in ranges { try await source.send(r, channel: channel, to: &writer) }
                 }
                 try await writer.write(ByteBuffer(string: tail))
                 try await writer.finish(nil)
@@ -515,16 +526,19 @@ enum WADOPixels {
         }
     }
 
-    /// One `/metadata` object: the instance's attributes, with a BulkDataURI for its Pixel Data
-    /// (absolute when the request names its host, as PS3.18 §8.7.1.1 asks).
+    /// One `/metadata` object: the instance's attributes, with a BulkDataURI for its Pixel Data and
+    /// for binary values longer than 1 KiB at any depth (`DICOMBulkDataOptions`; absolute when the
+    /// request names its host, as PS3.18 §8.7.1.1 asks).
     static func metadataObject(_ vault: Vault, _ item: RetrievableInstance, _ request: Request) throws -> String {
-        let meta = try vault.metadataWithPixelLayout(item)
-        var json = meta.json.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let layout = meta.pixelLayout, let sop = item.sopInstanceUID, json.hasSuffix("}"), !json.contains("\"\(pixelDataTag)\"")
-        else { return json }
-        let vr = layout.isEncapsulated || layout.bitsAllocated <= 8 ? "OB" : "OW"
         let base = request.head.authority.map { "http://\($0)" } ?? ""
-        let uri = base + "/dicom-web/studies/\(item.studyUID)/series/\(item.seriesUID)/instances/\(sop)/bulkdata/\(pixelDataTag)"
+        let prefix = item.sopInstanceUID.map { base + "/dicom-web/studies/\(item.studyUID)/series/\(item.seriesUID)/instances/\($0)/bulkdata/" }
+        let meta = try vault.metadataWithPixelLayout(item, bulkData: prefix.map { DICOMBulkDataOptions(uriPrefix: $0) })
+        var json = meta.json.trimmingCharacters(in: .whitespacesAndNewlines)
+        // The shim's JSON never holds the top-level Pixel Data (it deletes it before writing); a
+        // "7FE00010" key in it is an item's (an icon image), which must not stop this one.
+        guard let layout = meta.pixelLayout, let prefix, json.hasSuffix("}") else { return json }
+        let vr = layout.isEncapsulated || layout.bitsAllocated <= 8 ? "OB" : "OW"
+        let uri = prefix + pixelDataTag
         var element = "\"\(pixelDataTag)\":{\"vr\":\"\(vr)\",\"BulkDataURI\":"
         DICOMJSONObject.appendString(uri, to: &element)
         element += "}"

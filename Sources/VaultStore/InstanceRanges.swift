@@ -441,18 +441,48 @@ extension Vault {
         try InstanceFrameReader(vault: self, item: item)
     }
 
-    /// `metadataJSON` and the Pixel Data layout from the same decrypted prefix (at most 16 MiB).
-    public func metadataWithPixelLayout(_ item: RetrievableInstance) throws -> InstanceMetadata {
+    /// `metadataJSON` and the Pixel Data layout from the same decrypted prefix (at most 16 MiB). With
+    /// `bulkData`, binary values above its threshold are BulkDataURIs (`binaryValue` serves them).
+    public func metadataWithPixelLayout(_ item: RetrievableInstance, bulkData: DICOMBulkDataOptions? = nil) throws -> InstanceMetadata {
         var json: String?
         for limit in Self.headerPrefixLimits {
             let (layout, complete): (DICOMPixelLayout?, Bool) = try withDecryptedPrefix(item, limit: limit) { prefix in
-                json = json ?? (try? DICOMParser.json(bytes: prefix))
+                json = json ?? (try? DICOMParser.json(bytes: prefix, bulkData: bulkData))
                 return (try? DICOMPixelLayout.read(prefix), prefix.count < limit)
             }
             if let json, layout != nil || complete { return InstanceMetadata(json: json, pixelLayout: layout) }
         }
         guard let json else { throw VaultError.notFound("the instance's attributes could not be read") }
         return InstanceMetadata(json: json, pixelLayout: nil)
+    }
+
+    /// The binary value at `path` (a BulkDataURI's path from `/metadata`), little endian, from the
+    /// same decrypted prefix as `/metadata` (the value lies before the Pixel Data, so within 16 MiB).
+    /// `body` sees the clear value, which is wiped when it returns. Throws `DICOMError.noSuchElement`
+    /// when the dataset, read up to its Pixel Data or its end, has no binary value there.
+    public func withBinaryValue<R>(_ item: RetrievableInstance, at path: DICOMElementPath, _ body: (DICOMBinaryValue) throws -> R) throws -> R {
+        var lastError: any Error = DICOMError.noSuchElement("no element \(path) before the Pixel Data")
+        for limit in Self.headerPrefixLimits {
+            var found: DICOMBinaryValue?
+            let settled: Bool = try withDecryptedPrefix(item, limit: limit) { prefix in
+                do {
+                    found = try DICOMParser.binaryValue(bytes: prefix, at: path, maxBytes: limit)
+                    return true
+                } catch {
+                    lastError = error
+                    // A prefix cut inside the header is read again, longer; a whole header (the file's
+                    // end, or its Pixel Data, within the prefix) is the answer.
+                    return prefix.count < limit || (try? DICOMPixelLayout.read(prefix)) != nil
+                }
+            }
+            if var value = found?.bytes, let vr = found?.vr {
+                found = nil
+                defer { wipe(&value) }
+                return try body(DICOMBinaryValue(vr: vr, bytes: value))
+            }
+            if settled { break }
+        }
+        throw lastError
     }
 }
 

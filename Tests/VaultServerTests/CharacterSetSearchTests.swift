@@ -78,6 +78,32 @@ import VaultStore
         #expect(found == ["JP-JIS"])
     }
 
+    /// `/metadata` of the same ISO 2022 IR 87 instance: the shim's fallback decodes the name before
+    /// DCMTK's JSON writer splits it, so the PN value carries its three groups in UTF-8 (PS3.18 F.2.2).
+    @Test func metadataOfAnISO2022IR87InstanceHasTheNameGroupsInUTF8() async throws {
+        let dir = TempDir("medvault-charset")
+        defer { dir.remove() }
+        try FileManager.default.createDirectory(atPath: dir.sub("in"), withIntermediateDirectories: true)
+        try Self.write(dir.sub("in/jis.dcm"), charset: ["", "ISO 2022 IR 87"], patientID: "JP-JIS")
+        let vault = try makeVault(dir).vault
+        _ = try vault.importFiles([dir.sub("in")])
+        let study = try #require(try vault.listStudies().first?.study.studyUID)
+        try vault.addUser("rad", role: .radiologist)
+        let token = try vault.issueToken(for: "rad", lifetime: 3600).token
+        let app = VaultAPIServer(vault: vault, socketPath: dir.sub("unused.sock")).makeApplication(address: .hostname("127.0.0.1", port: 0), maxConnections: 4)
+        try await app.test(.router) { client in
+            let response = try await client.execute(uri: "/dicom-web/studies/\(study)/metadata", method: .get, headers: [.authorization: "Bearer \(token)"])
+            #expect(response.status == .ok)
+            let objects = try #require(try JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)) as? [[String: Any]])
+            let name = try #require(objects.first?["00100010"] as? [String: Any])
+            #expect(name["vr"] as? String == "PN")
+            let groups = try #require((name["Value"] as? [[String: String]])?.first)
+            #expect(groups == ["Alphabetic": "Yamada^Tarou", "Ideographic": "山田^太郎", "Phonetic": "やまだ^たろう"])
+            // The value is UTF-8 now, and says so.
+            #expect((objects.first?["00080005"] as? [String: Any])?["Value"] as? [String] == ["ISO_IR 192"])
+        }
+    }
+
     /// PS3.5 Annex H: JIS X 0201 katakana in G1 from the start (value 1 is ISO 2022 IR 13), then kanji and
     /// hiragana in JIS X 0208 (pydicom writes them with ESC $ B … ESC ( J).
     @Test func anIR13KatakanaAndIR87NameIsDecodedAndFound() async throws {

@@ -2,6 +2,8 @@
 // docs/benchmarks.md has the figures). Every input goes through:
 //   mv_dcm_parse_buffer    (from memory: the importer's in-memory callers, STOW-RS)
 //   mv_dcm_json_from_buffer (the server's metadata route and the exporter; stops at Pixel Data)
+//   mv_dcm_json_from_buffer_with BulkDataURIs above 16 bytes, then mv_dcm_bulk_value on the first
+//   URI's path (it must be served) and on a path taken from the input's last bytes (bulk data route)
 //   mv_dcm_parse_file      (from a file: the importer, through /proc/self/fd like Importer.swift)
 //   mv_dcm_pixel_layout_read, and when it succeeds, the first frame (native bytes, or the first
 //   fragment after the offset table) through mv_dcm_decode_frame and mv_dcm_render (frames route,
@@ -15,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "mv_dcmtk.h"
 
@@ -33,7 +36,7 @@ int fileForInputs() {
 }
 
 void checkStatus(int rc, const char *entry, const char *err) {
-    if (rc < MV_DCM_OK || rc > MV_DCM_ERR_NO_PIXELS || rc == MV_DCM_ERR_DICTIONARY) {
+    if (rc < MV_DCM_OK || rc > MV_DCM_ERR_NOT_FOUND || rc == MV_DCM_ERR_DICTIONARY) {
         std::fprintf(stderr, "%s returned undocumented status %d (%s)\n", entry, rc, err);
         std::abort();
     }
@@ -58,6 +61,9 @@ void useHeader(mv_dcm_header *h) {
     (void)sink;
     mv_dcm_header_free(h);
 }
+
+// /metadata's threshold is 1 KiB; a small one here makes the fuzzer's short inputs reach the URI path.
+constexpr size_t kFuzzBulkThreshold = 16;
 
 uint32_t le32(const uint8_t *p) { return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24; }
 
@@ -128,6 +134,59 @@ void fuzzPixels(const uint8_t *data, size_t size) {
     }
 }
 
+// One mv_dcm_bulk_value call; `mustExist`: the path came from the JSON writer's BulkDataURI.
+void fuzzBulkValue(const uint8_t *data, size_t size, const std::vector<uint32_t> &path, bool mustExist) {
+    char err[512];
+    err[0] = '\0';
+    void *out = nullptr;
+    size_t outLength = 0;
+    char vr[3];
+    const int rc = mv_dcm_bulk_value(data, size, path.data(), path.size(), size_t(1) << 20, &out, &outLength, vr, err, sizeof err);
+    checkStatus(rc, "mv_dcm_bulk_value", err);
+    if (rc == MV_DCM_OK) {
+        if (out == nullptr || std::strlen(vr) != 2) std::abort();
+        if (mustExist && outLength <= kFuzzBulkThreshold) {
+            std::fprintf(stderr, "bulk value: %zu bytes for a BulkDataURI above %zu\n", outLength, kFuzzBulkThreshold);
+            std::abort();
+        }
+        mv_dcm_free(out);
+    } else if (mustExist) {
+        std::fprintf(stderr, "bulk value: the JSON's BulkDataURI is not served (status %d: %s)\n", rc, err);
+        std::abort();
+    }
+}
+
+// The JSON with BulkDataURIs, and the values they name (the first one), plus a path from the input.
+void fuzzBulkData(const uint8_t *data, size_t size) {
+    char err[512];
+    err[0] = '\0';
+    char *json = nullptr;
+    size_t jsonLength = 0;
+    const mv_dcm_json_options options = {kFuzzBulkThreshold, "b/"};
+    const int rc = mv_dcm_json_from_buffer_with(data, size, &options, &json, &jsonLength, err, sizeof err);
+    checkStatus(rc, "mv_dcm_json_from_buffer_with", err);
+    if (rc == MV_DCM_OK) {
+        if (std::strlen(json) != jsonLength) std::abort();
+        const char *uri = std::strstr(json, "\"BulkDataURI\":\"b/");
+        std::vector<uint32_t> path;
+        for (const char *p = uri ? uri + 17 : nullptr; p != nullptr && *p != '"';) {
+            char *end = nullptr;
+            path.push_back(uint32_t(std::strtoul(p, &end, path.size() % 2 == 0 ? 16 : 10)));
+            if (end == p) std::abort();
+            p = *end == '/' ? end + 1 : end;
+        }
+        mv_dcm_free_string(json);
+        if (!path.empty()) fuzzBulkValue(data, size, path, true);
+    }
+    // A path of 1 or 3 steps from the last 12 bytes: tag, item index (small), tag.
+    if (size >= 12) {
+        const uint8_t *t = data + size - 12;
+        std::vector<uint32_t> path = {le32(t)};
+        if (t[4] & 1) path.insert(path.end(), {uint32_t(t[5] & 3), le32(t + 8)});
+        fuzzBulkValue(data, size, path, false);
+    }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int *, char ***) {
@@ -168,5 +227,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (rc == MV_DCM_OK) useHeader(h);
 
     fuzzPixels(data, size);
+    fuzzBulkData(data, size);
     return 0;
 }

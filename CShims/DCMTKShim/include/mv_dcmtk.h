@@ -27,7 +27,8 @@ enum {
                                   lengths, not DICOM at all); `err` names the limit and the offset */
     MV_DCM_ERR_UNSUPPORTED = 6, /* well-formed, but the transfer syntax (or pixel format) cannot be decoded
                                    or rendered here; `err` names it (a DICOMweb server answers 406) */
-    MV_DCM_ERR_NO_PIXELS = 7   /* there is no top-level Pixel Data (7FE0,0010) before the bytes end */
+    MV_DCM_ERR_NO_PIXELS = 7,  /* there is no top-level Pixel Data (7FE0,0010) before the bytes end */
+    MV_DCM_ERR_NOT_FOUND = 8   /* no element at that path, or not a binary value (mv_dcm_bulk_value) */
 };
 
 /* An opaque parsed header. Owned by the caller; release with mv_dcm_header_free. */
@@ -89,6 +90,42 @@ void mv_dcm_header_free(mv_dcm_header *header);
 int mv_dcm_json_from_buffer(const void *bytes, size_t length, char **json, size_t *json_len, char *err, size_t err_len);
 
 void mv_dcm_free_string(char *s);
+
+/* ---------------------------------------------------------------------------------------------
+ * Bulk data besides Pixel Data (mv_bulkdata.cpp; docs/api.md, "Bulk data").
+ *
+ * A binary value is one of VR OB, OD, OF, OL, OV, OW or UN (as DCMTK's JSON writer names it). Its
+ * path names it unambiguously: the tag of a top-level element, then for each sequence on the way
+ * the item index (from 0) and the tag inside that item. As text (a BulkDataURI's end) it is
+ * "GGGGEEEE" or "GGGGEEEE/i/GGGGEEEE/…", tags as 8 upper-case hex digits.
+ */
+
+#define MV_DCM_MAX_BULK_PATH 129 /* 65 tags and 64 item indices: the pre-scan's nesting bound */
+
+typedef struct mv_dcm_json_options {
+    /* Binary values longer than this many bytes are written as "BulkDataURI": prefix + path instead of
+     * "InlineBinary" (at any depth); 0 keeps every value inline. Encapsulated Pixel Data in an item
+     * (an undefined length) stays as DCMTK writes it. */
+    size_t bulk_threshold;
+    /* The URI up to the path, e.g. "http://host/dicom-web/studies/…/instances/…/bulkdata/" (UTF-8,
+     * escaped for JSON by the writer). Required when bulk_threshold > 0. */
+    const char *bulk_uri_prefix;
+} mv_dcm_json_options;
+
+/* mv_dcm_json_from_buffer with options (NULL: the same as mv_dcm_json_from_buffer). */
+int mv_dcm_json_from_buffer_with(const void *bytes, size_t length, const mv_dcm_json_options *options, char **json,
+                                 size_t *json_len, char *err, size_t err_len);
+
+/* The binary value at `path` (`path_count` numbers: tag, then item index and tag pairs; an odd count
+ * up to MV_DCM_MAX_BULK_PATH; a tag is group << 16 | element) in the dataset in `bytes`, read as for
+ * mv_dcm_json_from_buffer (the same pre-scan, up to the top-level Pixel Data, which is not found
+ * here: it has its own reader). The value is returned little endian whatever the transfer syntax
+ * (OW, OF, OD, OL and OV words swapped from big endian), as PS3.18 sends bulk data; `vr` (at least
+ * 3 bytes) gets its VR. MV_DCM_ERR_NOT_FOUND: no element there, not a binary value, or an
+ * encapsulated value; MV_DCM_ERR_REFUSED: longer than `max_bytes`. On success *out is malloc'ed
+ * (release with mv_dcm_free; it holds patient data: zero it first) and *out_len set (it may be 0). */
+int mv_dcm_bulk_value(const void *bytes, size_t length, const uint32_t *path, size_t path_count, size_t max_bytes,
+                      void **out, size_t *out_len, char *vr, char *err, size_t err_len);
 
 /* ---------------------------------------------------------------------------------------------
  * Pixel data (mv_pixels.cpp; docs/pixels.md). Frames are numbered from 0 here.
