@@ -36,6 +36,19 @@ public struct DICOMPixelLayout: Sendable, Equatable {
 
     /// Reads the layout from the start of a stream (a Part 10 file or a bare dataset). The bytes run
     /// through the same pre-scan as `DICOMParser` (hostile input is refused as `.malformed`).
+    /// Whether `bytes` (the start of a file) reach its top-level Pixel Data: false when they end, on an
+    /// element boundary or not, before it. True when the layout is there, even if it cannot be used.
+    public static func reachesPixelData(_ bytes: [UInt8]) -> Bool {
+        do {
+            _ = try read(bytes)
+            return true
+        } catch .noPixelData, .malformed {
+            return false
+        } catch {
+            return true
+        }
+    }
+
     public static func read(_ bytes: [UInt8]) throws(DICOMError) -> DICOMPixelLayout {
         var err = [CChar](repeating: 0, count: 512)
         var c = mv_dcm_pixel_layout()

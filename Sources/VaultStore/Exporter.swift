@@ -265,7 +265,13 @@ extension Vault {
     /// the pixel data; at most 16 MiB of header is read).
     public func metadataJSON(_ item: RetrievableInstance) throws -> String {
         for limit in Self.headerPrefixLimits {
-            let (json, complete) = try withDecryptedPrefix(item, limit: limit) { (try? DICOMParser.json(bytes: $0), $0.count < limit) }
+            // A prefix that ends between two elements before the Pixel Data parses too, without the
+            // attributes after the cut: only one that reaches the Pixel Data, or the file's end, is used.
+            let (json, complete): (String?, Bool) = try withDecryptedPrefix(item, limit: limit) { prefix in
+                let complete = prefix.count < limit
+                guard complete || DICOMPixelLayout.reachesPixelData(prefix) else { return (nil, false) }
+                return (try? DICOMParser.json(bytes: prefix), complete)
+            }
             if let json { return json }
             if complete { break }
         }

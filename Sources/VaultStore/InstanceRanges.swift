@@ -444,16 +444,17 @@ extension Vault {
     /// `metadataJSON` and the Pixel Data layout from the same decrypted prefix (at most 16 MiB). With
     /// `bulkData`, binary values above its threshold are BulkDataURIs (`binaryValue` serves them).
     public func metadataWithPixelLayout(_ item: RetrievableInstance, bulkData: DICOMBulkDataOptions? = nil) throws -> InstanceMetadata {
-        var json: String?
         for limit in Self.headerPrefixLimits {
-            let (layout, complete): (DICOMPixelLayout?, Bool) = try withDecryptedPrefix(item, limit: limit) { prefix in
-                json = json ?? (try? DICOMParser.json(bytes: prefix, bulkData: bulkData))
-                return (try? DICOMPixelLayout.read(prefix), prefix.count < limit)
+            // Only a prefix that reaches the Pixel Data, or holds the whole file, has every attribute: one
+            // that ends between two elements before it parses too, without the attributes after the cut.
+            let metadata: InstanceMetadata? = try withDecryptedPrefix(item, limit: limit) { prefix in
+                let layout = try? DICOMPixelLayout.read(prefix)
+                guard layout != nil || prefix.count < limit || DICOMPixelLayout.reachesPixelData(prefix), let json = try? DICOMParser.json(bytes: prefix, bulkData: bulkData) else { return nil }
+                return InstanceMetadata(json: json, pixelLayout: layout)
             }
-            if let json, layout != nil || complete { return InstanceMetadata(json: json, pixelLayout: layout) }
+            if let metadata { return metadata }
         }
-        guard let json else { throw VaultError.notFound("the instance's attributes could not be read") }
-        return InstanceMetadata(json: json, pixelLayout: nil)
+        throw VaultError.notFound("the instance's attributes could not be read")
     }
 
     /// The binary value at `path` (a BulkDataURI's path from `/metadata`), little endian, from the
