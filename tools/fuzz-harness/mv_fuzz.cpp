@@ -5,6 +5,9 @@
 //   mv_dcm_json_from_buffer_with BulkDataURIs above 16 bytes, then mv_dcm_bulk_value on the first
 //   URI's path (it must be served) and on a path taken from the input's last bytes (bulk data route)
 //   mv_dcm_parse_file      (from a file: the importer, through /proc/self/fd like Importer.swift)
+//   mv_dcm_prescan_stream  (a received instance sealed on disk, read in pieces: it must agree with the
+//                          file's pre-scan), then mv_dcm_parse_until_pixels on the whole input and on
+//                          its first half (the importer's two passes over a large STOW-RS instance)
 //   mv_dcm_pixel_layout_read, and when it succeeds, the first frame (native bytes, or the first
 //   fragment after the offset table) through mv_dcm_decode_frame and mv_dcm_render (frames route,
 //   rendered and thumbnail routes; docs/pixels.md), with a 4 MiB frame limit
@@ -187,6 +190,40 @@ void fuzzBulkData(const uint8_t *data, size_t size) {
     }
 }
 
+// The streamed pre-scan and the parse up to Pixel Data. `fileRefused`: mv_dcm_parse_file's pre-scan
+// refused the same bytes, which the streamed one must do too, and only then.
+void fuzzStream(const uint8_t *data, size_t size, bool fileRefused) {
+    if (size == 0) return;
+    struct Reader {
+        const uint8_t *data;
+        size_t size, offset;
+    } reader{data, size, 0};
+    char err[512];
+    err[0] = '\0';
+    int rc = mv_dcm_prescan_stream(
+        [](void *context, void *dst, size_t cap) -> long {
+            auto *r = static_cast<Reader *>(context);
+            const size_t n = std::min({cap, size_t(777), r->size - r->offset});
+            std::memcpy(dst, r->data + r->offset, n);
+            r->offset += n;
+            return long(n);
+        },
+        &reader, size, err, sizeof err);
+    checkStatus(rc, "mv_dcm_prescan_stream", err);
+    if ((rc == MV_DCM_OK) == fileRefused) {
+        std::fprintf(stderr, "mv_dcm_prescan_stream (%d) and the file's pre-scan disagree\n", rc);
+        std::abort();
+    }
+    if (rc != MV_DCM_OK) return;
+    for (size_t length : {size, size / 2}) {
+        err[0] = '\0';
+        mv_dcm_header *h = nullptr;
+        rc = mv_dcm_parse_until_pixels(data, length, &h, err, sizeof err);
+        checkStatus(rc, "mv_dcm_parse_until_pixels", err);
+        if (rc == MV_DCM_OK) useHeader(h);
+    }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int *, char ***) {
@@ -225,6 +262,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     rc = mv_dcm_parse_file(path, &h, err, sizeof err);
     checkStatus(rc, "mv_dcm_parse_file", err);
     if (rc == MV_DCM_OK) useHeader(h);
+    fuzzStream(data, size, rc == MV_DCM_ERR_REFUSED);
 
     fuzzPixels(data, size);
     fuzzBulkData(data, size);
