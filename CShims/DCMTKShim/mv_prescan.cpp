@@ -203,11 +203,16 @@ class InflateSource final : public Source {
         z_.next_out = dst;
         z_.avail_out = uInt(cap);
         while (z_.avail_out == cap) {
-            if (z_.avail_in == 0) {
+            if (z_.avail_in == 0 && !inputEnded_) {
                 size_t n = inner_.readUpTo(in_, sizeof in_);
-                if (n == 0) break;
-                z_.next_in = in_;
-                z_.avail_in = uInt(n);
+                if (n == 0) {
+                    // No more input, but inflate may still hold output it could not fit in the last
+                    // call's buffer: it is called once more with none, and stops when it has nothing left.
+                    inputEnded_ = true;
+                } else {
+                    z_.next_in = in_;
+                    z_.avail_in = uInt(n);
+                }
             }
             int rc = inflate(&z_, Z_NO_FLUSH);
             if (rc == Z_STREAM_END) {
@@ -219,7 +224,7 @@ class InflateSource final : public Source {
                 done_ = true;
                 break;
             }
-            if (rc == Z_BUF_ERROR && z_.avail_in != 0) break;
+            if (rc == Z_BUF_ERROR && (z_.avail_in != 0 || inputEnded_)) break;
         }
         size_t got = cap - z_.avail_out;
         total_ += got;
@@ -227,7 +232,7 @@ class InflateSource final : public Source {
     }
     Source &inner_;
     z_stream z_;
-    bool ok_ = false, done_ = false;
+    bool ok_ = false, done_ = false, inputEnded_ = false;
     uint64_t total_ = 0;
     uint8_t in_[4096];
 };
