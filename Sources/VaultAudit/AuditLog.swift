@@ -83,6 +83,8 @@ package struct AuditLog: Sendable {
     let sealKey: SymmetricKey
     /// Keys the chain and the head.
     let macKey: SymmetricKey
+    /// Concurrent appends from this process, written together (shared by copies of this value).
+    package let group = AuditGroupCommit()
 
     package init(directory: String, sealKey: SymmetricKey, macKey: SymmetricKey) {
         self.directory = directory
@@ -117,42 +119,63 @@ package struct AuditLog: Sendable {
         return (seq, mac)
     }
 
-    /// Appends one record, durably (fsync of the segment and of the head), before returning.
+    /// Appends one record, durably (fdatasync of its segment), before returning. Records that other
+    /// threads of this process append meanwhile are written with it, in one write and one sync (group
+    /// commit, `AuditGroupCommit`): a slow disk costs each request one sync, not one per request queued
+    /// before it.
     package func append(_ event: AuditEvent) throws {
         try append(event, segmentLimit: AuditFormat.segmentLimit)
     }
 
     package func append(_ event: AuditEvent, segmentLimit: Int) throws {
-        let lock = try WriterLock(path: auditLockPath, onWait: {})
-        defer { withExtendedLifetime(lock) {} }
-        var head = try repairAuditTailLocked(segmentLimit: segmentLimit)
-        head = try appendLocked(event, after: head, segmentLimit: segmentLimit)
+        try group.append(event) { events in
+            let lock = try WriterLock(path: auditLockPath, onWait: {})
+            defer { withExtendedLifetime(lock) {} }
+            let head = try repairAuditTailLocked(segmentLimit: segmentLimit)
+            _ = try appendLocked(events, after: head, segmentLimit: segmentLimit)
+        }
     }
 
-    /// Seals `event` as the record after `head`, writes it (fdatasync), then replaces audit/head
-    /// atomically. A kill or a full disk between the two leaves an authentic record the head does not
-    /// know yet: the next writer adopts it (`repairAuditTailLocked`). Caller holds audit/lock.
-    private func appendLocked(_ event: AuditEvent, after head: (sequence: UInt64, mac: [UInt8]), segmentLimit: Int) throws -> (sequence: UInt64, mac: [UInt8]) {
-        let sequence = head.sequence + 1
-        var plain = try JSONFiles.encode(event, "the audit record")
-        defer { wipe(&plain) }
-        let body = AEAD.seal(plain, key: sealKey, associatedData: Array("medvault.v1.audit|".utf8) + AuditFormat.be64(sequence))
-        let mac = chainMAC(previous: head.mac, sequence: sequence, body: body)
-        let record = AuditFormat.magic + AuditFormat.be64(sequence) + AuditFormat.be32(UInt32(body.count)) + body + mac
-
+    /// Seals `events` as the records after `head`, in order, writes them (one write and one fdatasync
+    /// per segment they go to), then replaces audit/head atomically. A kill or a full disk between the
+    /// two leaves authentic records the head does not know yet: the next writer adopts them
+    /// (`repairAuditTailLocked`). Caller holds audit/lock.
+    private func appendLocked(_ events: [AuditEvent], after head: (sequence: UInt64, mac: [UInt8]), segmentLimit: Int) throws -> (sequence: UInt64, mac: [UInt8]) {
+        var head = head
         // The newest segment, or a new one when it would grow past the limit. Segments are never rewritten.
         let segments = auditSegments()
         var name = segments.last ?? AuditFormat.segmentName(1)
-        if let last = segments.last, let size = FileIO.fileSize(directory + "/" + last),
-            size + Int64(record.count) > segmentLimit
-        {
-            name = AuditFormat.segmentName((Int(last.dropFirst(8).prefix(6)) ?? segments.count) + 1)
+        var size = segments.last.flatMap { FileIO.fileSize(directory + "/" + $0) } ?? 0
+        var hasSegment = !segments.isEmpty
+        var writes: [(name: String, bytes: [UInt8])] = []
+        for event in events {
+            let sequence = head.sequence + 1
+            var plain = try JSONFiles.encode(event, "the audit record")
+            defer { wipe(&plain) }
+            let body = AEAD.seal(plain, key: sealKey, associatedData: Array("medvault.v1.audit|".utf8) + AuditFormat.be64(sequence))
+            let mac = chainMAC(previous: head.mac, sequence: sequence, body: body)
+            let record = AuditFormat.magic + AuditFormat.be64(sequence) + AuditFormat.be32(UInt32(body.count)) + body + mac
+            if hasSegment && size + Int64(record.count) > segmentLimit {
+                name = AuditFormat.segmentName((Int(name.dropFirst(8).prefix(6)) ?? segments.count) + 1)
+                size = 0
+            }
+            hasSegment = true
+            if writes.last?.name == name { writes[writes.count - 1].bytes += record } else { writes.append((name, record)) }
+            size += Int64(record.count)
+            head = (sequence, mac)
         }
+        for write in writes { try appendDurably(write.bytes, to: write.name) }
+        try writeAuditHead(sequence: head.sequence, mac: head.mac)
+        return head
+    }
+
+    /// One append to a segment, made durable (fdatasync; and the directory's fsync for a new segment).
+    private func appendDurably(_ bytes: [UInt8], to name: String) throws {
         let path = directory + "/" + name
         let isNew = !FileIO.exists(path)
         let seg = try FileIO.Descriptor.open(path, flags: O_WRONLY | O_CREAT | O_APPEND, mode: 0o600)
         let before = FileIO.fileSize(path) ?? 0
-        do { try seg.writeAll(record) } catch {
+        do { try seg.writeAll(bytes) } catch {
             // A short write (full disk) would leave a torn tail: take it back now if we can (the next
             // writer would truncate it anyway).
             _ = ftruncate(seg.fd, off_t(before))
@@ -163,14 +186,15 @@ package struct AuditLog: Sendable {
         try seg.dataSync()
         try seg.close()
         if isNew { try FileIO.fsyncDirectory(directory) }
-        try writeAuditHead(sequence: sequence, mac: mac)
-        return (sequence, mac)
     }
 
-    /// audit/head, replaced atomically (temp file, fsync, rename, directory fsync): a failed write
-    /// leaves the old head, never a 0-byte or torn one.
+    /// audit/head, replaced atomically (temp file, fsync, rename): a failed write leaves the old head,
+    /// never a 0-byte or torn one. The directory is not fsynced after the rename: a power loss may
+    /// bring back the previous head, which the next writer repairs by adopting the (durable) records
+    /// after it, as after a kill between the record and the head (docs/audit.md, "Durability").
     private func writeAuditHead(sequence: UInt64, mac: [UInt8]) throws {
-        try FileIO.writeAtomically(AuditFormat.be64(sequence) + mac + headMAC(sequence: sequence, mac: mac), to: auditHeadPath, tmpDirectory: directory)
+        try FileIO.writeAtomically(
+            AuditFormat.be64(sequence) + mac + headMAC(sequence: sequence, mac: mac), to: auditHeadPath, tmpDirectory: directory, syncDirectory: false)
     }
 
     /// Under audit/lock: finds what an interrupted append left past the head — complete, authentic
@@ -223,7 +247,7 @@ package struct AuditLog: Sendable {
         // acknowledges both, so an adoption is never silent (a kill before it leaves the same repairable tail).
         var event = AuditEvent(actor: currentOSUser(), role: "cli", peerUID: getuid(), peerPID: getpid(), action: .auditRepair, outcome: .ok)
         event.detail = found.joined(separator: "; ")
-        return try appendLocked(event, after: newHead, segmentLimit: segmentLimit)
+        return try appendLocked([event], after: newHead, segmentLimit: segmentLimit)
     }
 
     package enum AuditTail {
@@ -450,4 +474,45 @@ package struct AuditLog: Sendable {
 public func currentOSUser() -> String {
     if let pw = getpwuid(getuid()), let name = pw.pointee.pw_name { return String(cString: name) }
     return "uid \(getuid())"
+}
+
+/// Group commit for the appends of one process. The first caller to find no write in progress takes
+/// every record queued so far and writes them (under audit/lock, as one batch); the others wait for
+/// the batch that holds their record and get its outcome. Every caller returns only once its own
+/// record is durable, or with the error that kept it from being so.
+package final class AuditGroupCommit: @unchecked Sendable {
+    private let condition = NSCondition()
+    /// Batches written so far (each one lock, one write and one sync per segment).
+    package private(set) var batchesWritten = 0
+    private var queued: [(ticket: UInt64, event: AuditEvent)] = []
+    private var outcomes: [UInt64: Result<Void, any Error>] = [:]
+    private var writing = false
+    private var nextTicket: UInt64 = 0
+
+    func append(_ event: AuditEvent, write: ([AuditEvent]) throws -> Void) throws {
+        condition.lock()
+        let ticket = nextTicket
+        nextTicket += 1
+        queued.append((ticket, event))
+        while true {
+            if let outcome = outcomes.removeValue(forKey: ticket) {
+                condition.unlock()
+                return try outcome.get()
+            }
+            if writing {
+                condition.wait()
+                continue
+            }
+            writing = true
+            let batch = queued
+            queued.removeAll()
+            condition.unlock()
+            let outcome = Result { try write(batch.map(\.event)) }
+            condition.lock()
+            for item in batch { outcomes[item.ticket] = outcome }
+            batchesWritten += 1
+            writing = false
+            condition.broadcast()
+        }
+    }
 }

@@ -211,7 +211,9 @@ package enum FileIO {
     }
 
     /// Writes `bytes` to `path` atomically and durably.
-    package static func writeAtomically(_ bytes: [UInt8], to path: String, tmpDirectory: String, mode: mode_t = 0o600) throws(IOFailure) {
+    /// `syncDirectory: false` leaves the rename's durability to the filesystem: after a power loss the
+    /// path holds the old bytes or the new ones, both complete.
+    package static func writeAtomically(_ bytes: [UInt8], to path: String, tmpDirectory: String, mode: mode_t = 0o600, syncDirectory: Bool = true) throws(IOFailure) {
         let tmp = tmpDirectory + "/" + randomHex(16) + ".tmp"
         do {
             let d = try Descriptor.open(tmp, flags: O_WRONLY | O_CREAT | O_EXCL, mode: mode)
@@ -219,7 +221,7 @@ package enum FileIO {
             try d.sync()
             try d.close()
             try rename(tmp, path)
-            try fsyncDirectory((path as NSString).deletingLastPathComponent)
+            if syncDirectory { try fsyncDirectory((path as NSString).deletingLastPathComponent) }
         } catch {
             _ = Glibc.unlink(tmp)
             throw error

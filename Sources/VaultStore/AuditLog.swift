@@ -3,10 +3,8 @@ public import VaultAudit
 import VaultFormats
 
 extension Vault {
-    /// The log in `audit/`, keyed by this vault's audit keys.
-    var auditLog: AuditLog { AuditLog(directory: layout.audit, sealKey: keyring.auditSeal, macKey: keyring.auditMAC) }
-
-    /// Appends one record, durably (fsync of the segment and of the head), before returning.
+    /// Appends one record, durably (fdatasync of its segment), before returning; concurrent appends
+    /// share one write and sync (`AuditLog.append`).
     public func audit(_ event: AuditEvent) throws { try auditLog.append(event) }
 
     func audit(_ event: AuditEvent, segmentLimit: Int) throws { try auditLog.append(event, segmentLimit: segmentLimit) }

@@ -6,6 +6,7 @@ public import VaultFormats
 import VaultIO
 import Foundation
 import VaultDICOM
+import VaultAudit
 public import VaultCrypto
 #if canImport(Glibc)
 import Glibc
@@ -30,6 +31,9 @@ public final class Vault: Sendable {
     let keyring: Keyring
     let catalog: Catalog
     let sealer: RecordSealer
+    /// The log in `audit/`, keyed by this vault's audit keys; one per vault value, so that concurrent
+    /// appends of this process are written together (`AuditGroupCommit`).
+    let auditLog: AuditLog
     /// The key slot this process unlocked (passphrase change replaces this one).
     public let unlockedSlotID: String
     /// Which master key this process holds (`VaultConfig.keyGeneration`, or the pending one mid-rotation).
@@ -43,6 +47,7 @@ public final class Vault: Sendable {
         self.catalog = catalog
         self.unlockedSlotID = slotID
         sealer = RecordSealer(key: keyring.catalogSeal)
+        auditLog = AuditLog(directory: layout.audit, sealKey: keyring.auditSeal, macKey: keyring.auditMAC)
     }
 
     /// Creates a new vault at `path` (which must not exist, or be an empty directory). Returns the vault

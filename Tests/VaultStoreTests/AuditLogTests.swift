@@ -32,6 +32,31 @@ import TestSupport
         return out
     }
 
+    @Test func concurrentAppendsShareSyncsAndEveryRecordIsChainedInOrder() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let (vault, _) = try makeVault(dir)
+        let before = vault.readAudit().records.count
+        let batchesBefore = vault.auditLog.group.batchesWritten
+        let threads = 8, each = 40
+        DispatchQueue.concurrentPerform(iterations: threads) { t in
+            for i in 0..<each { try? vault.audit(event(t * 1000 + i)) }
+        }
+        let (records, report) = vault.readAudit()
+        #expect(report.ok, "\(report.problems)")
+        #expect(records.count == before + threads * each)
+        #expect(records.map(\.sequence) == Array(1...UInt64(records.count)))
+        // Every append came back (none failed), and each thread's records are in its own order.
+        let mine = records.dropFirst(before).map { Int($0.event.peerPID ?? 0) - 4000 }
+        for t in 0..<threads {
+            let own = mine.filter { $0 / 1000 == t }
+            #expect(own == (0..<each).map { t * 1000 + $0 })
+        }
+        // Fewer batches than records: appends that met a write in progress were written with the next one.
+        let batches = vault.auditLog.group.batchesWritten - batchesBefore
+        #expect(batches < threads * each, "\(batches) batches for \(threads * each) records")
+    }
+
     @Test func recordsReadBackSealedAndChained() throws {
         let dir = TempDir()
         defer { dir.remove() }
