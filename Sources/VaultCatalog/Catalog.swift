@@ -178,6 +178,9 @@ package final class Catalog: Sendable {
         for suffix in ["", "-wal", "-shm"] { _ = chmod(path + suffix, 0o600) }
     }
 
+    /// A watcher of every commit to this catalog, by this process or another (`CatalogChangeWatcher`).
+    package func changeWatcher() throws -> CatalogChangeWatcher { try CatalogChangeWatcher(path: path) }
+
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()
         m.registerMigration("v1") { db in
@@ -316,5 +319,23 @@ package final class Catalog: Sendable {
                 (id: $0["id"], wrappedKey: Array($0["wrappedKey"] as Data))
             }
         }
+    }
+}
+
+/// Tells whether anything was committed to the catalog since the last look, by any connection of any
+/// process: SQLite's `PRAGMA data_version` on a connection of its own, which only ever reads it (the
+/// pragma changes when *another* connection commits). One cheap query per look.
+package final class CatalogChangeWatcher: @unchecked Sendable {
+    private let queue: DatabaseQueue
+
+    init(path: String) throws {
+        var config = Configuration()
+        config.busyMode = .timeout(30)
+        queue = try DatabaseQueue(path: path, configuration: config)
+    }
+
+    /// A value that changes after every commit by another connection; compare it with an earlier one.
+    package func version() throws -> Int {
+        try queue.read { db in try Int.fetchOne(db, sql: "PRAGMA data_version") ?? 0 }
     }
 }

@@ -478,10 +478,14 @@ enum QIDO {
     }
 
     /// GET /dicom-web/studies: every attribute the catalog holds for a study is a matching key (docs/api.md).
-    static func studies(_ vault: Vault, _ request: Request, _ context: VaultRequestContext) throws -> Response {
+    /// A search over the whole vault (no UID or exact Patient ID to go by) filters `index`, kept in memory.
+    static func studies(_ vault: Vault, _ request: Request, _ context: VaultRequestContext, index: StudySearchIndex? = nil) throws -> Response {
         let blank = QIDORow(patient: .blank, study: .blank, modalities: [])
         let query = try QIDOQuery(request, level: blank)
-        let studies = try fetch(query.selections(seriesLevel: false)) { try vault.listStudies(in: $0) }.filter {
+        let selections = query.selections(seriesLevel: false)
+        let candidates =
+            if selections == [.all], let index { try index.allStudies() } else { try fetch(selections) { try vault.listStudies(in: $0) } }
+        let studies = candidates.filter {
             query.matches(QIDORow(patient: $0.patient, study: $0.study, modalities: $0.modalities))
         }
         let shown = page(studies, request)

@@ -24,6 +24,9 @@ public struct VaultAPIServer: Sendable {
     public let limits: ServerLimits
     /// Origins allowed by CORS and the cross-origin isolation headers (docs/api.md, "Browser viewers").
     public let browser: BrowserAccess
+    /// The decrypted study summaries that searches over the whole vault filter (shared by the listeners;
+    /// nil if the catalog could not be watched, and such searches then read the catalog each time).
+    let searchIndex: StudySearchIndex?
 
     public init(
         vault: Vault, socketPath: String? = nil, http: LoopbackAddress? = nil, limits: ServerLimits = .defaults,
@@ -34,6 +37,7 @@ public struct VaultAPIServer: Sendable {
         self.http = http
         self.limits = limits
         self.browser = browser
+        searchIndex = try? vault.makeStudySearchIndex()
     }
 
     /// One listener: the routes over the vault behind the audit middleware, the request guard and
@@ -65,7 +69,7 @@ public struct VaultAPIServer: Sendable {
         router.add(middleware: AuthAuditMiddleware(vault: vault, routes: routes))
         let dicomweb = routes.group("dicom-web")
         // Each route states what its answer does with patient data; the audit record carries it.
-        dicomweb.get("studies", access: .search) { request, context in try QIDO.studies(vault, request, context) }
+        dicomweb.get("studies", access: .search) { [searchIndex] request, context in try QIDO.studies(vault, request, context, index: searchIndex) }
         dicomweb.get("series", access: .search) { request, context in try QIDO.series(vault, request, context, study: nil) }
         dicomweb.get("studies/:study/series", access: .search) { request, context in
             try QIDO.series(vault, request, context, study: context.parameters.get("study"))

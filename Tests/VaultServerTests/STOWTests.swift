@@ -72,6 +72,12 @@ import TestSupport
         let (files, corpus) = Self.newSeries(s.dir)
         let before = s.vault.readAudit().records.count
         try await s.app.test(.live) { client in
+            // A name search before (it builds the server's search index) and after: the index follows the store.
+            let search = "/dicom-web/studies?PatientName=stowaway*"
+            try await client.execute(uri: search, method: .get, headers: ServerInProcessTests.bearer(s.rad)) { r in
+                let found = try JSONSerialization.jsonObject(with: Data(r.body.readableBytesView)) as? [Any]
+                #expect(r.status == .ok && found?.count == 0)
+            }
             try await client.execute(uri: "/dicom-web/studies", method: .post, headers: Self.headers(s.rad), body: try Self.body(files)) { response in
                 #expect(response.status == .ok)
                 #expect(response.headers[.contentType] == "application/dicom+json")
@@ -88,6 +94,11 @@ import TestSupport
                         #expect(r.status == .ok)
                     }
                 }
+            }
+            try await client.execute(uri: search, method: .get, headers: ServerInProcessTests.bearer(s.rad)) { r in
+                let found = try #require(try JSONSerialization.jsonObject(with: Data(r.body.readableBytesView)) as? [[String: Any]])
+                let study = try Self.studyUID(corpus)
+                #expect(found.count == 1 && Self.value(found[0], "0020000D") as? String == study)
             }
             // The same instances again: already stored, still a success (a client's retry is harmless).
             try await client.execute(uri: "/dicom-web/studies", method: .post, headers: Self.headers(s.rad), body: try Self.body(files)) { response in
