@@ -172,10 +172,11 @@ extension Vault {
                 reason: String(describing: error),
                 partial: ImportSummary(results: results, patientIDs: session.patientIDs.sorted(), studyUIDs: session.studyUIDs.sorted(), bytesImported: session.bytesImported, seconds: Date().timeIntervalSince(started)))
         }
-        /// Encrypts the queued files (in parallel), then commits if the group is full.
-        func flush(commitIfFull: Bool) throws {
+        /// Stages what was being encrypted and starts encrypting the queued files (in parallel, in the
+        /// background while the next files are prepared, unless `wait`), then commits if the group is full.
+        func flush(commitIfFull: Bool, wait: Bool) throws {
             do {
-                let flushed = session.flushWindow(progress: report)
+                let flushed = session.flushWindow(wait: wait, progress: report)
                 for (index, outcome) in flushed.failures { results[index].outcome = outcome }
                 if let diskFull = flushed.diskFull { throw diskFull }
                 if commitIfFull && session.batchIsFull { try session.commit(updating: &results) }
@@ -184,7 +185,7 @@ extension Vault {
         for file in files {
             var prepared = try session.prepare(file, resultIndex: results.count)
             if case .needsFlush = prepared {
-                try flush(commitIfFull: false)
+                try flush(commitIfFull: false, wait: true)
                 prepared = try session.prepare(file, resultIndex: results.count)
             }
             switch prepared {
@@ -196,14 +197,14 @@ extension Vault {
                 results.append(ImportFileResult(path: file.path, outcome: .imported, identity: session.lastIdentity))
                 if session.windowIsFull {
                     let n = session.windowCount
-                    try flush(commitIfFull: true)
+                    try flush(commitIfFull: true, wait: false)
                     state.filesDone += n
                     progress(state)
                 }
             }
         }
         let n = session.windowCount
-        try flush(commitIfFull: false)
+        try flush(commitIfFull: false, wait: true)
         state.filesDone += n
         do { try session.commit(updating: &results) } catch { throw abort(error) }
         for index in session.removedDuplicateSources { results[index].sourceRemoved = true }
@@ -352,11 +353,22 @@ struct ImportSession {
     /// Files queued for encryption; encrypted together, in parallel, by `flushWindow`.
     private var window: [Job] = []
     private var windowBytes: Int64 = 0
+    /// The previous window, being encrypted in the background while this one is prepared (a pipeline:
+    /// parsing and encrypting overlap instead of taking turns).
+    private var encrypting: Encrypting?
+    struct Encrypting {
+        let jobs: [Job]
+        let results: ResultsBox
+        let done: DispatchGroup
+    }
+    /// Jobs not yet staged: being encrypted, or queued.
+    private var unstagedJobs: [Job] { (encrypting?.jobs ?? []) + window }
     /// Small files are encrypted several at a time across the cores; a large file fills a window alone.
     static let windowFiles = max(2, 2 * ProcessInfo.processInfo.activeProcessorCount)
     static let windowByteLimit: Int64 = 32 << 20
     var windowIsFull: Bool {
-        window.count >= Self.windowFiles || windowBytes >= Self.windowByteLimit || staged.count + window.count >= options.batchFiles
+        window.count >= Self.windowFiles || windowBytes >= Self.windowByteLimit
+            || staged.count + (encrypting?.jobs.count ?? 0) + window.count >= options.batchFiles
     }
     var windowCount: Int { window.count }
 
@@ -398,7 +410,7 @@ struct ImportSession {
         }
         let keyring = vault.keyring
         let instanceIndex = keyring.blindIndex(.instanceUID, Normalize.identifier(sop))
-        if window.contains(where: { $0.instanceIndex == instanceIndex }) { return .needsFlush }
+        if unstagedJobs.contains(where: { $0.instanceIndex == instanceIndex }) { return .needsFlush }
 
         // Same SOP Instance UID already in the vault, or earlier in this run?
         let existingMAC: [UInt8]? =
@@ -427,11 +439,12 @@ struct ImportSession {
         let studyIndex = keyring.blindIndex(.studyUID, Normalize.identifier(studyUID))
         // The same holds for a series (a series is filed under the study it was first seen in).
         let seriesIndex = keyring.blindIndex(.seriesUID, Normalize.identifier(header.seriesInstanceUID ?? ""))
-        let patientRef = try window.first { $0.seriesIndex == seriesIndex }?.patientRef
+        let unstaged = unstagedJobs
+        let patientRef = try unstaged.first { $0.seriesIndex == seriesIndex }?.patientRef
             ?? staged.first { $0.seriesIndex == seriesIndex }?.patientRef
             ?? rowIDs.seriesOwner[seriesIndex]
             ?? vault.catalog.patientRef(ofSeries: seriesIndex)
-            ?? window.first { $0.studyIndex == studyIndex }?.patientRef
+            ?? unstaged.first { $0.studyIndex == studyIndex }?.patientRef
             ?? staged.first { $0.studyIndex == studyIndex }?.patientRef
             ?? rowIDs.studyOwner[studyIndex]
             ?? vault.catalog.patientRef(ofStudy: studyIndex)
@@ -478,27 +491,47 @@ struct ImportSession {
         }
     }
 
-    /// Encrypts the queued files into vault/tmp — several at once on several cores — and stages them for
-    /// the group commit. Returns the outcomes of files that failed, and the disk-full error that must
-    /// stop the import (the others are staged, so that `discardBatch` accounts for them).
-    mutating func flushWindow(progress: (Int) -> Void) -> (failures: [(Int, ImportOutcome)], diskFull: IOFailure?) {
+    /// Stages the window that was being encrypted, then encrypts the queued files into vault/tmp —
+    /// several at once on several cores: in the background, to be staged by the next call, or, with
+    /// `wait` (or a single, possibly large, file: on this thread, with live progress), now. Returns the
+    /// outcomes of files that failed, and the disk-full error that must stop the import (the others are
+    /// staged, so that `discardBatch` accounts for them).
+    mutating func flushWindow(wait: Bool, progress: (Int) -> Void) -> (failures: [(Int, ImportOutcome)], diskFull: IOFailure?) {
+        var outcome = stageEncrypted(progress: progress)
         let jobs = window
         window.removeAll()
         windowBytes = 0
-        guard !jobs.isEmpty else { return ([], nil) }
+        guard !jobs.isEmpty else { return outcome }
         let contentKey = vault.keyring.contentMAC
-        let digests: [Result<BlobDigest, IOFailure>]
         if jobs.count == 1 {
-            // One (possibly large) file: on this thread, with live progress.
-            digests = [Self.encrypt(jobs[0], contentKey: contentKey, progress: progress)]
-        } else {
-            let box = ResultsBox(count: jobs.count)
+            let more = stage(jobs, [Self.encrypt(jobs[0], contentKey: contentKey, progress: progress)])
+            return (outcome.failures + more.failures, outcome.diskFull ?? more.diskFull)
+        }
+        let box = ResultsBox(count: jobs.count)
+        let done = DispatchGroup()
+        DispatchQueue.global().async(group: done) {
             DispatchQueue.concurrentPerform(iterations: jobs.count) { i in
                 box.set(i, Self.encrypt(jobs[i], contentKey: contentKey, progress: { _ in }))
             }
-            digests = box.results
-            progress(Int(jobs.reduce(0) { $0 + $1.size }))
         }
+        encrypting = Encrypting(jobs: jobs, results: box, done: done)
+        if wait {
+            let more = stageEncrypted(progress: progress)
+            outcome = (outcome.failures + more.failures, outcome.diskFull ?? more.diskFull)
+        }
+        return outcome
+    }
+
+    /// Waits for the window being encrypted, if any, and stages it.
+    private mutating func stageEncrypted(progress: (Int) -> Void) -> (failures: [(Int, ImportOutcome)], diskFull: IOFailure?) {
+        guard let running = encrypting else { return ([], nil) }
+        running.done.wait()
+        encrypting = nil
+        progress(Int(running.jobs.reduce(0) { $0 + $1.size }))
+        return stage(running.jobs, running.results.results)
+    }
+
+    private mutating func stage(_ jobs: [Job], _ digests: [Result<BlobDigest, IOFailure>]) -> (failures: [(Int, ImportOutcome)], diskFull: IOFailure?) {
         var failures: [(Int, ImportOutcome)] = []
         var diskFull: IOFailure?
         for (job, result) in zip(jobs, digests) {
@@ -662,6 +695,8 @@ struct ImportSession {
     /// Forgets the current group after a fatal error: its staging files are removed, nothing committed,
     /// and its files are reported as not imported.
     mutating func discardBatch(_ results: inout [ImportFileResult], reason: String) {
+        // A window still being encrypted: wait for it, then drop its staging files with the others.
+        _ = stageEncrypted(progress: { _ in })
         for job in window { results[job.resultIndex].outcome = .failed("not imported: \(reason)") }
         window.removeAll()
         windowBytes = 0
@@ -681,7 +716,7 @@ extension Vault {
 }
 
 /// Per-index results written by parallel workers.
-private final class ResultsBox: @unchecked Sendable {
+final class ResultsBox: @unchecked Sendable {
     private let lock = NSLock()
     private var storage: [Result<BlobDigest, IOFailure>?]
     init(count: Int) { storage = Array(repeating: nil, count: count) }
