@@ -18,4 +18,20 @@ import TestSupport
             #expect(r.stdout.contains(figure), "missing: \(figure)\n\(r.stdout)")
         }
     }
+
+    /// The comparison with Orthanc (Debian's `orthanc`, `orthanc-dicomweb`; tools/setup installs them
+    /// when it can): every row, for both servers.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/sbin/Orthanc"), "Orthanc is not installed"))
+    func benchCompareProducesEveryRowForBothServers() throws {
+        var env = ProcessInfo.processInfo.environment
+        env["MEDVAULT_BIN"] = medvaultBinary
+        let r = try run("/bin/bash", [packageRoot + "/tools/bench-compare", "--smoke"], environment: env)
+        #expect(r.status == 0, "\(r.stderr)")
+        for figure in [
+            "import 60 ×", "import 300 ×", "QIDO studies?PatientID=", "QIDO studies?PatientName= exact", "QIDO studies/{s}/series",
+            "QIDO series/{300}/instances", "-instance series", "WADO 300-slice series (MB/s", "first byte", "server memory",
+        ] {
+            #expect(r.stdout.contains(figure), "missing: \(figure)\n\(r.stdout)")
+        }
+    }
 }
