@@ -78,17 +78,22 @@ public enum KeyWrap {
         key.withUnsafeBytes { AEAD.seal($0, key: kek, associatedData: associatedData) }
     }
 
-    /// Unwraps straight into secure memory; the key never sits in an ordinary array.
+    /// Unwraps straight into secure memory; the key never sits in an ordinary array. With `ephemeral`,
+    /// into ordinary memory zeroed on release (`SecureBytes(ephemeralCount:fill:)`): for a blob's file
+    /// key while the blob is read.
     public static func unwrap(
-        _ wrapped: [UInt8], with kek: SymmetricKey, associatedData: [UInt8]
+        _ wrapped: [UInt8], with kek: SymmetricKey, associatedData: [UInt8], ephemeral: Bool = false
     ) throws(CryptoError) -> SymmetricKey {
         guard wrapped.count == wrappedByteCount else { throw .malformedInput("wrapped key length") }
-        do {
-            let storage = try SecureBytes(count: SymmetricKey.byteCount) { out in
-                guard AEAD.openRaw(wrapped, key: kek, associatedData: associatedData, into: out) else {
-                    throw CryptoError.authenticationFailed
-                }
+        func open(_ out: UnsafeMutableRawBufferPointer) throws {
+            guard AEAD.openRaw(wrapped, key: kek, associatedData: associatedData, into: out) else {
+                throw CryptoError.authenticationFailed
             }
+        }
+        do {
+            let storage =
+                ephemeral
+                ? try SecureBytes(ephemeralCount: SymmetricKey.byteCount, fill: open) : try SecureBytes(count: SymmetricKey.byteCount, fill: open)
             return SymmetricKey(storage: storage)
         } catch let e as CryptoError { throw e } catch { throw .secureMemoryUnavailable }
     }

@@ -222,8 +222,10 @@ package enum BlobCodec {
         let wrapped = Array(header[BlobFormat.prefixLength..<(BlobFormat.prefixLength + BlobFormat.wrappedKeyLength)])
         let fileKey: SymmetricKey
         do {
+            // Ordinary memory, zeroed on release: the file key opens this blob only, whose clear bytes
+            // pass through ordinary memory as it is read (`SecureBytes(ephemeralCount:fill:)`).
             fileKey = try KeyWrap.unwrap(
-                wrapped, with: patientKey, associatedData: BlobFormat.fileKeyAssociatedData(id: id, version: version))
+                wrapped, with: patientKey, associatedData: BlobFormat.fileKeyAssociatedData(id: id, version: version), ephemeral: true)
         } catch {
             throw .tampered
         }

@@ -82,7 +82,7 @@ public struct VaultAPIServer: Sendable {
             try QIDO.instances(vault, request, context, study: context.parameters.get("study"), series: context.parameters.get("series"))
         }
         dicomweb.get("studies/:study/series/:series/instances/:instance", access: .retrieve) { request, context in
-            try WADO.instance(vault, request, context)
+            try await WADO.instance(vault, request, context)
         }
         dicomweb.get("studies/:study/series/:series/instances/:instance/metadata", access: .metadata) { request, context in
             try WADO.metadata(vault, request, context)
@@ -94,10 +94,10 @@ public struct VaultAPIServer: Sendable {
             try WADO.metadata(vault, request, context)
         }
         dicomweb.get("studies/:study/series/:series", access: .retrieve) { request, context in
-            try WADO.series(vault, request, context)
+            try await WADO.series(vault, request, context)
         }
         dicomweb.get("studies/:study", access: .retrieve) { request, context in
-            try WADO.study(vault, request, context)
+            try await WADO.study(vault, request, context)
         }
         WADOPixels.register(on: dicomweb, vault: vault)
         let limits = self.limits

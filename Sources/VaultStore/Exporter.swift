@@ -95,20 +95,19 @@ extension Vault {
     /// `fingerprint` also checks the keyed fingerprint of the clear bytes (export and the
     /// `--remove-source` read-back do; a streamed WADO answer does not).
     func readInstance(_ inst: ResolvedInstance, fingerprint: Bool = true, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
-        guard let id = BlobID(hex: inst.row.blobID) else { throw VaultError.catalog("bad blob id in catalog") }
-        let key = try patientKey(ref: inst.patientRef, wrapped: inst.wrappedPatientKey)
-        try instanceReader.readRecorded(
-            StoredInstance(blobID: id, patientKey: key, plainSize: inst.row.plainSize, contentMAC: inst.row.contentMAC),
-            fingerprint: fingerprint, sink: sink)
+        try instanceReader.readRecorded(try stored(inst), fingerprint: fingerprint, sink: sink)
     }
 
     /// The instance's blob opened for reads by range, or nil for a format-1 blob (`InstanceReader.openRanges`).
     func openRanges(_ inst: ResolvedInstance) throws -> SeekableBlob? {
+        try instanceReader.openRanges(try stored(inst), blobSize: inst.row.blobSize)
+    }
+
+    /// Where the instance's blob is and the patient key that opens it (unwrapped here).
+    func stored(_ inst: ResolvedInstance) throws -> StoredInstance {
         guard let id = BlobID(hex: inst.row.blobID) else { throw VaultError.catalog("bad blob id in catalog") }
         let key = try patientKey(ref: inst.patientRef, wrapped: inst.wrappedPatientKey)
-        return try instanceReader.openRanges(
-            StoredInstance(blobID: id, patientKey: key, plainSize: inst.row.plainSize, contentMAC: inst.row.contentMAC),
-            blobSize: inst.row.blobSize)
+        return StoredInstance(blobID: id, patientKey: key, plainSize: inst.row.plainSize, contentMAC: inst.row.contentMAC)
     }
 
     /// `export(_:to:progress:)` as a recorded read by `actor` (`Vault.recordAccess`).
@@ -244,21 +243,7 @@ extension Vault {
     /// wipes them. Only the chunks of the prefix are decrypted (format 1: decryption stops once the
     /// prefix is complete).
     func withDecryptedPrefix<R>(_ item: RetrievableInstance, limit: Int, _ body: ([UInt8]) throws -> R) throws -> R {
-        if let blob = try openRanges(item.resolved) {
-            var prefix = try blob.read(0, limit)
-            defer { wipe(&prefix) }
-            return try body(prefix)
-        }
-        var prefix: [UInt8] = []
-        prefix.reserveCapacity(min(limit, Int(item.size)))
-        defer { wipe(&prefix) }
-        do {
-            try stream(item) { chunk in
-                prefix += chunk.prefix(limit - prefix.count)
-                if prefix.count >= limit { throw EnoughBytes() }
-            }
-        } catch is EnoughBytes {}
-        return try body(prefix)
+        try instanceReader.withDecryptedPrefix(try stored(item.resolved), blobSize: item.resolved.row.blobSize, limit: limit, body)
     }
 
     /// The instance's attributes as DICOM JSON, read from the start of its decrypted bytes only (up to
@@ -285,10 +270,38 @@ extension Vault {
     /// or when the header cannot be read from the first 16 MiB (the instance is then sent as stored).
     /// Only the first chunk is decrypted for an instance with a header.
     public func part10FileMeta(_ item: RetrievableInstance) throws -> [UInt8]? {
-        if try withDecryptedPrefix(item, limit: 132, { DICOMFileMeta.hasPart10Header($0) }) { return nil }
-        for limit in Self.headerPrefixLimits {
-            let (meta, complete): ([UInt8]??, Bool) = try withDecryptedPrefix(item, limit: limit) { prefix in
-                let complete = Int64(prefix.count) >= item.size
+        try instanceReader.part10FileMeta(try stored(item.resolved), blobSize: item.resolved.row.blobSize)
+    }
+}
+
+extension InstanceReader {
+    /// Hands `body` the first `limit` decrypted bytes of the instance (fewer if it is shorter), then
+    /// wipes them. Only the chunks of the prefix are decrypted (format 1: decryption stops once the
+    /// prefix is complete).
+    func withDecryptedPrefix<R>(_ instance: StoredInstance, blobSize: Int64, limit: Int, _ body: ([UInt8]) throws -> R) throws -> R {
+        if let blob = try openRanges(instance, blobSize: blobSize) {
+            var prefix = try blob.read(0, limit)
+            defer { wipe(&prefix) }
+            return try body(prefix)
+        }
+        var prefix: [UInt8] = []
+        prefix.reserveCapacity(min(limit, Int(instance.plainSize)))
+        defer { wipe(&prefix) }
+        do {
+            try readRecorded(instance, fingerprint: false) { chunk in
+                prefix += chunk.prefix(limit - prefix.count)
+                if prefix.count >= limit { throw EnoughBytes() }
+            }
+        } catch is EnoughBytes {}
+        return try body(prefix)
+    }
+
+    /// `Vault.part10FileMeta` for an instance whose key is at hand (a retrieval unwraps each patient's once).
+    func part10FileMeta(_ instance: StoredInstance, blobSize: Int64) throws -> [UInt8]? {
+        if try withDecryptedPrefix(instance, blobSize: blobSize, limit: 132, { DICOMFileMeta.hasPart10Header($0) }) { return nil }
+        for limit in Vault.headerPrefixLimits {
+            let (meta, complete): ([UInt8]??, Bool) = try withDecryptedPrefix(instance, blobSize: blobSize, limit: limit) { prefix in
+                let complete = Int64(prefix.count) >= instance.plainSize
                 return ((try? DICOMFileMeta.forStoredBytes(prefix: prefix, complete: complete)), complete)
             }
             if let meta { return meta }
