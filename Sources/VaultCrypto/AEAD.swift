@@ -78,22 +78,17 @@ public enum KeyWrap {
         key.withUnsafeBytes { AEAD.seal($0, key: kek, associatedData: associatedData) }
     }
 
-    /// Unwraps straight into secure memory; the key never sits in an ordinary array. With `ephemeral`,
-    /// into ordinary memory zeroed on release (`SecureBytes(ephemeralCount:fill:)`): for a blob's file
-    /// key while the blob is read.
+    /// Unwraps straight into secure memory; the key never sits in an ordinary array.
     public static func unwrap(
-        _ wrapped: [UInt8], with kek: SymmetricKey, associatedData: [UInt8], ephemeral: Bool = false
+        _ wrapped: [UInt8], with kek: SymmetricKey, associatedData: [UInt8]
     ) throws(CryptoError) -> SymmetricKey {
         guard wrapped.count == wrappedByteCount else { throw .malformedInput("wrapped key length") }
-        func open(_ out: UnsafeMutableRawBufferPointer) throws {
-            guard AEAD.openRaw(wrapped, key: kek, associatedData: associatedData, into: out) else {
-                throw CryptoError.authenticationFailed
-            }
-        }
         do {
-            let storage =
-                ephemeral
-                ? try SecureBytes(ephemeralCount: SymmetricKey.byteCount, fill: open) : try SecureBytes(count: SymmetricKey.byteCount, fill: open)
+            let storage = try SecureBytes(count: SymmetricKey.byteCount) { out in
+                guard AEAD.openRaw(wrapped, key: kek, associatedData: associatedData, into: out) else {
+                    throw CryptoError.authenticationFailed
+                }
+            }
             return SymmetricKey(storage: storage)
         } catch let e as CryptoError { throw e } catch { throw .secureMemoryUnavailable }
     }

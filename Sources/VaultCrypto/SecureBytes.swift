@@ -1,18 +1,12 @@
 import CSodium
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Secret bytes in libsodium secure memory: guarded pages, `mlock`ed (never swapped), read-only
-/// once filled, zeroed and freed in `deinit` (or, made with `init(ephemeralCount:fill:)`, in ordinary
-/// memory, zeroed and freed in `deinit`). Never printed: `description` is redacted.
+/// once filled, zeroed and freed in `deinit`. Never printed: `description` is redacted.
 ///
 /// The storage is immutable after initialisation, so sharing across tasks is safe.
 public final class SecureBytes: @unchecked Sendable, CustomStringConvertible {
     private let pointer: UnsafeMutableRawPointer
     public let count: Int
-    /// False for `ephemeral` storage: ordinary memory, zeroed and freed in `deinit`.
-    private let guarded: Bool
 
     /// Allocates `count` bytes and lets `fill` write them; the memory becomes read-only afterwards.
     public init(count: Int, fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
@@ -29,28 +23,6 @@ public final class SecureBytes: @unchecked Sendable, CustomStringConvertible {
         _ = sodium_mprotect_readonly(p)
         pointer = p
         self.count = count
-        guarded = true
-    }
-
-    /// Like `init(count:fill:)`, in ordinary heap memory (zeroed and freed in `deinit`, but neither
-    /// guarded, locked nor read-only): for a short-lived secret that protects nothing more than the
-    /// clear bytes it is used to read, which sit in ordinary memory at the same time — a blob's file
-    /// key while the blob is decrypted. `sodium_malloc` maps, locks and protects pages, and frees them
-    /// with `munmap`: every one of those page-table changes interrupts the process's other cores (a TLB
-    /// shootdown), which cost a series retrieval more than decrypting its first chunks.
-    public init(ephemeralCount count: Int, fill: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
-        try Sodium.ensure()
-        guard count > 0, let p = malloc(count) else { throw CryptoError.secureMemoryUnavailable }
-        do {
-            try fill(UnsafeMutableRawBufferPointer(start: p, count: count))
-        } catch {
-            sodium_memzero(p, count)
-            free(p)
-            throw error
-        }
-        pointer = p
-        self.count = count
-        guarded = false
     }
 
     /// Fresh random secret bytes.
@@ -73,15 +45,9 @@ public final class SecureBytes: @unchecked Sendable, CustomStringConvertible {
         _ = sodium_mprotect_readonly(p)
         pointer = p
         count = n
-        guarded = true
     }
 
     deinit {
-        guard guarded else {
-            sodium_memzero(pointer, count)
-            free(pointer)
-            return
-        }
         _ = sodium_mprotect_readwrite(pointer)
         sodium_memzero(pointer, count)
         sodium_free(pointer)

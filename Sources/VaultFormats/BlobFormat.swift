@@ -222,10 +222,8 @@ package enum BlobCodec {
         let wrapped = Array(header[BlobFormat.prefixLength..<(BlobFormat.prefixLength + BlobFormat.wrappedKeyLength)])
         let fileKey: SymmetricKey
         do {
-            // Ordinary memory, zeroed on release: the file key opens this blob only, whose clear bytes
-            // pass through ordinary memory as it is read (`SecureBytes(ephemeralCount:fill:)`).
             fileKey = try KeyWrap.unwrap(
-                wrapped, with: patientKey, associatedData: BlobFormat.fileKeyAssociatedData(id: id, version: version), ephemeral: true)
+                wrapped, with: patientKey, associatedData: BlobFormat.fileKeyAssociatedData(id: id, version: version))
         } catch {
             throw .tampered
         }
