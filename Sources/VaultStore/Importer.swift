@@ -380,15 +380,14 @@ struct ImportSession {
     mutating func prepare(_ input: ImportSource, resultIndex: Int) throws -> Prepared {
         lastIdentity = nil
         let path = input.path
-        let opened: (source: any FileIO.SequentialSource, header: DICOMHeader)
+        let source: any FileIO.SequentialSource, header: DICOMHeader
         switch Self.openAndParse(input, headerLimit: options.streamHeaderLimit) {
-        case .success(let o): opened = o
+        case .success(let o): (source, header) = o
         case .failure(.unreadable(let reason)): return .done(.failed(reason))
         case .failure(.refused(let error)):
             if case .dictionaryUnavailable = error { throw error }
             return .done(.rejected(error.description))
         }
-        let (source, header) = opened
         if header.sopInstanceUID == nil && (path as NSString).lastPathComponent.uppercased() == "DICOMDIR" {
             return .done(.skipped("DICOMDIR media index; the images it lists are imported on their own"))
         }
