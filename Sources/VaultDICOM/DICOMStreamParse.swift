@@ -28,7 +28,7 @@ extension DICOMParser {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
         var filled = 0
         defer {
-            memset(buffer.baseAddress!, 0, filled)  // a patient's clear bytes
+            UnsafeMutableRawBufferPointer(rebasing: buffer[0..<filled]).initializeMemory(as: UInt8.self, repeating: 0)  // a patient's clear bytes
             buffer.deallocate()
         }
         if size <= Int64(headerLimit) {
@@ -78,7 +78,7 @@ extension DICOMParser {
         }
         if let failure = context.failure { throw .unreadable("cannot read the instance: \(failure)") }
         if rc == Int32(MV_DCM_OK) { return }
-        let message = err.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let message = String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         switch Int(rc) {
         case Int(MV_DCM_ERR_DICTIONARY): throw .dictionaryUnavailable(message)
         case Int(MV_DCM_ERR_PARSE), Int(MV_DCM_ERR_REFUSED): throw .malformed(message)

@@ -84,7 +84,7 @@ package final class SealedSpill: @unchecked Sendable {
                 into: UnsafeMutableRawBufferPointer(rebasing: batch[batchFill...]))
         }
         batchFill += written
-        memset(chunk.baseAddress!, 0, chunkFill)
+        UnsafeMutableRawBufferPointer(rebasing: chunk[0..<chunkFill]).initializeMemory(as: UInt8.self, repeating: 0)
         chunkFill = 0
     }
 
