@@ -121,6 +121,27 @@ int finishParse(DcmFileFormat &fileFormat, OFCondition status, mv_dcm_header **o
     return MV_DCM_OK;
 }
 
+// DCMTK's parse of a buffer (whole, or up to the top-level Pixel Data), on a stack with known
+// headroom, into a header. The caller has run the pre-scan.
+int parseBuffer(const void *bytes, size_t length, bool untilPixels, mv_dcm_header **out, char *err, size_t err_len) {
+    return withKnownStack(
+        [&]() -> int {
+            return guarded("parsing", err, err_len, [&]() -> int {
+                DcmInputBufferStream stream;
+                stream.setBuffer(bytes, offile_off_t(length));
+                stream.setEos();
+                DcmFileFormat fileFormat;
+                fileFormat.transferInit();
+                OFCondition status =
+                    untilPixels ? fileFormat.readUntilTag(stream, EXS_Unknown, EGL_noChange, kMaxReadLength, DCM_PixelData)
+                                : fileFormat.read(stream, EXS_Unknown, EGL_noChange, kMaxReadLength);
+                fileFormat.transferEnd();
+                return finishParse(fileFormat, status, out, err, err_len);
+            });
+        },
+        err, err_len);
+}
+
 }  // namespace
 
 extern "C" int mv_dcm_initialize(char *err, size_t err_len) {
@@ -186,20 +207,7 @@ extern "C" int mv_dcm_parse_buffer(const void *bytes, size_t length, mv_dcm_head
         std::string why;
         if (!mv::prescanBuffer(static_cast<const uint8_t *>(bytes), length, mv::ScanExtent::whole, &why))
             return refused(why, err, err_len);
-        return withKnownStack(
-            [&]() -> int {
-                return guarded("parsing", err, err_len, [&]() -> int {
-                    DcmInputBufferStream stream;
-                    stream.setBuffer(bytes, offile_off_t(length));
-                    stream.setEos();
-                    DcmFileFormat fileFormat;
-                    fileFormat.transferInit();
-                    OFCondition status = fileFormat.read(stream, EXS_Unknown, EGL_noChange, kMaxReadLength);
-                    fileFormat.transferEnd();
-                    return finishParse(fileFormat, status, out, err, err_len);
-                });
-            },
-            err, err_len);
+        return parseBuffer(bytes, length, false, out, err, err_len);
     });
 }
 
@@ -238,21 +246,7 @@ extern "C" int mv_dcm_parse_until_pixels(const void *bytes, size_t length, mv_dc
             setError(err, err_len, "a deflated dataset must be parsed whole");
             return MV_DCM_ERR_UNSUPPORTED;
         }
-        return withKnownStack(
-            [&]() -> int {
-                return guarded("parsing", err, err_len, [&]() -> int {
-                    DcmInputBufferStream stream;
-                    stream.setBuffer(bytes, offile_off_t(length));
-                    stream.setEos();
-                    DcmFileFormat fileFormat;
-                    fileFormat.transferInit();
-                    OFCondition status =
-                        fileFormat.readUntilTag(stream, EXS_Unknown, EGL_noChange, kMaxReadLength, DCM_PixelData);
-                    fileFormat.transferEnd();
-                    return finishParse(fileFormat, status, out, err, err_len);
-                });
-            },
-            err, err_len);
+        return parseBuffer(bytes, length, true, out, err, err_len);
     });
 }
 
