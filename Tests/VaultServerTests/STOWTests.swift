@@ -33,6 +33,17 @@ import TestSupport
         return (try? vault.resolve(.study(study)))?.count ?? 0
     }
 
+    /// Every instance of `corpus` reads back from the vault identical to its file.
+    static func expectStoredByteForByte(_ corpus: Corpus, in vault: Vault) throws {
+        for f in corpus.valid {
+            let sop = try #require(f.sop_uid)
+            var out = Data()
+            let item = try #require(try vault.resolve(.instance(sop)).first)
+            try vault.readInstance(item) { out.append(contentsOf: $0) }
+            #expect(out == (try Data(contentsOf: URL(fileURLWithPath: corpus.path(f)))))
+        }
+    }
+
     static func body(_ files: [String], partType: String = "application/dicom", extra: [UInt8]? = nil) throws -> ByteBuffer {
         var out = ByteBuffer()
         for f in files {
@@ -108,13 +119,7 @@ import TestSupport
             }
         }
         // Byte-identical in the vault.
-        for f in corpus.valid {
-            let sop = try #require(f.sop_uid)
-            var out = Data()
-            let item = try #require(try s.vault.resolve(.instance(sop)).first)
-            try s.vault.readInstance(item) { out.append(contentsOf: $0) }
-            #expect(out == (try Data(contentsOf: URL(fileURLWithPath: corpus.path(f)))))
-        }
+        try Self.expectStoredByteForByte(corpus, in: s.vault)
         // One import record by the account (through the engine's change path), then the request's record.
         let records = s.vault.readAudit().records.map(\.event).dropFirst(before)
         let imports = records.filter { $0.action == .importFiles }
@@ -145,13 +150,7 @@ import TestSupport
                 #expect(Self.sequence(o, "00081198").first.flatMap { Self.value($0, "00081197") as? Int } == 0xC000)
             }
         }
-        for f in corpus.valid {
-            let sop = try #require(f.sop_uid)
-            var out = Data()
-            let item = try #require(try s.vault.resolve(.instance(sop)).first)
-            try s.vault.readInstance(item) { out.append(contentsOf: $0) }
-            #expect(out == (try Data(contentsOf: URL(fileURLWithPath: corpus.path(f)))))
-        }
+        try Self.expectStoredByteForByte(corpus, in: s.vault)
         #expect(FileManager.default.fileExists(atPath: s.vault.layout.tmp))
         #expect((try FileManager.default.contentsOfDirectory(atPath: s.vault.layout.tmp)).isEmpty)
         #expect(allFiles(under: s.vault.layout.root).allSatisfy { !fileContains($0, Array("Stowaway".utf8)) })
