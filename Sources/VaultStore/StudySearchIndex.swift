@@ -36,14 +36,6 @@ public final class StudySearchIndex: @unchecked Sendable {
         }
         return studies
     }
-
-    /// Forgets the decrypted summaries (they are rebuilt on the next search).
-    public func clear() {
-        lock.lock()
-        defer { lock.unlock() }
-        studies = []
-        version = nil
-    }
 }
 
 extension Vault {
